@@ -1,0 +1,3 @@
+//! The `cvdmirror` command: parses the command line and dispatches.
+
+fn main() {}
