@@ -320,12 +320,13 @@ impl Run {
 
 impl fmt::Display for Run {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "--- freshclam ({}) exit: {:?}",
-            freshclam_version(),
-            self.status
-        )?;
+        // Never panic here: this runs while a failed assertion is formatted.
+        let version = Command::new(freshclam_bin())
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|e| format!("version unknown: {e}"));
+        writeln!(f, "--- freshclam ({version}) exit: {:?}", self.status)?;
         writeln!(f, "--- stdout:\n{}", self.stdout)?;
         write!(f, "--- stderr:\n{}", self.stderr)
     }
