@@ -30,7 +30,10 @@ mod tar;
 pub mod testkeys;
 mod verify;
 
-pub use cdiff::{Cdiff, CdiffParts, MAX_CDIFF_BYTES, MAX_SCRIPT_BYTES, SignedCdiff, parse as parse_cdiff, script as cdiff_script, verify_cdiff, verify_cdiff_file};
+pub use cdiff::{
+    Cdiff, CdiffParts, MAX_CDIFF_BYTES, MAX_SCRIPT_BYTES, SignedCdiff, parse as parse_cdiff,
+    script as cdiff_script, verify_cdiff, verify_cdiff_file,
+};
 pub use error::{Signed, VerifyError};
 pub use header::{HEADER_LEN, Header, HeaderError};
 pub use keys::{ExtraKey, KeyError, KeyRole, PublicKey, TrustedKeys};

@@ -75,7 +75,10 @@ pub fn decode_number(text: &[u8]) -> Result<BigUint, Base64Error> {
 pub fn encode_number(value: &BigUint, min_digits: usize) -> String {
     let mut out = String::new();
     let bits = value.bits();
-    let digits = usize::try_from(bits.div_ceil(6)).unwrap_or(usize::MAX).max(min_digits).max(1);
+    let digits = usize::try_from(bits.div_ceil(6))
+        .unwrap_or(usize::MAX)
+        .max(min_digits)
+        .max(1);
     for i in 0..digits {
         let mut d = 0usize;
         for b in 0..6u64 {
@@ -98,14 +101,29 @@ mod tests {
         assert_eq!(decode_number(b"b").unwrap(), BigUint::from(1u32));
         assert_eq!(decode_number(b"ab").unwrap(), BigUint::from(64u32));
         assert_eq!(decode_number(b"/").unwrap(), BigUint::from(63u32));
-        assert_eq!(decode_number(b"+9Z").unwrap(), BigUint::from(62u32 + 61 * 64 + 51 * 4096));
+        assert_eq!(
+            decode_number(b"+9Z").unwrap(),
+            BigUint::from(62u32 + 61 * 64 + 51 * 4096)
+        );
     }
 
     #[test]
     fn rejects_foreign_bytes_and_extremes() {
         assert_eq!(decode_number(b""), Err(Base64Error::Empty));
-        assert_eq!(decode_number(b"ab=c"), Err(Base64Error::BadDigit { byte: b'=', position: 2 }));
-        assert_eq!(decode_number(b"abc\n"), Err(Base64Error::BadDigit { byte: b'\n', position: 3 }));
+        assert_eq!(
+            decode_number(b"ab=c"),
+            Err(Base64Error::BadDigit {
+                byte: b'=',
+                position: 2
+            })
+        );
+        assert_eq!(
+            decode_number(b"abc\n"),
+            Err(Base64Error::BadDigit {
+                byte: b'\n',
+                position: 3
+            })
+        );
         assert_eq!(decode_number(&[b'a'; 351]), Err(Base64Error::TooLong(351)));
     }
 

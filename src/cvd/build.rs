@@ -117,8 +117,12 @@ impl DbSpec {
     fn check(&self) -> io::Result<()> {
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
-            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        let text_ok = |s: &str| !s.is_empty() && !s.contains([':', '\n', '\r', '\0']) && s.trim() == s;
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let text_ok =
+            |s: &str| !s.is_empty() && !s.contains([':', '\n', '\r', '\0']) && s.trim() == s;
         if !name_ok || !text_ok(&self.builder) || !self.built.as_deref().is_none_or(text_ok) {
             return Err(invalid(format!("unusable database spec {self:?}")));
         }
@@ -132,7 +136,9 @@ fn invalid(why: String) -> io::Error {
 
 /// Formats epoch seconds as ClamAV's header time, `%d %b %Y %H-%M %z`, in UTC.
 pub fn build_time(stime: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (days, secs) = (stime / 86_400, stime % 86_400);
     // Howard Hinnant's civil_from_days, for days since 1970-01-01 >= 0.
     let z = days + 719_468;
@@ -144,15 +150,26 @@ pub fn build_time(stime: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let month_name = MONTHS.get(usize::try_from(month - 1).unwrap_or(0)).copied().unwrap_or("Jan");
-    format!("{day:02} {month_name} {year} {:02}-{:02} +0000", secs / 3_600, secs % 3_600 / 60)
+    let month_name = MONTHS
+        .get(usize::try_from(month - 1).unwrap_or(0))
+        .copied()
+        .unwrap_or("Jan");
+    format!(
+        "{day:02} {month_name} {year} {:02}-{:02} +0000",
+        secs / 3_600,
+        secs % 3_600 / 60
+    )
 }
 
 /// The signature lines of `<db>.hdb`: line `i` depends only on the name and
 /// `i`, so a later version with more signatures extends an earlier one.
 pub fn signature_line(name: &str, i: u32) -> String {
     let md5: [u8; 16] = Md5::digest(format!("{name}-{i}")).into();
-    format!("{}:{}:Cvdmirror.Test.{name}-{i}", hex(&md5), 64 + u64::from(i))
+    format!(
+        "{}:{}:Cvdmirror.Test.{name}-{i}",
+        hex(&md5),
+        64 + u64::from(i)
+    )
 }
 
 fn hdb(spec: &DbSpec) -> Vec<u8> {
@@ -175,14 +192,22 @@ struct Filler {
 
 impl Filler {
     fn new(spec: &DbSpec, len: u64) -> Self {
-        let seed: [u8; 8] = Sha256::digest(format!("{}-{}", spec.name, spec.version)).get(..8).and_then(|s| s.try_into().ok()).unwrap_or([1; 8]);
-        Self { state: u64::from_le_bytes(seed) | 1, left: len }
+        let seed: [u8; 8] = Sha256::digest(format!("{}-{}", spec.name, spec.version))
+            .get(..8)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or([1; 8]);
+        Self {
+            state: u64::from_le_bytes(seed) | 1,
+            left: len,
+        }
     }
 }
 
 impl Read for Filler {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = usize::try_from(self.left).unwrap_or(usize::MAX).min(buf.len());
+        let n = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let out = buf.get_mut(..n).unwrap_or_default();
         for chunk in out.chunks_mut(8) {
             self.state ^= self.state >> 12;
@@ -213,20 +238,38 @@ fn tar_len(size: u64) -> u64 {
 }
 
 /// The uncompressed tar archive of a database, and its `.info`.
-fn archive(spec: &DbSpec, keys: &SigningKeys, gzip_overhead: impl Fn(u64) -> u64) -> io::Result<Vec<u8>> {
+fn archive(
+    spec: &DbSpec,
+    keys: &SigningKeys,
+    gzip_overhead: impl Fn(u64) -> u64,
+) -> io::Result<Vec<u8>> {
     spec.check()?;
     let hdb = hdb(spec);
     let mut entries = Vec::new();
     if !hdb.is_empty() {
-        entries.push(InfoEntry { name: format!("{}.hdb", spec.name), size: hdb.len() as u64, sha256: Sha256::digest(&hdb).into() });
+        entries.push(InfoEntry {
+            name: format!("{}.hdb", spec.name),
+            size: hdb.len() as u64,
+            sha256: Sha256::digest(&hdb).into(),
+        });
     }
     // Size the filler so the whole file lands near the target.
     let info_estimate = render_unsigned(&spec.header_line(), &entries).len() as u64 + 200 + 350;
-    let fixed = HEADER_LEN as u64 + tar_len(COPYING.len() as u64) + tar_len(info_estimate) + tar_len(hdb.len() as u64) + 2 * BLOCK as u64;
-    let pad_len = spec.target_size.saturating_sub(fixed + BLOCK as u64 + gzip_overhead(spec.target_size));
+    let fixed = HEADER_LEN as u64
+        + tar_len(COPYING.len() as u64)
+        + tar_len(info_estimate)
+        + tar_len(hdb.len() as u64)
+        + 2 * BLOCK as u64;
+    let pad_len = spec
+        .target_size
+        .saturating_sub(fixed + BLOCK as u64 + gzip_overhead(spec.target_size));
     if pad_len > 0 {
         let sha256 = sha256_of(Filler::new(spec, pad_len))?;
-        entries.push(InfoEntry { name: format!("{}.pad", spec.name), size: pad_len, sha256 });
+        entries.push(InfoEntry {
+            name: format!("{}.pad", spec.name),
+            size: pad_len,
+            sha256,
+        });
     }
     let unsigned = render_unsigned(&spec.header_line(), &entries);
     let dsig = sign_pss(&Sha256::digest(unsigned.as_bytes()).into(), &keys.info);
@@ -234,12 +277,27 @@ fn archive(spec: &DbSpec, keys: &SigningKeys, gzip_overhead: impl Fn(u64) -> u64
 
     let mut tar = Vec::with_capacity(usize::try_from(fixed + pad_len).unwrap_or(0));
     write_member(&mut tar, "COPYING", COPYING.len() as u64, &mut &COPYING[..])?;
-    write_member(&mut tar, &format!("{}.info", spec.name), info.len() as u64, &mut &info[..])?;
+    write_member(
+        &mut tar,
+        &format!("{}.info", spec.name),
+        info.len() as u64,
+        &mut &info[..],
+    )?;
     if !hdb.is_empty() {
-        write_member(&mut tar, &format!("{}.hdb", spec.name), hdb.len() as u64, &mut &hdb[..])?;
+        write_member(
+            &mut tar,
+            &format!("{}.hdb", spec.name),
+            hdb.len() as u64,
+            &mut &hdb[..],
+        )?;
     }
     if pad_len > 0 {
-        write_member(&mut tar, &format!("{}.pad", spec.name), pad_len, &mut Filler::new(spec, pad_len))?;
+        write_member(
+            &mut tar,
+            &format!("{}.pad", spec.name),
+            pad_len,
+            &mut Filler::new(spec, pad_len),
+        )?;
     }
     write_end(&mut tar)?;
     Ok(tar)
@@ -247,8 +305,15 @@ fn archive(spec: &DbSpec, keys: &SigningKeys, gzip_overhead: impl Fn(u64) -> u64
 
 fn gzip(data: &[u8]) -> io::Result<Vec<u8>> {
     // Filler is incompressible: store big archives, compress small ones.
-    let level = if data.len() > 1 << 20 { Compression::none() } else { Compression::default() };
-    let mut gz = GzEncoder::new(Vec::with_capacity(data.len() + data.len() / 1000 + 64), level);
+    let level = if data.len() > 1 << 20 {
+        Compression::none()
+    } else {
+        Compression::default()
+    };
+    let mut gz = GzEncoder::new(
+        Vec::with_capacity(data.len() + data.len() / 1000 + 64),
+        level,
+    );
     gz.write_all(data)?;
     gz.finish()
 }
@@ -259,7 +324,10 @@ fn stored_overhead(size: u64) -> u64 {
 
 fn padded_header(line: &str) -> io::Result<Vec<u8>> {
     if line.len() > HEADER_LEN {
-        return Err(invalid(format!("header line is {} bytes, more than {HEADER_LEN}", line.len())));
+        return Err(invalid(format!(
+            "header line is {} bytes, more than {HEADER_LEN}",
+            line.len()
+        )));
     }
     let mut out = Vec::with_capacity(HEADER_LEN);
     out.extend_from_slice(line.as_bytes());
@@ -280,7 +348,11 @@ pub fn cvd(spec: &DbSpec, keys: &SigningKeys) -> io::Result<Vec<u8>> {
 /// Builds a CLD: header with `X` for md5 and dsig, body a plain tar (as
 /// `freshclam` writes them by default) or gzip-compressed.
 pub fn cld(spec: &DbSpec, keys: &SigningKeys, compressed: bool) -> io::Result<Vec<u8>> {
-    let tar = if compressed { archive(spec, keys, stored_overhead)? } else { archive(spec, keys, |_| 0)? };
+    let tar = if compressed {
+        archive(spec, keys, stored_overhead)?
+    } else {
+        archive(spec, keys, |_| 0)?
+    };
     let body = if compressed { gzip(&tar)? } else { tar };
     let mut out = padded_header(&spec.header_line())?;
     out.extend_from_slice(&body);
@@ -292,7 +364,10 @@ pub fn cld(spec: &DbSpec, keys: &SigningKeys, compressed: bool) -> io::Result<Ve
 /// rewrite `<db>.info`, so applying it yields no verifiable database: the
 /// mirror only verifies and serves cdiffs, it never applies them.
 pub fn cdiff_script(name: &str, version: u32) -> String {
-    format!("OPEN {name}.hdb\nADD {}\nCLOSE\n", signature_line(name, 1_000_000 + version))
+    format!(
+        "OPEN {name}.hdb\nADD {}\nCLOSE\n",
+        signature_line(name, 1_000_000 + version)
+    )
 }
 
 /// Wraps `script` as a cdiff for `version`, signed with `key`.
@@ -314,8 +389,15 @@ pub fn cdiff(name: &str, version: u32, keys: &SigningKeys) -> io::Result<Vec<u8>
 
 /// The cdiffs leading from version `from` to `to`: `(N, <name>-N.cdiff)`
 /// for N in `from+1..=to`.
-pub fn cdiff_chain(name: &str, from: u32, to: u32, keys: &SigningKeys) -> io::Result<Vec<(u32, Vec<u8>)>> {
-    (from.saturating_add(1)..=to).map(|v| Ok((v, cdiff(name, v, keys)?))).collect()
+pub fn cdiff_chain(
+    name: &str,
+    from: u32,
+    to: u32,
+    keys: &SigningKeys,
+) -> io::Result<Vec<(u32, Vec<u8>)>> {
+    (from.saturating_add(1)..=to)
+        .map(|v| Ok((v, cdiff(name, v, keys)?)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,8 +414,15 @@ mod tests {
 
     #[test]
     fn header_line_has_all_fields() {
-        let spec = DbSpec::new("daily", 27_000).signatures(5).flevel(200).stime(1_700_000_000).builder("me");
-        assert_eq!(spec.header_line(), "ClamAV-VDB:14 Nov 2023 22-13 +0000:27000:5:200:X:X:me:1700000000");
+        let spec = DbSpec::new("daily", 27_000)
+            .signatures(5)
+            .flevel(200)
+            .stime(1_700_000_000)
+            .builder("me");
+        assert_eq!(
+            spec.header_line(),
+            "ClamAV-VDB:14 Nov 2023 22-13 +0000:27000:5:200:X:X:me:1700000000"
+        );
     }
 
     #[test]

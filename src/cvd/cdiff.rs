@@ -83,18 +83,33 @@ pub fn parse(bytes: &[u8]) -> Result<CdiffParts<'_>, VerifyError> {
     }
     let tail_start = bytes.len() - MAX_SIGNATURE_CHARS;
     let tail = bytes.get(tail_start..).unwrap_or_default();
-    let colon = tail_start + tail.iter().rposition(|&b| b == b':').ok_or_else(|| bad("no ':' before the signature"))?;
+    let colon = tail_start
+        + tail
+            .iter()
+            .rposition(|&b| b == b':')
+            .ok_or_else(|| bad("no ':' before the signature"))?;
     let signed = bytes.get(..colon).unwrap_or_default();
     let dsig = bytes.get(colon + 1..).unwrap_or_default();
-    let rest = signed.strip_prefix(MAGIC).ok_or_else(|| bad("does not start with ClamAV-Diff"))?;
+    let rest = signed
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("does not start with ClamAV-Diff"))?;
     let mut fields = rest.splitn(4, |&b| b == b':');
-    let (Some(b""), Some(version), Some(length), Some(gzip)) = (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(b""), Some(version), Some(length), Some(gzip)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(bad("header is not ClamAV-Diff:<version>:<length>:"));
     };
-    let version = decimal(version).and_then(|v| u32::try_from(v).ok()).ok_or_else(|| bad("version field is not a number"))?;
+    let version = decimal(version)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| bad("version field is not a number"))?;
     let declared_script_len = decimal(length).ok_or_else(|| bad("length field is not a number"))?;
-    Ok(CdiffParts { version, declared_script_len, gzip, signed, dsig })
+    Ok(CdiffParts {
+        version,
+        declared_script_len,
+        gzip,
+        signed,
+        dsig,
+    })
 }
 
 fn decimal(field: &[u8]) -> Option<u64> {
@@ -106,7 +121,11 @@ fn decimal(field: &[u8]) -> Option<u64> {
 
 /// Verifies a cdiff held in memory. `expected_version` is the `N` of
 /// `<db>-N.cdiff`, if the caller wants it checked.
-pub fn verify_cdiff(bytes: &[u8], expected_version: Option<u32>, keys: &TrustedKeys) -> Result<Cdiff, VerifyError> {
+pub fn verify_cdiff(
+    bytes: &[u8],
+    expected_version: Option<u32>,
+    keys: &TrustedKeys,
+) -> Result<Cdiff, VerifyError> {
     if bytes.is_empty() {
         return Ok(Cdiff::Empty);
     }
@@ -114,10 +133,14 @@ pub fn verify_cdiff(bytes: &[u8], expected_version: Option<u32>, keys: &TrustedK
     if let Some(want) = expected_version
         && want != parts.version
     {
-        return Err(VerifyError::WrongVersion { expected: want, got: parts.version });
+        return Err(VerifyError::WrongVersion {
+            expected: want,
+            got: parts.version,
+        });
     }
     let digest: [u8; 32] = Sha256::digest(parts.signed).into();
-    signature::verify_pss(parts.dsig, &digest, keys.keys(KeyRole::Cdiff)).map_err(|e| VerifyError::signature(Signed::Cdiff, e))?;
+    signature::verify_pss(parts.dsig, &digest, keys.keys(KeyRole::Cdiff))
+        .map_err(|e| VerifyError::signature(Signed::Cdiff, e))?;
     let script_len = script_len(parts.gzip)?;
     Ok(Cdiff::Signed(SignedCdiff {
         version: parts.version,
@@ -128,9 +151,15 @@ pub fn verify_cdiff(bytes: &[u8], expected_version: Option<u32>, keys: &TrustedK
 }
 
 /// Verifies the cdiff at `path` (read whole: cdiffs are small).
-pub fn verify_cdiff_file(path: &Path, expected_version: Option<u32>, keys: &TrustedKeys) -> Result<Cdiff, VerifyError> {
+pub fn verify_cdiff_file(
+    path: &Path,
+    expected_version: Option<u32>,
+    keys: &TrustedKeys,
+) -> Result<Cdiff, VerifyError> {
     let mut bytes = Vec::new();
-    File::open(path)?.take(MAX_CDIFF_BYTES + 1).read_to_end(&mut bytes)?;
+    File::open(path)?
+        .take(MAX_CDIFF_BYTES + 1)
+        .read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_CDIFF_BYTES {
         return Err(bad(format!("larger than {MAX_CDIFF_BYTES} bytes")));
     }
@@ -141,24 +170,37 @@ pub fn verify_cdiff_file(path: &Path, expected_version: Option<u32>, keys: &Trus
 pub fn script(bytes: &[u8]) -> Result<Vec<u8>, VerifyError> {
     let parts = parse(bytes)?;
     let mut out = Vec::new();
-    GzDecoder::new(parts.gzip).take(MAX_SCRIPT_BYTES + 1).read_to_end(&mut out).map_err(gzip_error)?;
+    GzDecoder::new(parts.gzip)
+        .take(MAX_SCRIPT_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(gzip_error)?;
     if out.len() as u64 > MAX_SCRIPT_BYTES {
-        return Err(bad(format!("script is larger than {MAX_SCRIPT_BYTES} bytes")));
+        return Err(bad(format!(
+            "script is larger than {MAX_SCRIPT_BYTES} bytes"
+        )));
     }
     Ok(out)
 }
 
 fn script_len(gzip: &[u8]) -> Result<u64, VerifyError> {
-    let n = io::copy(&mut GzDecoder::new(gzip).take(MAX_SCRIPT_BYTES + 1), &mut io::sink()).map_err(gzip_error)?;
+    let n = io::copy(
+        &mut GzDecoder::new(gzip).take(MAX_SCRIPT_BYTES + 1),
+        &mut io::sink(),
+    )
+    .map_err(gzip_error)?;
     if n > MAX_SCRIPT_BYTES {
-        return Err(bad(format!("script is larger than {MAX_SCRIPT_BYTES} bytes")));
+        return Err(bad(format!(
+            "script is larger than {MAX_SCRIPT_BYTES} bytes"
+        )));
     }
     Ok(n)
 }
 
 fn gzip_error(e: io::Error) -> VerifyError {
     match e.kind() {
-        io::ErrorKind::UnexpectedEof => VerifyError::Truncated("cdiff gzip stream ends early".into()),
+        io::ErrorKind::UnexpectedEof => {
+            VerifyError::Truncated("cdiff gzip stream ends early".into())
+        }
         _ => VerifyError::Gzip(e.to_string()),
     }
 }
@@ -169,7 +211,10 @@ mod tests {
 
     #[test]
     fn empty_is_a_signal_not_an_error() {
-        assert_eq!(verify_cdiff(b"", Some(5), &TrustedKeys::official()).unwrap(), Cdiff::Empty);
+        assert_eq!(
+            verify_cdiff(b"", Some(5), &TrustedKeys::official()).unwrap(),
+            Cdiff::Empty
+        );
     }
 
     #[test]

@@ -78,14 +78,25 @@ impl Header {
         };
         let builder = next("builder")?.to_owned();
         let stime = number(next("stime")?.trim(), "stime")?;
-        Ok(Self { built, version, signatures, flevel, md5, dsig, builder, stime })
+        Ok(Self {
+            built,
+            version,
+            signatures,
+            flevel,
+            md5,
+            dsig,
+            builder,
+            stime,
+        })
     }
 }
 
 /// The 512-byte header as text, padding included (what [`Header::parse`]
 /// reads before trimming).
 pub fn text(bytes: &[u8]) -> Result<&str, HeaderError> {
-    let raw = bytes.get(..HEADER_LEN).ok_or(HeaderError::Short(bytes.len()))?;
+    let raw = bytes
+        .get(..HEADER_LEN)
+        .ok_or(HeaderError::Short(bytes.len()))?;
     std::str::from_utf8(raw).map_err(|_| HeaderError::BadMagic)
 }
 
@@ -116,7 +127,10 @@ mod tests {
 
     #[test]
     fn parses_a_cld_header() {
-        let h = Header::parse(&padded("ClamAV-VDB:08 Mar 2021 10-49 +0000:268:1:90:X:X:raynman:1615200540")).unwrap();
+        let h = Header::parse(&padded(
+            "ClamAV-VDB:08 Mar 2021 10-49 +0000:268:1:90:X:X:raynman:1615200540",
+        ))
+        .unwrap();
         assert_eq!(h.version, 268);
         assert_eq!(h.stime, 1_615_200_540);
         assert_eq!(h.md5, None);
@@ -124,7 +138,10 @@ mod tests {
 
     #[test]
     fn parses_the_info_form_of_the_line() {
-        let h = Header::parse_line("ClamAV-VDB:14 May 2010 09-57 -0400:19:3:51:X:X:nervous:1273845430\n").unwrap();
+        let h = Header::parse_line(
+            "ClamAV-VDB:14 May 2010 09-57 -0400:19:3:51:X:X:nervous:1273845430\n",
+        )
+        .unwrap();
         assert_eq!((h.version, h.signatures, h.flevel), (19, 3, 51));
         assert_eq!(h.builder, "nervous");
     }

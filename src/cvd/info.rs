@@ -49,7 +49,10 @@ impl Info {
     /// Parses `.info` content.
     pub fn parse(bytes: &[u8]) -> Result<Self, VerifyError> {
         if bytes.len() > MAX_INFO_BYTES {
-            return Err(bad(format!("{} bytes, more than {MAX_INFO_BYTES}", bytes.len())));
+            return Err(bad(format!(
+                "{} bytes, more than {MAX_INFO_BYTES}",
+                bytes.len()
+            )));
         }
         let mut header_line = None;
         let mut entries: Vec<InfoEntry> = Vec::new();
@@ -59,16 +62,24 @@ impl Info {
             let start = offset;
             offset += raw.len();
             if let Some(sig) = raw.strip_prefix(b"DSIG:") {
-                let sig = sig.strip_suffix(b"\n").ok_or_else(|| bad("DSIG line does not end with a newline"))?;
+                let sig = sig
+                    .strip_suffix(b"\n")
+                    .ok_or_else(|| bad("DSIG line does not end with a newline"))?;
                 if offset != bytes.len() {
                     return Err(bad("data after the DSIG line"));
                 }
                 let dsig = String::from_utf8(sig.to_vec()).map_err(|_| bad("DSIG is not ASCII"))?;
                 let header_line = header_line.ok_or_else(|| bad("no ClamAV-VDB header line"))?;
                 let signed_digest = Sha256::digest(bytes.get(..start).unwrap_or_default()).into();
-                return Ok(Self { header_line, entries, dsig, signed_digest });
+                return Ok(Self {
+                    header_line,
+                    entries,
+                    dsig,
+                    signed_digest,
+                });
             }
-            let text = std::str::from_utf8(raw).map_err(|_| bad(format!("line {line_no} is not UTF-8")))?;
+            let text = std::str::from_utf8(raw)
+                .map_err(|_| bad(format!("line {line_no} is not UTF-8")))?;
             let text = text.trim_end_matches(['\n', '\r']);
             if text.starts_with("ClamAV-VDB:") {
                 if header_line.is_some() {
@@ -80,7 +91,8 @@ impl Info {
             if header_line.is_none() {
                 return Err(bad("first line is not a ClamAV-VDB header"));
             }
-            let entry = parse_entry(text).ok_or_else(|| bad(format!("line {line_no} is not name:size:sha256")))?;
+            let entry = parse_entry(text)
+                .ok_or_else(|| bad(format!("line {line_no} is not name:size:sha256")))?;
             if entries.iter().any(|e| e.name == entry.name) {
                 return Err(bad(format!("{} is listed twice", entry.name)));
             }
@@ -98,10 +110,18 @@ impl Info {
 fn parse_entry(text: &str) -> Option<InfoEntry> {
     let mut fields = text.split(':');
     let (name, size, hash) = (fields.next()?, fields.next()?, fields.next()?);
-    if fields.next().is_some() || name.is_empty() || size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) {
+    if fields.next().is_some()
+        || name.is_empty()
+        || size.is_empty()
+        || !size.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    Some(InfoEntry { name: name.to_owned(), size: size.parse().ok()?, sha256: parse_hex32(hash)? })
+    Some(InfoEntry {
+        name: name.to_owned(),
+        size: size.parse().ok()?,
+        sha256: parse_hex32(hash)?,
+    })
 }
 
 /// Parses 64 hex digits (either case, as libclamav's `cli_hex2str` does).
@@ -145,7 +165,10 @@ mod tests {
         assert_eq!(info.entries.len(), 1);
         assert_eq!(info.entry("last.hdb").unwrap().size, 114);
         assert_eq!(info.dsig, "abc");
-        assert_eq!(info.signed_digest, <[u8; 32]>::from(Sha256::digest(SAMPLE.as_bytes())));
+        assert_eq!(
+            info.signed_digest,
+            <[u8; 32]>::from(Sha256::digest(SAMPLE.as_bytes()))
+        );
         let entries = info.entries.clone();
         assert_eq!(render_unsigned(&info.header_line, &entries), SAMPLE);
     }
@@ -153,7 +176,7 @@ mod tests {
     #[test]
     fn refuses_malformed_manifests() {
         for text in [
-            format!("{SAMPLE}"),
+            SAMPLE.to_owned(),
             format!("{SAMPLE}DSIG:abc"),
             format!("{SAMPLE}DSIG:abc\nmore\n"),
             format!("{SAMPLE}x:1\nDSIG:abc\n"),
@@ -162,7 +185,10 @@ mod tests {
             "last.hdb:1:00\nDSIG:abc\n".to_owned(),
             format!("{SAMPLE}{SAMPLE}DSIG:abc\n"),
         ] {
-            assert!(matches!(Info::parse(text.as_bytes()), Err(VerifyError::Info(_))), "{text:?}");
+            assert!(
+                matches!(Info::parse(text.as_bytes()), Err(VerifyError::Info(_))),
+                "{text:?}"
+            );
         }
     }
 

@@ -92,7 +92,9 @@ impl PublicKey {
 
     fn check(&self) -> Result<(), KeyError> {
         if self.n.bits() < 256 || !self.n.bit(0) {
-            return Err(KeyError::Unusable("modulus must be odd and at least 256 bits"));
+            return Err(KeyError::Unusable(
+                "modulus must be odd and at least 256 bits",
+            ));
         }
         if self.n.bits() > MAX_KEY_BITS {
             return Err(KeyError::Unusable("modulus is larger than 4096 bits"));
@@ -114,7 +116,10 @@ fn decimal(s: &str) -> Option<BigUint> {
 
 fn official(n: &str, e: &str) -> PublicKey {
     // The constants above are decimal literals, checked by a unit test.
-    PublicKey { n: decimal(n).unwrap_or_default(), e: decimal(e).unwrap_or_default() }
+    PublicKey {
+        n: decimal(n).unwrap_or_default(),
+        e: decimal(e).unwrap_or_default(),
+    }
 }
 
 /// Parses `n=<decimal>,e=<decimal>` (fields in either order, spaces allowed
@@ -125,7 +130,9 @@ impl FromStr for PublicKey {
     fn from_str(s: &str) -> Result<Self, KeyError> {
         let (mut n, mut e) = (None, None);
         for part in s.split(',') {
-            let (name, value) = part.split_once('=').ok_or_else(|| KeyError::Syntax(s.to_owned()))?;
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| KeyError::Syntax(s.to_owned()))?;
             let slot = match name.trim() {
                 "n" => &mut n,
                 "e" => &mut e,
@@ -185,8 +192,13 @@ impl FromStr for ExtraKey {
     type Err = KeyError;
 
     fn from_str(s: &str) -> Result<Self, KeyError> {
-        let (role, key) = s.split_once(':').ok_or_else(|| KeyError::Syntax(s.to_owned()))?;
-        Ok(Self { role: role.parse()?, key: key.parse()? })
+        let (role, key) = s
+            .split_once(':')
+            .ok_or_else(|| KeyError::Syntax(s.to_owned()))?;
+        Ok(Self {
+            role: role.parse()?,
+            key: key.parse()?,
+        })
     }
 }
 
@@ -292,7 +304,10 @@ mod tests {
     #[test]
     fn config_strings_round_trip() {
         let key = PublicKey::official_cdiff();
-        let entry = ExtraKey { role: KeyRole::Cdiff, key: key.clone() };
+        let entry = ExtraKey {
+            role: KeyRole::Cdiff,
+            key: key.clone(),
+        };
         assert_eq!(entry.to_string().parse::<ExtraKey>().unwrap(), entry);
         let swapped = format!(" e = {} , n = {} ", key.e, key.n);
         assert_eq!(swapped.parse::<PublicKey>().unwrap(), key);
@@ -304,11 +319,26 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused() {
-        assert!(matches!("n=12".parse::<PublicKey>(), Err(KeyError::Syntax(_))));
-        assert!(matches!("n=1,e=3,n=5".parse::<PublicKey>(), Err(KeyError::Syntax(_))));
-        assert_eq!("n=12x,e=3".parse::<PublicKey>(), Err(KeyError::NotDecimal("n")));
-        assert!(matches!("n=15,e=3".parse::<PublicKey>(), Err(KeyError::Unusable(_))));
-        assert!(matches!("main:n=1,e=3".parse::<ExtraKey>(), Err(KeyError::Role(_))));
+        assert!(matches!(
+            "n=12".parse::<PublicKey>(),
+            Err(KeyError::Syntax(_))
+        ));
+        assert!(matches!(
+            "n=1,e=3,n=5".parse::<PublicKey>(),
+            Err(KeyError::Syntax(_))
+        ));
+        assert_eq!(
+            "n=12x,e=3".parse::<PublicKey>(),
+            Err(KeyError::NotDecimal("n"))
+        );
+        assert!(matches!(
+            "n=15,e=3".parse::<PublicKey>(),
+            Err(KeyError::Unusable(_))
+        ));
+        assert!(matches!(
+            "main:n=1,e=3".parse::<ExtraKey>(),
+            Err(KeyError::Role(_))
+        ));
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub struct PrivateKey {
 impl PrivateKey {
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey { n: self.n.clone(), e: self.e.clone() }
+        PublicKey {
+            n: self.n.clone(),
+            e: self.e.clone(),
+        }
     }
 
     fn sign_number(&self, m: &BigUint) -> String {
@@ -69,7 +72,10 @@ fn open(s: &BigUint, key: &PublicKey) -> Option<BigUint> {
 pub fn verify_md5(dsig: &[u8], md5: &[u8; 16], keys: &[PublicKey]) -> Result<(), SignatureError> {
     let s = decode_number(dsig)?;
     let expected = BigUint::from_bytes_be(md5);
-    if keys.iter().any(|key| open(&s, key).as_ref() == Some(&expected)) {
+    if keys
+        .iter()
+        .any(|key| open(&s, key).as_ref() == Some(&expected))
+    {
         Ok(())
     } else {
         Err(SignatureError::NoTrustedKey)
@@ -77,23 +83,40 @@ pub fn verify_md5(dsig: &[u8], md5: &[u8; 16], keys: &[PublicKey]) -> Result<(),
 }
 
 /// Checks a PSS-style signature (`.info` DSIG, cdiff) over a SHA-256 digest.
-pub fn verify_pss(dsig: &[u8], digest: &[u8; HASH_LEN], keys: &[PublicKey]) -> Result<(), SignatureError> {
+pub fn verify_pss(
+    dsig: &[u8],
+    digest: &[u8; HASH_LEN],
+    keys: &[PublicKey],
+) -> Result<(), SignatureError> {
     let s = decode_number(dsig)?;
-    let good = keys.iter().filter_map(|key| open(&s, key)).any(|m| pss_matches(&m, digest));
-    if good { Ok(()) } else { Err(SignatureError::NoTrustedKey) }
+    let good = keys
+        .iter()
+        .filter_map(|key| open(&s, key))
+        .any(|m| pss_matches(&m, digest));
+    if good {
+        Ok(())
+    } else {
+        Err(SignatureError::NoTrustedKey)
+    }
 }
 
 fn pss_matches(m: &BigUint, digest: &[u8; HASH_LEN]) -> bool {
     let Some(em) = to_fixed(m) else { return false };
-    let (Some(masked), Some(h), Some(&trailer)) = (em.get(..DB_LEN), em.get(DB_LEN..PSS_LEN - 1), em.last()) else {
+    let (Some(masked), Some(h), Some(&trailer)) =
+        (em.get(..DB_LEN), em.get(DB_LEN..PSS_LEN - 1), em.last())
+    else {
         return false;
     };
     if trailer != TRAILER {
         return false;
     }
     let db: Vec<u8> = masked.iter().zip(mgf1(h)).map(|(a, b)| a ^ b).collect();
-    let Some(one) = db.iter().position(|&b| b == 0x01) else { return false };
-    let Some(salt) = db.get(one + 1..one + 1 + HASH_LEN) else { return false };
+    let Some(one) = db.iter().position(|&b| b == 0x01) else {
+        return false;
+    };
+    let Some(salt) = db.get(one + 1..one + 1 + HASH_LEN) else {
+        return false;
+    };
     pss_hash(digest, salt).as_slice() == h
 }
 
@@ -109,15 +132,25 @@ fn to_fixed(m: &BigUint) -> Option<[u8; PSS_LEN]> {
 /// MGF1 with SHA-256, [`DB_LEN`] bytes.
 fn mgf1(seed: &[u8]) -> impl Iterator<Item = u8> {
     let seed = seed.to_vec();
-    (0u32..).flat_map(move |counter| {
-        let block: [u8; HASH_LEN] = Sha256::new().chain_update(&seed).chain_update(counter.to_be_bytes()).finalize().into();
-        block
-    })
-    .take(DB_LEN)
+    (0u32..)
+        .flat_map(move |counter| {
+            let block: [u8; HASH_LEN] = Sha256::new()
+                .chain_update(&seed)
+                .chain_update(counter.to_be_bytes())
+                .finalize()
+                .into();
+            block
+        })
+        .take(DB_LEN)
 }
 
 fn pss_hash(digest: &[u8; HASH_LEN], salt: &[u8]) -> [u8; HASH_LEN] {
-    Sha256::new().chain_update([0u8; 8]).chain_update(digest).chain_update(salt).finalize().into()
+    Sha256::new()
+        .chain_update([0u8; 8])
+        .chain_update(digest)
+        .chain_update(salt)
+        .finalize()
+        .into()
 }
 
 /// Signs an MD5 the way the CVD header expects (fixed-width base64).
@@ -129,7 +162,11 @@ pub fn sign_md5(md5: &[u8; 16], key: &PrivateKey) -> String {
 /// the digest, so fixtures are reproducible byte for byte. `key` must have a
 /// 2048-bit modulus.
 pub fn sign_pss(digest: &[u8; HASH_LEN], key: &PrivateKey) -> String {
-    let salt: [u8; HASH_LEN] = Sha256::new().chain_update(b"cvdmirror fixture salt").chain_update(digest).finalize().into();
+    let salt: [u8; HASH_LEN] = Sha256::new()
+        .chain_update(b"cvdmirror fixture salt")
+        .chain_update(digest)
+        .finalize()
+        .into();
     let h = pss_hash(digest, &salt);
     let mut em = Vec::with_capacity(PSS_LEN);
     em.resize(DB_LEN - HASH_LEN - 1, 0);
@@ -157,9 +194,18 @@ mod tests {
         let keys = testkeys::signing_keys();
         let md5 = [7u8; 16];
         let sig = sign_md5(&md5, &keys.cvd);
-        assert_eq!(verify_md5(sig.as_bytes(), &md5, &[keys.cvd.public()]), Ok(()));
-        assert_eq!(verify_md5(sig.as_bytes(), &[8u8; 16], &[keys.cvd.public()]), Err(SignatureError::NoTrustedKey));
-        assert_eq!(verify_md5(sig.as_bytes(), &md5, &[PublicKey::official_cvd()]), Err(SignatureError::NoTrustedKey));
+        assert_eq!(
+            verify_md5(sig.as_bytes(), &md5, &[keys.cvd.public()]),
+            Ok(())
+        );
+        assert_eq!(
+            verify_md5(sig.as_bytes(), &[8u8; 16], &[keys.cvd.public()]),
+            Err(SignatureError::NoTrustedKey)
+        );
+        assert_eq!(
+            verify_md5(sig.as_bytes(), &md5, &[PublicKey::official_cvd()]),
+            Err(SignatureError::NoTrustedKey)
+        );
     }
 
     #[test]
@@ -167,7 +213,14 @@ mod tests {
         let keys = testkeys::signing_keys();
         let digest = [42u8; 32];
         let sig = sign_pss(&digest, &keys.info);
-        assert_eq!(verify_pss(sig.as_bytes(), &digest, &[PublicKey::official_info(), keys.info.public()]), Ok(()));
+        assert_eq!(
+            verify_pss(
+                sig.as_bytes(),
+                &digest,
+                &[PublicKey::official_info(), keys.info.public()]
+            ),
+            Ok(())
+        );
         assert!(verify_pss(sig.as_bytes(), &[43u8; 32], &[keys.info.public()]).is_err());
         assert!(verify_pss(sig.as_bytes(), &digest, &[keys.cdiff.public()]).is_err());
     }
@@ -176,6 +229,9 @@ mod tests {
     fn values_above_the_modulus_are_refused() {
         let key = PublicKey::official_cvd();
         let too_big = encode_number(&(key.n.clone() + 5u32), 0);
-        assert_eq!(verify_md5(too_big.as_bytes(), &[0u8; 16], &[key]), Err(SignatureError::NoTrustedKey));
+        assert_eq!(
+            verify_md5(too_big.as_bytes(), &[0u8; 16], &[key]),
+            Err(SignatureError::NoTrustedKey)
+        );
     }
 }

@@ -53,7 +53,11 @@ impl<R: Read> TarReader<R> {
 
     /// Streams the `size` bytes of the current member into `sink`, then skips
     /// the padding to the next block.
-    pub fn read_member(&mut self, header: &MemberHeader, mut sink: impl FnMut(&[u8])) -> Result<(), VerifyError> {
+    pub fn read_member(
+        &mut self,
+        header: &MemberHeader,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(), VerifyError> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut left = header.size;
         let padding = (BLOCK as u64 - header.size % BLOCK as u64) % BLOCK as u64;
@@ -68,15 +72,13 @@ impl<R: Read> TarReader<R> {
             left -= data_len as u64;
             total -= got as u64;
             if got < want {
-                return Err(VerifyError::Truncated(format!("tar member {} ends early", header.name)));
+                return Err(VerifyError::Truncated(format!(
+                    "tar member {} ends early",
+                    header.name
+                )));
             }
         }
         Ok(())
-    }
-
-    /// Gives the underlying reader back.
-    pub fn into_inner(self) -> R {
-        self.inner
     }
 }
 
@@ -103,7 +105,9 @@ pub fn fill(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize, VerifyError
 pub fn stream_error(e: io::Error) -> VerifyError {
     match e.kind() {
         io::ErrorKind::UnexpectedEof => VerifyError::Truncated("compressed body ends early".into()),
-        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => VerifyError::Gzip(e.to_string()),
+        io::ErrorKind::InvalidInput | io::ErrorKind::InvalidData => {
+            VerifyError::Gzip(e.to_string())
+        }
         _ => VerifyError::Io(e),
     }
 }
@@ -113,37 +117,60 @@ fn parse_header(block: &[u8; BLOCK]) -> Result<Option<MemberHeader>, VerifyError
     if raw_name.first() == Some(&0) {
         return Ok(None);
     }
-    let name_len = raw_name.iter().position(|&b| b == 0).unwrap_or(raw_name.len());
+    let name_len = raw_name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(raw_name.len());
     let name = std::str::from_utf8(raw_name.get(..name_len).unwrap_or_default())
         .map_err(|_| VerifyError::Tar("member name is not UTF-8".into()))?;
     if name.contains('/') {
-        return Err(VerifyError::Tar(format!("member name {name:?} contains a slash")));
+        return Err(VerifyError::Tar(format!(
+            "member name {name:?} contains a slash"
+        )));
     }
     match block.get(156).copied().unwrap_or(0) {
         b'0' | 0 => {}
         b'5' => return Err(VerifyError::Tar(format!("member {name} is a directory"))),
-        other => return Err(VerifyError::Tar(format!("member {name} has unsupported type {:?}", char::from(other)))),
+        other => {
+            return Err(VerifyError::Tar(format!(
+                "member {name} has unsupported type {:?}",
+                char::from(other)
+            )));
+        }
     }
     let size = parse_octal(block.get(124..136).unwrap_or_default())
         .ok_or_else(|| VerifyError::Tar(format!("member {name} has an invalid size field")))?;
-    Ok(Some(MemberHeader { name: name.to_owned(), size }))
+    Ok(Some(MemberHeader {
+        name: name.to_owned(),
+        size,
+    }))
 }
 
 /// `sscanf("%o")` on a NUL-terminated field: optional leading spaces, then at
 /// least one octal digit; anything after the digits ends the number.
 fn parse_octal(field: &[u8]) -> Option<u64> {
     let field = field.split(|&b| b == 0).next().unwrap_or_default();
-    let digits: Vec<u8> = field.iter().copied().skip_while(|b| b.is_ascii_whitespace()).take_while(|b| (b'0'..=b'7').contains(b)).collect();
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
     if digits.is_empty() {
         return None;
     }
-    digits.iter().try_fold(0u64, |acc, &d| acc.checked_mul(8)?.checked_add(u64::from(d - b'0')))
+    digits.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(8)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// A ustar header block for a regular file (used by the fixture builder).
 pub fn header_block(name: &str, size: u64) -> io::Result<[u8; BLOCK]> {
     if name.is_empty() || name.len() > 99 || name.contains('/') {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad tar member name {name:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad tar member name {name:?}"),
+        ));
     }
     let mut block = [0u8; BLOCK];
     let mut put = |at: usize, bytes: &[u8]| {
@@ -171,11 +198,19 @@ pub fn header_block(name: &str, size: u64) -> io::Result<[u8; BLOCK]> {
 }
 
 /// Writes one member: header, data from `data` (exactly `size` bytes), padding.
-pub fn write_member(out: &mut impl Write, name: &str, size: u64, data: &mut impl Read) -> io::Result<()> {
+pub fn write_member(
+    out: &mut impl Write,
+    name: &str,
+    size: u64,
+    data: &mut impl Read,
+) -> io::Result<()> {
     out.write_all(&header_block(name, size)?)?;
     let copied = io::copy(&mut data.take(size), out)?;
     if copied != size {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("member {name} is short")));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("member {name} is short"),
+        ));
     }
     let padding = (BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64;
     out.write_all(&vec![0u8; usize::try_from(padding).unwrap_or(0)])
@@ -233,8 +268,14 @@ mod tests {
         bytes[156] = b'5';
         assert!(matches!(read_all(&bytes), Err(VerifyError::Tar(_))));
         bytes = archive(&[("big", &[1u8; 600])]);
-        assert!(matches!(read_all(&bytes[..1000]), Err(VerifyError::Truncated(_))));
-        assert!(matches!(read_all(&bytes[..100]), Err(VerifyError::Truncated(_))));
+        assert!(matches!(
+            read_all(&bytes[..1000]),
+            Err(VerifyError::Truncated(_))
+        ));
+        assert!(matches!(
+            read_all(&bytes[..100]),
+            Err(VerifyError::Truncated(_))
+        ));
     }
 
     proptest::proptest! {

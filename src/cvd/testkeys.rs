@@ -47,12 +47,20 @@ impl SigningKeys {
 fn private(n: &str, d: &str) -> PrivateKey {
     // Decimal literals above; a unit test checks they form working key pairs.
     let parse = |s: &str| BigUint::parse_bytes(s.as_bytes(), 10).unwrap_or_default();
-    PrivateKey { n: parse(n), e: BigUint::from(E), d: parse(d) }
+    PrivateKey {
+        n: parse(n),
+        e: BigUint::from(E),
+        d: parse(d),
+    }
 }
 
 /// The test signing keys.
 pub fn signing_keys() -> SigningKeys {
-    SigningKeys { cvd: private(CVD_N, CVD_D), info: private(INFO_N, INFO_D), cdiff: private(CDIFF_N, CDIFF_D) }
+    SigningKeys {
+        cvd: private(CVD_N, CVD_D),
+        info: private(INFO_N, INFO_D),
+        cdiff: private(CDIFF_N, CDIFF_D),
+    }
 }
 
 /// The test public keys alone (no official key): what a test mirror adds to

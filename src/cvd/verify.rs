@@ -59,12 +59,20 @@ pub struct Expected {
 impl Expected {
     /// A CVD of database `name`, any version.
     pub fn cvd(name: &str) -> Self {
-        Self { name: name.to_owned(), kind: DbKind::Cvd, version: None }
+        Self {
+            name: name.to_owned(),
+            kind: DbKind::Cvd,
+            version: None,
+        }
     }
 
     /// A CLD of database `name`, any version.
     pub fn cld(name: &str) -> Self {
-        Self { name: name.to_owned(), kind: DbKind::Cld, version: None }
+        Self {
+            name: name.to_owned(),
+            kind: DbKind::Cld,
+            version: None,
+        }
     }
 
     /// From a served file name: `daily.cvd` or `daily.cld`.
@@ -75,7 +83,11 @@ impl Expected {
             "cld" => DbKind::Cld,
             _ => return None,
         };
-        (!name.is_empty()).then(|| Self { name: name.to_owned(), kind, version: None })
+        (!name.is_empty()).then(|| Self {
+            name: name.to_owned(),
+            kind,
+            version: None,
+        })
     }
 
     /// Requires `version`.
@@ -115,28 +127,45 @@ pub struct Verified {
 }
 
 /// Verifies the file at `path`.
-pub fn verify_file(path: &Path, expected: &Expected, keys: &TrustedKeys) -> Result<Verified, VerifyError> {
+pub fn verify_file(
+    path: &Path,
+    expected: &Expected,
+    keys: &TrustedKeys,
+) -> Result<Verified, VerifyError> {
     verify_reader(BufReader::new(File::open(path)?), expected, keys)
 }
 
 /// Verifies a file held in memory.
-pub fn verify_bytes(bytes: &[u8], expected: &Expected, keys: &TrustedKeys) -> Result<Verified, VerifyError> {
+pub fn verify_bytes(
+    bytes: &[u8],
+    expected: &Expected,
+    keys: &TrustedKeys,
+) -> Result<Verified, VerifyError> {
     verify_reader(bytes, expected, keys)
 }
 
 /// Verifies a file read from `reader`, in one pass.
-pub fn verify_reader(mut reader: impl Read, expected: &Expected, keys: &TrustedKeys) -> Result<Verified, VerifyError> {
+pub fn verify_reader(
+    mut reader: impl Read,
+    expected: &Expected,
+    keys: &TrustedKeys,
+) -> Result<Verified, VerifyError> {
     let mut head = [0u8; HEADER_LEN];
     let got = fill_raw(&mut reader, &mut head)?;
     if got < HEADER_LEN {
-        return Err(VerifyError::Truncated(format!("file is {got} bytes, shorter than the {HEADER_LEN}-byte header")));
+        return Err(VerifyError::Truncated(format!(
+            "file is {got} bytes, shorter than the {HEADER_LEN}-byte header"
+        )));
     }
     let header = Header::parse(&head)?;
     let info_line = check_header_form(&head)?;
     if let Some(want) = expected.version
         && want != header.version
     {
-        return Err(VerifyError::WrongVersion { expected: want, got: header.version });
+        return Err(VerifyError::WrongVersion {
+            expected: want,
+            got: header.version,
+        });
     }
     let signed = match (expected.kind, &header.md5, &header.dsig) {
         (DbKind::Cvd, Some(md5), Some(dsig)) => Some((*md5, dsig.clone())),
@@ -144,7 +173,11 @@ pub fn verify_reader(mut reader: impl Read, expected: &Expected, keys: &TrustedK
         (DbKind::Cld, _, _) => None,
     };
 
-    let mut body = HashingReader { inner: reader, md5: Md5::new(), count: 0 };
+    let mut body = HashingReader {
+        inner: reader,
+        md5: Md5::new(),
+        count: 0,
+    };
     let scan = scan_body(&mut body, &expected.name);
     io::copy(&mut body, &mut io::sink())?;
     let body_md5: [u8; 16] = body.md5.finalize().into();
@@ -152,7 +185,9 @@ pub fn verify_reader(mut reader: impl Read, expected: &Expected, keys: &TrustedK
     if let Some((md5, dsig)) = signed {
         if body_md5 != md5 {
             return Err(match scan {
-                Err(VerifyError::Truncated(why)) => VerifyError::Truncated(format!("{why}; md5 of body does not match header")),
+                Err(VerifyError::Truncated(why)) => {
+                    VerifyError::Truncated(format!("{why}; md5 of body does not match header"))
+                }
                 _ => VerifyError::Md5Mismatch,
             });
         }
@@ -168,7 +203,14 @@ pub fn verify_reader(mut reader: impl Read, expected: &Expected, keys: &TrustedK
         file_size: HEADER_LEN as u64 + body.count,
         tar_size: scan.tar_size,
         compressed: scan.compressed,
-        members: scan.members.into_iter().map(|m| Member { name: m.name, size: m.size }).collect(),
+        members: scan
+            .members
+            .into_iter()
+            .map(|m| Member {
+                name: m.name,
+                size: m.size,
+            })
+            .collect(),
     })
 }
 
@@ -195,14 +237,23 @@ fn check_header_form(head: &[u8]) -> Result<String, VerifyError> {
     let text = header::text(head)?;
     let line = text.trim_end_matches(' ');
     if line.contains(['\0', '\n', '\r']) {
-        return Err(VerifyError::HeaderForm("header is not padded with spaces".into()));
+        return Err(VerifyError::HeaderForm(
+            "header is not padded with spaces".into(),
+        ));
     }
     let mut fields: Vec<&str> = line.split(':').collect();
     let (Some(md5), Some(_)) = (fields.get(5).copied(), fields.get(6)) else {
         return Err(VerifyError::HeaderForm("header has too few fields".into()));
     };
-    if md5 != "X" && !(md5.len() == 32 && md5.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))) {
-        return Err(VerifyError::HeaderForm("header md5 is not 32 lower-case hex digits".into()));
+    if md5 != "X"
+        && !(md5.len() == 32
+            && md5
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(VerifyError::HeaderForm(
+            "header md5 is not 32 lower-case hex digits".into(),
+        ));
     }
     for i in [5, 6] {
         if let Some(field) = fields.get_mut(i) {
@@ -271,15 +322,24 @@ fn walk_tar(stream: impl Read, name: &str, compressed: bool) -> Result<Scan, Ver
     let mut info: Option<Vec<u8>> = None;
     while let Some(member) = tar.next_header()? {
         if members.iter().any(|m| m.name == member.name) {
-            return Err(VerifyError::Tar(format!("member {} appears twice", member.name)));
+            return Err(VerifyError::Tar(format!(
+                "member {} appears twice",
+                member.name
+            )));
         }
         // libclamav takes the first member ending in .info as the manifest.
         let is_info = info.is_none() && member.name.to_ascii_lowercase().ends_with(".info");
         if is_info && member.name != info_name {
-            return Err(VerifyError::WrongName { expected: name.to_owned(), got: member.name.clone() });
+            return Err(VerifyError::WrongName {
+                expected: name.to_owned(),
+                got: member.name.clone(),
+            });
         }
         if is_info && member.size > MAX_INFO_BYTES as u64 {
-            return Err(VerifyError::Info(format!("{} is {} bytes, more than {MAX_INFO_BYTES}", member.name, member.size)));
+            return Err(VerifyError::Info(format!(
+                "{} is {} bytes, more than {MAX_INFO_BYTES}",
+                member.name, member.size
+            )));
         }
         let mut sha = Sha256::new();
         let mut kept = Vec::new();
@@ -292,16 +352,34 @@ fn walk_tar(stream: impl Read, name: &str, compressed: bool) -> Result<Scan, Ver
         if is_info {
             info = Some(kept);
         }
-        members.push(ScannedMember { name: member.name, size: member.size, sha256: sha.finalize().into() });
+        members.push(ScannedMember {
+            name: member.name,
+            size: member.size,
+            sha256: sha.finalize().into(),
+        });
     }
     let info = info.ok_or_else(|| VerifyError::Info(format!("no {info_name} in the archive")))?;
-    Ok(Scan { compressed, tar_size: tar.consumed, members, info })
+    Ok(Scan {
+        compressed,
+        tar_size: tar.consumed,
+        members,
+        info,
+    })
 }
 
-fn check_info(scan: &Scan, info_line: &str, name: &str, keys: &TrustedKeys) -> Result<(), VerifyError> {
+fn check_info(
+    scan: &Scan,
+    info_line: &str,
+    name: &str,
+    keys: &TrustedKeys,
+) -> Result<(), VerifyError> {
     let info = Info::parse(&scan.info)?;
-    signature::verify_pss(info.dsig.as_bytes(), &info.signed_digest, keys.keys(KeyRole::Info))
-        .map_err(|e| VerifyError::signature(Signed::Info, e))?;
+    signature::verify_pss(
+        info.dsig.as_bytes(),
+        &info.signed_digest,
+        keys.keys(KeyRole::Info),
+    )
+    .map_err(|e| VerifyError::signature(Signed::Info, e))?;
     if info.header_line != info_line {
         return Err(VerifyError::Mismatch(format!(
             "header {info_line:?} differs from the {name}.info header line {:?}",
@@ -313,9 +391,12 @@ fn check_info(scan: &Scan, info_line: &str, name: &str, keys: &TrustedKeys) -> R
         if member.name == "COPYING" || member.name == info_name {
             continue;
         }
-        let entry = info
-            .entry(&member.name)
-            .ok_or_else(|| VerifyError::Mismatch(format!("member {} is not listed in {info_name}", member.name)))?;
+        let entry = info.entry(&member.name).ok_or_else(|| {
+            VerifyError::Mismatch(format!(
+                "member {} is not listed in {info_name}",
+                member.name
+            ))
+        })?;
         if entry.size != member.size {
             return Err(VerifyError::Mismatch(format!(
                 "member {} is {} bytes, {info_name} says {}",
@@ -331,8 +412,15 @@ fn check_info(scan: &Scan, info_line: &str, name: &str, keys: &TrustedKeys) -> R
             )));
         }
     }
-    if let Some(missing) = info.entries.iter().find(|e| !scan.members.iter().any(|m| m.name == e.name)) {
-        return Err(VerifyError::Mismatch(format!("{info_name} lists {}, which is not in the archive", missing.name)));
+    if let Some(missing) = info
+        .entries
+        .iter()
+        .find(|e| !scan.members.iter().any(|m| m.name == e.name))
+    {
+        return Err(VerifyError::Mismatch(format!(
+            "{info_name} lists {}, which is not in the archive",
+            missing.name
+        )));
     }
     Ok(())
 }
