@@ -15,6 +15,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod cvd;
+pub mod dns;
 pub mod hooks;
 pub mod pipeline;
 pub mod server;
