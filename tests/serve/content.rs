@@ -1,0 +1,60 @@
+//! Response metadata per file type: freshclam and proxies in between must
+//! see binary databases as opaque bytes, and a zero-byte cdiff is a
+//! deliberate "fetch the whole CVD" signal that must reach the client as is.
+
+use super::util::Conn;
+use crate::support::{TestServer, fixture};
+
+#[test]
+fn content_types_follow_extensions() {
+    let s = TestServer::builder()
+        .file("bytecode.cvd", &fixture("bytecode-268.cvd"))
+        .file("bytecode.cld", b"cld")
+        .file("daily-27000.cdiff", b"ClamAV-Diff:27000:1:")
+        .file("daily-27000.cdiff.sign", b"#clamsign-1.0\n")
+        .file("bytecode-268.cvd.sign", b"#clamsign-1.0\n")
+        .file("dns.txt", b"txt")
+        .file("index.html", b"<p>hi</p>")
+        .start();
+    for (path, ct) in [
+        ("/bytecode.cvd", "application/octet-stream"),
+        ("/bytecode.cld", "application/octet-stream"),
+        ("/daily-27000.cdiff", "application/octet-stream"),
+        ("/daily-27000.cdiff.sign", "application/octet-stream"),
+        ("/bytecode-268.cvd.sign", "application/octet-stream"),
+        ("/dns.txt", "text/plain; charset=utf-8"),
+        ("/index.html", "text/html; charset=utf-8"),
+    ] {
+        let r = s.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        assert_eq!(
+            s.request("HEAD", path, &[]).header("content-type"),
+            Some(ct),
+            "HEAD {path}"
+        );
+    }
+}
+
+#[test]
+fn zero_byte_cdiff_is_200_with_content_length_0() {
+    let s = TestServer::serving(&[("daily-27001.cdiff", b""), ("dns.txt", b"record")]);
+    let mut c = Conn::open(s.addr);
+    let r = c.roundtrip("GET", "/daily-27001.cdiff", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(r.body.is_empty());
+    let r = c.roundtrip("HEAD", "/daily-27001.cdiff", &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
+    // Framing stayed intact.
+    assert_eq!(c.roundtrip("GET", "/dns.txt", &[]).body, b"record");
+}
+
+#[test]
+fn file_body_is_exact_bytes() {
+    let cvd = fixture("bytecode-339.cvd");
+    let s = TestServer::serving(&[("bytecode.cvd", &cvd)]);
+    let r = s.get("/bytecode.cvd", &[]);
+    assert_eq!(r.header("content-length"), Some("281702"));
+    assert!(r.body == cvd, "body differs from the file");
+}
