@@ -58,3 +58,59 @@ fn file_body_is_exact_bytes() {
     assert_eq!(r.header("content-length"), Some("281702"));
     assert!(r.body == cvd, "body differs from the file");
 }
+
+/// Reads one `Connection: close` response to EOF, reporting how it ended.
+fn download(
+    addr: std::net::SocketAddr,
+    path: &str,
+    slow: bool,
+) -> (Vec<u8>, Option<std::io::Error>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(crate::support::DEADLINE)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; if slow { 4096 } else { 65536 }];
+    let mut reads = 0u32;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Some(e)),
+        }
+        reads += 1;
+        if slow && reads % 16 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn concurrent_downloads_are_complete_and_exact() {
+    let cvd = fixture("bytecode-339.cvd");
+    let s = TestServer::serving(&[("bytecode.cvd", &cvd)]);
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let cvd = cvd.clone();
+            std::thread::spawn(move || {
+                for i in 0..6 {
+                    let (raw, err) = download(addr, "/bytecode.cvd", (t + i) % 2 == 0);
+                    let r = crate::support::Response::parse(&raw, false);
+                    assert_eq!(r.status, 200);
+                    assert!(
+                        r.body == cvd,
+                        "thread {t} download {i}: got {} of {} bytes, ended by {err:?}",
+                        r.body.len(),
+                        cvd.len()
+                    );
+                    assert!(err.is_none(), "thread {t} download {i}: {err:?}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}

@@ -8,7 +8,7 @@ use std::os::unix::fs::symlink;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::util::{SECRET, raw_response};
+use super::util::{SECRET, assert_body, raw_response};
 use crate::support::{Response, TestServer, fixture};
 
 const LITERAL: &[u8] = b"LITERAL-PERCENT-NAME";
@@ -69,7 +69,7 @@ fn plain_file_is_served() {
     let s = server();
     let r = s.get("/bytecode.cvd", &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, fixture("bytecode-268.cvd"));
+    assert_body(&r.body, &fixture("bytecode-268.cvd"), "bytecode-268.cvd");
     assert_eq!(s.get("/sub/file.txt", &[]).body, b"in a subdirectory");
 }
 
@@ -208,7 +208,7 @@ fn percent_encoded_names_are_decoded_once() {
     let s = server();
     let r = get_raw_target(&s, "/bytecode%2Ecvd");
     assert_eq!(r.status, 200, "/bytecode%2Ecvd");
-    assert_eq!(r.body, fixture("bytecode-268.cvd"));
+    assert_body(&r.body, &fixture("bytecode-268.cvd"), "bytecode-268.cvd");
     let r = get_raw_target(&s, "/with%20space.txt");
     assert_eq!((r.status, r.body.as_slice()), (200, &b"spaced"[..]));
     let r = get_raw_target(&s, "/%73ub/file%2etxt");
@@ -270,13 +270,28 @@ fn symlink_pointing_outside_root_is_404() {
 }
 
 #[test]
-fn symlink_within_root_is_served() {
+fn relative_symlink_within_root_is_served() {
     let s = server();
     symlink("bytecode.cvd", s.root.join("alias.cvd")).unwrap();
+    symlink("../bytecode.cvd", s.root.join("sub/up-alias.cvd")).unwrap();
+    symlink("sub/file.txt", s.root.join("down-alias.txt")).unwrap();
+    for p in ["/alias.cvd", "/sub/up-alias.cvd"] {
+        let r = s.get(p, &[]);
+        assert_eq!(r.status, 200, "{p}");
+        assert_body(&r.body, &fixture("bytecode-268.cvd"), p);
+    }
+    let r = s.get("/down-alias.txt", &[]);
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"in a subdirectory"[..])
+    );
+}
+
+#[test]
+fn absolute_symlink_to_file_within_root_is_served() {
+    // Operators point `daily.cvd` at a versioned file with `ln -s /srv/...`.
+    let s = server();
     symlink(s.root.join("sub/file.txt"), s.root.join("abs-alias.txt")).unwrap();
-    let r = s.get("/alias.cvd", &[]);
-    assert_eq!(r.status, 200);
-    assert_eq!(r.body, fixture("bytecode-268.cvd"));
     let r = s.get("/abs-alias.txt", &[]);
     assert_eq!(
         (r.status, r.body.as_slice()),
@@ -295,7 +310,7 @@ fn query_string_is_ignored() {
     ] {
         let r = get_raw_target(&s, p);
         assert_eq!(r.status, 200, "{p}");
-        assert_eq!(r.body, fixture("bytecode-268.cvd"), "{p}");
+        assert_body(&r.body, &fixture("bytecode-268.cvd"), p);
     }
 }
 
@@ -304,7 +319,7 @@ fn absolute_form_target_is_served() {
     let s = server();
     let r = get_raw_target(&s, "http://localhost/bytecode.cvd");
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, fixture("bytecode-268.cvd"));
+    assert_body(&r.body, &fixture("bytecode-268.cvd"), "bytecode-268.cvd");
 }
 
 #[test]

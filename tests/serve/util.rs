@@ -558,3 +558,21 @@ pub fn spawn_with(files: &[(&str, &[u8])], config: Option<&str>) -> Proc {
         args
     })
 }
+
+/// Asserts two bodies are equal without dumping megabytes on failure.
+#[track_caller]
+pub fn assert_body(actual: &[u8], expected: &[u8], what: &str) {
+    if actual != expected {
+        let first = actual
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(actual.len().min(expected.len()));
+        panic!(
+            "{what}: body differs: {} bytes, expected {}; first difference at byte {first}; got {:?}...",
+            actual.len(),
+            expected.len(),
+            String::from_utf8_lossy(&actual[first..actual.len().min(first + 80)])
+        );
+    }
+}
