@@ -265,7 +265,10 @@ fn invalid_characters_in_target_are_400() {
 fn target_without_leading_slash_is_400() {
     // Neither origin-form nor absolute-form (RFC 9112 §3.2).
     let s = cvd_server();
-    let r = send_raw(&s, b"GET dns.txt HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = send_raw(
+        &s,
+        b"GET dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(r.status, 400);
 }
 
@@ -427,4 +430,47 @@ fn error_responses_have_a_framed_body() {
     assert_eq!(r.status, 405);
     let r = c.roundtrip("GET", "/dns.txt", &[]);
     assert_eq!(r.body, b"record");
+}
+
+#[test]
+fn get_with_body_does_not_smuggle_a_request() {
+    let s = cvd_server();
+    let mut c = Conn::open(s.addr);
+    let smuggled = "GET /bytecode.cvd HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(
+        format!(
+            "GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        )
+        .as_bytes(),
+    );
+    let first = c.read_response(false);
+    assert_eq!((first.status, first.body.as_slice()), (200, &b"record"[..]));
+    c.send(b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let rest = c.closed_within(DEADLINE).unwrap_or_default();
+    if !rest.is_empty() {
+        let r = Response::parse(&rest, false);
+        assert_eq!(
+            (r.status, r.body.as_slice()),
+            (200, &b"record"[..]),
+            "answered the smuggled request"
+        );
+        assert!(r.rest.is_empty(), "extra response after the second request");
+    }
+}
+
+#[test]
+fn method_names_are_case_sensitive() {
+    // RFC 9110 §9.1: `get` is not GET.
+    let s = cvd_server();
+    let r = send_raw(
+        &s,
+        b"get /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        r.status == 405 || r.status == 501 || r.status == 400,
+        "get: {}",
+        r.status
+    );
+    assert_ne!(r.body, b"record");
 }
