@@ -5,7 +5,9 @@
 //! `listening on http://ADDR/` line the server prints once its listeners are
 //! bound, polled with a deadline; no test sleeps to wait for it.
 
-#![allow(dead_code)]
+// Test support panics on failure by design, and measures real elapsed time
+// for its deadlines (a paused tokio clock does not apply to a child process).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
