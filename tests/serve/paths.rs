@@ -436,3 +436,52 @@ fn random_paths_never_escape_root_or_5xx() {
         })
         .unwrap();
 }
+
+#[test]
+fn trailing_slash_on_a_file_is_404() {
+    let s = server();
+    for p in ["/bytecode.cvd/", "/sub/file.txt/", "/bytecode.cvd/x"] {
+        let r = s.get(p, &[]);
+        assert_eq!(r.status, 404, "{p}");
+    }
+}
+
+#[test]
+fn overlong_names_are_not_server_errors() {
+    let s = server();
+    let component = "a".repeat(300);
+    let deep = format!("/{}", vec!["b"; 3000].join("/"));
+    for p in [
+        format!("/{component}"),
+        format!("/sub/{component}.cvd"),
+        deep,
+        format!("/{}", "%41".repeat(1000)),
+    ] {
+        let r = get_raw_target(&s, &p);
+        assert!(
+            matches!(r.status, 400 | 404 | 414),
+            "{}...: {}",
+            &p[..40],
+            r.status
+        );
+    }
+    assert_eq!(s.get("/dns.txt", &[]).status, 200);
+}
+
+#[test]
+fn fifo_in_root_is_404_and_does_not_hang_the_server() {
+    let s = server();
+    let status = std::process::Command::new("mkfifo")
+        .arg(s.root.join("pipe.cvd"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "mkfifo failed");
+    let mut c = super::util::Conn::open(s.addr);
+    c.send(b"GET /pipe.cvd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    // Others are served while (or after) the FIFO request is handled.
+    for _ in 0..4 {
+        assert_eq!(s.get("/dns.txt", &[]).status, 200, "server stuck on a FIFO");
+    }
+    let r = c.read_response(false);
+    assert_eq!(r.status, 404, "FIFO");
+}
