@@ -99,6 +99,7 @@ impl Pipeline {
         Self {
             router: ArcSwap::from_pointee(router),
             hooks,
+            unnamed_site: Arc::from("-"),
         }
     }
 
