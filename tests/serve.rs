@@ -9,9 +9,6 @@
 // the intent, but clippy only applies it inside `#[test]` functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The shared harness times a real child process with std's clock; tokio's
-// pausable clock (the reason for the ban) has no meaning there.
-#[allow(clippy::disallowed_types)]
 #[path = "support/mod.rs"]
 mod support;
 
