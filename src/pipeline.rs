@@ -162,6 +162,10 @@ impl Pipeline {
             Err(e) => return respond::status(e.status()),
         };
         let served = match opened {
+            // `/daily.cvd/` names a directory that does not exist.
+            file::Opened::File(_) if req.uri().path().ends_with('/') => {
+                return respond::status(StatusCode::NOT_FOUND);
+            }
             file::Opened::File(served) => served,
             file::Opened::Directory(dir) if site.directory_listing => {
                 return listing::respond(dir, req.uri().path(), req.method());

@@ -18,9 +18,6 @@
 // unwrap like `#[test]` bodies do (clippy.toml allows it only in the latter).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-// The shared harness times its waits with std's Instant; nothing here runs
-// under tokio's paused clock, so the project-wide ban does not apply to it.
-#[allow(clippy::disallowed_types)]
 #[path = "support/mod.rs"]
 mod support;
 

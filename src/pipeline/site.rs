@@ -117,7 +117,11 @@ pub fn request_host<B>(req: &Request<B>) -> Option<Option<&str>> {
     if let Some(authority) = req.uri().authority() {
         return Some(Some(authority.host()));
     }
-    match req.headers().get(header::HOST) {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match hosts.next() {
+        // RFC 9112 §3.2: more than one Host line is a bad request; a proxy
+        // in front might route on the other one.
+        Some(_) if hosts.next().is_some() => None,
         Some(value) => value.to_str().ok().map(Some),
         None if req.version() == Version::HTTP_11 => None,
         None => Some(None),
