@@ -10,6 +10,7 @@
 //! flags and the TOML file into one validated [`config::Config`].
 
 pub mod access_log;
+pub mod atomic_file;
 pub mod body;
 pub mod cli;
 pub mod command;
@@ -19,3 +20,4 @@ pub mod dns;
 pub mod hooks;
 pub mod pipeline;
 pub mod server;
+pub mod sync;

@@ -28,6 +28,10 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             run(cvdmirror::command::serve::run(args))
         }
+        Command::Sync(args) => {
+            init_tracing(args.log_format);
+            run(cvdmirror::command::sync::run(args))
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub mod versions;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use engine::{DbOutcome, DbReport, Engine, PassReport, Progress, SyncError, SyncStatus};
+pub use engine::{DbOutcome, DbReport, Engine, PassReport, Progress, Quiet, SyncError, SyncStatus};
 pub use versions::VersionSource;
 
 use crate::cvd::TrustedKeys;
@@ -75,7 +75,10 @@ impl SyncConfig {
         Self {
             root,
             upstream: upstream.to_owned(),
-            versions: VersionSource::Dns { name: versions::DEFAULT_DNS_NAME.into(), nameserver: None },
+            versions: VersionSource::Dns {
+                name: versions::DEFAULT_DNS_NAME.into(),
+                nameserver: None,
+            },
             databases: DEFAULT_DATABASES.iter().map(|s| s.to_string()).collect(),
             backfill: DEFAULT_BACKFILL,
             retention: DEFAULT_RETENTION,

@@ -38,6 +38,7 @@ const TXT_STRING_MAX: usize = 255;
 
 /// What to say to a TXT query for the served name.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // `NoAnswer` reads right: the server stays silent.
 pub enum Answer {
     /// Answer with this text (split into 255-byte strings if longer).
     Txt(String),

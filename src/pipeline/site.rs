@@ -169,6 +169,11 @@ mod tests {
             },
             shutdown_grace: std::time::Duration::from_secs(1),
             source: None,
+            sync: crate::config::Config::resolve(&Default::default())
+                .unwrap()
+                .sync,
+            beacon: None,
+            admin: None,
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");

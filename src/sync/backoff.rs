@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::{Rng, RngExt};
 
 /// A retry schedule.
 #[derive(Debug, Clone)]
@@ -19,12 +19,19 @@ pub struct Backoff {
 impl Backoff {
     /// Delays start near `base` and double up to `max`.
     pub fn new(base: Duration, max: Duration) -> Self {
-        Self { base, max, attempt: 0 }
+        Self {
+            base,
+            max,
+            attempt: 0,
+        }
     }
 
     /// The delay before the next retry.
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << self.attempt.min(20))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let half = ceiling / 2;
         half + half.mul_f64(rng.random::<f64>())
@@ -59,7 +66,9 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut previous_ceiling = Duration::ZERO;
         for attempt in 0..10u32 {
-            let ceiling = Duration::from_secs(1).saturating_mul(1 << attempt).min(Duration::from_secs(60));
+            let ceiling = Duration::from_secs(1)
+                .saturating_mul(1 << attempt)
+                .min(Duration::from_secs(60));
             let d = b.next_delay(&mut rng);
             assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
             assert!(ceiling >= previous_ceiling);

@@ -10,19 +10,18 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 use tokio::sync::{Mutex, watch};
 
+use super::SyncConfig;
 use super::backoff::Backoff;
 use super::plan::{self, Plan};
 use super::publish::{self, Staged};
 use super::state::{PassRecord, StateFile, SyncState};
 use super::upstream::{FetchError, Upstream};
 use super::versions::{self, VersionSource};
-use super::SyncConfig;
 use crate::cvd::{self, Expected, TrustedKeys, VerifyError};
 
 /// How long a `403` stops all requests upstream.
@@ -157,7 +156,10 @@ fn summarize(reports: &[DbReport]) -> String {
             _ => None,
         })
         .collect();
-    format!("sync incomplete; previous files still served. {}", failed.join("; "))
+    format!(
+        "sync incomplete; previous files still served. {}",
+        failed.join("; ")
+    )
 }
 
 /// Why one file was not staged.
@@ -204,13 +206,26 @@ impl Engine {
         if config.databases.is_empty() {
             return Err(SyncError::Config("no databases to mirror".into()));
         }
-        let upstream = Upstream::new(&config.upstream, config.connect_timeout, config.stall_timeout)
-            .map_err(|e| SyncError::Config(e.to_string()))?;
+        let upstream = Upstream::new(
+            &config.upstream,
+            config.connect_timeout,
+            config.stall_timeout,
+        )
+        .map_err(|e| SyncError::Config(e.to_string()))?;
         let private = config.root.join(publish::PRIVATE_DIR);
         std::fs::create_dir_all(publish::staging_dir(&config.root))?;
         let state_file = StateFile::new(private.join("sync-state"));
-        let engine = Self { config, upstream, state_file, single_flight: Mutex::new(()), status: watch::Sender::new(SyncStatus::default()) };
-        let mut status = SyncStatus { last_pass: engine.state_file.load()?.last_pass, ..Default::default() };
+        let engine = Self {
+            config,
+            upstream,
+            state_file,
+            single_flight: Mutex::new(()),
+            status: watch::Sender::new(SyncStatus::default()),
+        };
+        let mut status = SyncStatus {
+            last_pass: engine.state_file.load()?.last_pass,
+            ..Default::default()
+        };
         status.published = engine.scan_published()?;
         engine.status.send_replace(status);
         Ok(engine)
@@ -239,7 +254,11 @@ impl Engine {
             ok: result.is_ok(),
             error: result.as_ref().err().map(ToString::to_string),
         };
-        state.consecutive_failures = if record.ok { 0 } else { state.consecutive_failures.saturating_add(1) };
+        state.consecutive_failures = if record.ok {
+            0
+        } else {
+            state.consecutive_failures.saturating_add(1)
+        };
         state.last_pass = Some(record.clone());
         let saved = self.state_file.save(&state);
         let published = self.scan_published();
@@ -264,7 +283,11 @@ impl Engine {
         Ok(published)
     }
 
-    async fn run(&self, state: &mut SyncState, progress: &dyn Progress) -> Result<PassReport, SyncError> {
+    async fn run(
+        &self,
+        state: &mut SyncState,
+        progress: &dyn Progress,
+    ) -> Result<PassReport, SyncError> {
         let now = unix_now();
         match state.forbidden_until {
             Some(until) if until > now => return Err(SyncError::Forbidden { until }),
@@ -272,27 +295,48 @@ impl Engine {
             None => {}
         }
         std::fs::create_dir_all(publish::staging_dir(&self.config.root))?;
-        let advertised = self.config.versions.lookup(&self.upstream, &self.config.databases).await.map_err(SyncError::Versions)?;
-        self.status.send_modify(|s| s.advertised = advertised.clone());
+        let advertised = self
+            .config
+            .versions
+            .lookup(&self.upstream, &self.config.databases)
+            .await
+            .map_err(SyncError::Versions)?;
+        self.status
+            .send_modify(|s| s.advertised = advertised.clone());
         let mut reports = Vec::new();
         for db in &self.config.databases {
             let target = advertised.get(db).copied().unwrap_or_default();
             let report = self.sync_db(state, db, target, progress).await?;
             match &report.outcome {
-                DbOutcome::Failed(reason) => tracing::warn!(db, %reason, "database not updated; previous files still served"),
-                DbOutcome::UpstreamBehind => tracing::warn!(db, published = ?report.before, advertised = target, "upstream advertises an older version than ours; keeping ours"),
-                DbOutcome::Updated => tracing::info!(db, from = ?report.before, to = ?report.after, files = report.fetched.len(), "published"),
+                DbOutcome::Failed(reason) => {
+                    tracing::warn!(db, %reason, "database not updated; previous files still served")
+                }
+                DbOutcome::UpstreamBehind => {
+                    tracing::warn!(db, published = ?report.before, advertised = target, "upstream advertises an older version than ours; keeping ours")
+                }
+                DbOutcome::Updated => {
+                    tracing::info!(db, from = ?report.before, to = ?report.after, files = report.fetched.len(), "published")
+                }
                 DbOutcome::UpToDate => tracing::debug!(db, version = target, "up to date"),
             }
             reports.push(report);
         }
-        if reports.iter().any(|r| matches!(r.outcome, DbOutcome::Failed(_))) {
+        if reports
+            .iter()
+            .any(|r| matches!(r.outcome, DbOutcome::Failed(_)))
+        {
             return Err(SyncError::Incomplete(reports));
         }
         Ok(PassReport { databases: reports })
     }
 
-    async fn sync_db(&self, state: &mut SyncState, db: &str, target: u32, progress: &dyn Progress) -> Result<DbReport, SyncError> {
+    async fn sync_db(
+        &self,
+        state: &mut SyncState,
+        db: &str,
+        target: u32,
+        progress: &dyn Progress,
+    ) -> Result<DbReport, SyncError> {
         let root = self.config.root.clone();
         let before = publish::scan(&root, db)?;
         let mut report = DbReport {
@@ -303,7 +347,12 @@ impl Engine {
             fetched: Vec::new(),
             outcome: DbOutcome::UpToDate,
         };
-        let input = plan::DbState { name: db.to_owned(), published: before.cvd_version, cdiffs: before.cdiffs, advertised: target };
+        let input = plan::DbState {
+            name: db.to_owned(),
+            published: before.cvd_version,
+            cdiffs: before.cdiffs,
+            advertised: target,
+        };
         let update = match plan::plan(&input, self.config.backfill) {
             Plan::UpToDate => {
                 self.prune(state, db)?;
@@ -317,14 +366,28 @@ impl Engine {
         };
         for &version in &update.cdiffs {
             let required = version > update.required_above;
-            if let Err(reason) = self.fetch_cdiff(state, db, version, required, &mut report, progress).await? {
+            if let Err(reason) = self
+                .fetch_cdiff(state, db, version, required, &mut report, progress)
+                .await?
+            {
                 report.outcome = DbOutcome::Failed(reason);
                 return Ok(report);
             }
         }
         if update.cvd {
             let name = format!("{db}.cvd");
-            let (staged, version) = match self.fetch_verified(state, &name, Expect::Cvd { db, at_least: target }, progress).await {
+            let (staged, version) = match self
+                .fetch_verified(
+                    state,
+                    &name,
+                    Expect::Cvd {
+                        db,
+                        at_least: target,
+                    },
+                    progress,
+                )
+                .await
+            {
                 Ok(staged) => staged,
                 Err(FileError::Fetch(FetchError::Forbidden)) => return Err(self.forbidden(state)),
                 Err(e) => {
@@ -334,13 +397,17 @@ impl Engine {
             };
             // Upstream moved on since the version lookup: the CVD still needs its patches.
             for v in target + 1..=version {
-                if let Err(reason) = self.fetch_cdiff(state, db, v, true, &mut report, progress).await? {
+                if let Err(reason) = self
+                    .fetch_cdiff(state, db, v, true, &mut report, progress)
+                    .await?
+                {
                     let _ = std::fs::remove_file(&staged.path);
                     report.outcome = DbOutcome::Failed(reason);
                     return Ok(report);
                 }
             }
-            self.fetch_signature(state, &format!("{db}-{version}.cvd.sign"), progress).await?;
+            self.fetch_signature(state, &format!("{db}-{version}.cvd.sign"), progress)
+                .await?;
             publish::publish(&root, &[], Some(&staged))?;
             report.fetched.push(name);
             report.after = Some(version);
@@ -365,9 +432,13 @@ impl Engine {
         if self.config.root.join(&name).exists() {
             return Ok(Ok(()));
         }
-        match self.fetch_verified(state, &name, Expect::Cdiff { version }, progress).await {
+        match self
+            .fetch_verified(state, &name, Expect::Cdiff { version }, progress)
+            .await
+        {
             Ok((staged, _)) => {
-                self.fetch_signature(state, &format!("{name}.sign"), progress).await?;
+                self.fetch_signature(state, &format!("{name}.sign"), progress)
+                    .await?;
                 publish::publish(&self.config.root, &[staged], None)?;
                 state.published_at.insert(name.clone(), unix_now());
                 report.fetched.push(name);
@@ -383,11 +454,17 @@ impl Engine {
     }
 
     /// Fetches an optional `.sign` file and publishes it if it looks like one.
-    async fn fetch_signature(&self, state: &mut SyncState, name: &str, progress: &dyn Progress) -> Result<(), SyncError> {
+    async fn fetch_signature(
+        &self,
+        state: &mut SyncState,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<(), SyncError> {
         let dest = publish::staging_dir(&self.config.root).join(format!("{name}.part"));
         match self.fetch_raw(state, name, &dest, 1, progress).await {
             Ok(()) => {
-                let looks_right = std::fs::read(&dest).is_ok_and(|b| b.starts_with(b"#clamsign-1.0"));
+                let looks_right =
+                    std::fs::read(&dest).is_ok_and(|b| b.starts_with(b"#clamsign-1.0"));
                 if looks_right {
                     std::fs::rename(&dest, self.config.root.join(name))?;
                 } else {
@@ -414,13 +491,20 @@ impl Engine {
         progress: &dyn Progress,
     ) -> Result<(Staged, u32), FileError> {
         let path = publish::staging_dir(&self.config.root).join(format!("{name}.part"));
-        self.fetch_raw(state, name, &path, self.config.attempts, progress).await?;
+        self.fetch_raw(state, name, &path, self.config.attempts, progress)
+            .await?;
         state.file(name).partial_validator = None;
         let verdict = verify(path.clone(), expect, self.config.keys.clone()).await;
         match verdict {
             Ok(version) => {
                 progress.finished(name, "verified");
-                Ok((Staged { path, name: name.to_owned() }, version))
+                Ok((
+                    Staged {
+                        path,
+                        name: name.to_owned(),
+                    },
+                    version,
+                ))
             }
             Err(e) => {
                 tracing::error!(file = name, reason = %e, "upstream file rejected; it will not be published");
@@ -432,7 +516,14 @@ impl Engine {
     }
 
     /// Downloads with cool-downs, budget and retries.
-    async fn fetch_raw(&self, state: &mut SyncState, name: &str, dest: &std::path::Path, attempts: u32, progress: &dyn Progress) -> Result<(), FileError> {
+    async fn fetch_raw(
+        &self,
+        state: &mut SyncState,
+        name: &str,
+        dest: &std::path::Path,
+        attempts: u32,
+        progress: &dyn Progress,
+    ) -> Result<(), FileError> {
         let now = unix_now();
         let max_per_hour = self.config.max_requests_per_file_per_hour as usize;
         let file = state.file(name);
@@ -441,7 +532,8 @@ impl Engine {
             Some(_) => file.cool_down_until = None,
             None => {}
         }
-        file.recent_requests.retain(|&t| now.saturating_sub(t) < 3600);
+        file.recent_requests
+            .retain(|&t| now.saturating_sub(t) < 3600);
         let mut backoff = Backoff::new(self.config.retry_base, MAX_RETRY_DELAY);
         for attempt in 1..=attempts.max(1) {
             let file = state.file(name);
@@ -454,9 +546,13 @@ impl Engine {
             progress.started(name);
             let result = self
                 .upstream
-                .download(name, dest, validator.as_deref(), &mut validator_out, &mut |done, total| {
-                    progress.advanced(name, done, total)
-                })
+                .download(
+                    name,
+                    dest,
+                    validator.as_deref(),
+                    &mut validator_out,
+                    &mut |done, total| progress.advanced(name, done, total),
+                )
                 .await;
             if validator_out.is_some() {
                 state.file(name).partial_validator = validator_out;
@@ -466,7 +562,11 @@ impl Engine {
                 Err(FetchError::RateLimited { retry_after }) => {
                     let until = unix_now() + retry_after.as_secs();
                     state.file(name).cool_down_until = Some(until);
-                    tracing::warn!(file = name, retry_after_secs = retry_after.as_secs(), "upstream rate limit (429); file cooling down");
+                    tracing::warn!(
+                        file = name,
+                        retry_after_secs = retry_after.as_secs(),
+                        "upstream rate limit (429); file cooling down"
+                    );
                     let _ = self.state_file.save(state);
                     progress.finished(name, "rate limited");
                     return Err(FileError::Fetch(FetchError::RateLimited { retry_after }));
@@ -488,14 +588,20 @@ impl Engine {
     fn forbidden(&self, state: &mut SyncState) -> SyncError {
         let until = unix_now() + FORBIDDEN_COOL_DOWN.as_secs();
         state.forbidden_until = Some(until);
-        tracing::error!("upstream answered 403: this mirror is refused; stopping all requests for 24 h");
+        tracing::error!(
+            "upstream answered 403: this mirror is refused; stopping all requests for 24 h"
+        );
         SyncError::Forbidden { until }
     }
 
     fn prune(&self, state: &mut SyncState, db: &str) -> io::Result<()> {
-        let removed = publish::prune(&self.config.root, db, self.config.retention, SystemTime::now(), |name| {
-            state.published_at.get(name).copied()
-        })?;
+        let removed = publish::prune(
+            &self.config.root,
+            db,
+            self.config.retention,
+            SystemTime::now(),
+            |name| state.published_at.get(name).copied(),
+        )?;
         for name in removed {
             tracing::info!(file = %name, "cdiff past retention removed");
             state.published_at.remove(&name);
@@ -514,10 +620,14 @@ async fn verify(path: PathBuf, expect: Expect<'_>, keys: TrustedKeys) -> Result<
     let joined = tokio::task::spawn_blocking(move || -> Result<u32, FileError> {
         match expect_owned {
             (Some(db), at_least) => {
-                let verified = cvd::verify_file(&path, &Expected::cvd(&db), &keys).map_err(FileError::Verify)?;
+                let verified = cvd::verify_file(&path, &Expected::cvd(&db), &keys)
+                    .map_err(FileError::Verify)?;
                 let got = verified.header.version;
                 if got < at_least {
-                    return Err(FileError::WrongVersion { expected: at_least, got });
+                    return Err(FileError::WrongVersion {
+                        expected: at_least,
+                        got,
+                    });
                 }
                 Ok(got)
             }
@@ -532,8 +642,7 @@ async fn verify(path: PathBuf, expect: Expect<'_>, keys: TrustedKeys) -> Result<
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
-
-/// Shared handle to an engine.
-pub type SharedEngine = Arc<Engine>;

@@ -63,13 +63,26 @@ pub fn plan(state: &DbState, backfill: u32) -> Plan {
             if cdiffs.is_empty() {
                 Plan::UpToDate
             } else {
-                Plan::Update(Update { target, cdiffs, required_above: target, cvd: false })
+                Plan::Update(Update {
+                    target,
+                    cdiffs,
+                    required_above: target,
+                    cvd: false,
+                })
             }
         }
-        Some(published) if published > target => Plan::UpstreamBehind { published, advertised: target },
+        Some(published) if published > target => Plan::UpstreamBehind {
+            published,
+            advertised: target,
+        },
         published => {
             let required_above = published.unwrap_or(target);
-            Plan::Update(Update { target, cdiffs: missing_history(state, target, backfill), required_above, cvd: true })
+            Plan::Update(Update {
+                target,
+                cdiffs: missing_history(state, target, backfill),
+                required_above,
+                cvd: true,
+            })
         }
     }
 }
@@ -78,8 +91,12 @@ pub fn plan(state: &DbState, backfill: u32) -> Plan {
 /// whichever is lower) up to `target` that are not published yet.
 fn missing_history(state: &DbState, target: u32, backfill: u32) -> Vec<u32> {
     let history_from = target.saturating_sub(backfill).saturating_add(1).max(1);
-    let from = state.published.map_or(history_from, |p| history_from.min(p.saturating_add(1)));
-    (from..=target).filter(|v| !state.cdiffs.contains(v)).collect()
+    let from = state
+        .published
+        .map_or(history_from, |p| history_from.min(p.saturating_add(1)));
+    (from..=target)
+        .filter(|v| !state.cdiffs.contains(v))
+        .collect()
 }
 
 #[cfg(test)]
@@ -88,7 +105,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn state(published: Option<u32>, cdiffs: &[u32], advertised: u32) -> DbState {
-        DbState { name: "daily".into(), published, cdiffs: cdiffs.iter().copied().collect(), advertised }
+        DbState {
+            name: "daily".into(),
+            published,
+            cdiffs: cdiffs.iter().copied().collect(),
+            advertised,
+        }
     }
 
     #[test]
@@ -99,24 +121,54 @@ mod tests {
     #[test]
     fn behind_fetches_cdiffs_first_then_the_cvd() {
         let p = plan(&state(Some(10), &[9, 10], 13), 3);
-        assert_eq!(p, Plan::Update(Update { target: 13, cdiffs: vec![11, 12, 13], required_above: 10, cvd: true }));
+        assert_eq!(
+            p,
+            Plan::Update(Update {
+                target: 13,
+                cdiffs: vec![11, 12, 13],
+                required_above: 10,
+                cvd: true
+            })
+        );
     }
 
     #[test]
     fn fresh_mirror_backfills_history_but_only_requires_the_cvd() {
         let p = plan(&state(None, &[], 100), 3);
-        assert_eq!(p, Plan::Update(Update { target: 100, cdiffs: vec![98, 99, 100], required_above: 100, cvd: true }));
+        assert_eq!(
+            p,
+            Plan::Update(Update {
+                target: 100,
+                cdiffs: vec![98, 99, 100],
+                required_above: 100,
+                cvd: true
+            })
+        );
     }
 
     #[test]
     fn upstream_behind_us_changes_nothing() {
-        assert_eq!(plan(&state(Some(10), &[], 9), 3), Plan::UpstreamBehind { published: 10, advertised: 9 });
+        assert_eq!(
+            plan(&state(Some(10), &[], 9), 3),
+            Plan::UpstreamBehind {
+                published: 10,
+                advertised: 9
+            }
+        );
     }
 
     #[test]
     fn missing_history_is_filled_without_the_cvd() {
         let p = plan(&state(Some(10), &[10], 10), 3);
-        assert_eq!(p, Plan::Update(Update { target: 10, cdiffs: vec![8, 9], required_above: 10, cvd: false }));
+        assert_eq!(
+            p,
+            Plan::Update(Update {
+                target: 10,
+                cdiffs: vec![8, 9],
+                required_above: 10,
+                cvd: false
+            })
+        );
     }
 
     proptest! {

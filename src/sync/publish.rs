@@ -70,7 +70,11 @@ fn read_header(path: &Path) -> io::Result<cvd::Header> {
 
 /// `Some(N)` for `<db>-N.cdiff`.
 pub fn cdiff_version(name: &str, db: &str) -> Option<u32> {
-    name.strip_prefix(db)?.strip_prefix('-')?.strip_suffix(".cdiff")?.parse().ok()
+    name.strip_prefix(db)?
+        .strip_prefix('-')?
+        .strip_suffix(".cdiff")?
+        .parse()
+        .ok()
 }
 
 /// Publishes `cdiffs` (ascending), then `cvd`, into `root`.
@@ -114,10 +118,10 @@ pub fn prune(
         if seen < cutoff {
             std::fs::remove_file(&path)?;
             let sign = root.join(format!("{name}.sign"));
-            if let Err(e) = std::fs::remove_file(sign) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    return Err(e);
-                }
+            if let Err(e) = std::fs::remove_file(sign)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(e);
             }
             removed.push(name);
         }
@@ -145,21 +149,32 @@ mod tests {
         let stage = |name: &str| {
             let path = staging.join(name);
             std::fs::write(&path, name).unwrap();
-            Staged { path, name: name.into() }
+            Staged {
+                path,
+                name: name.into(),
+            }
         };
         let cdiffs = [stage("daily-2.cdiff"), stage("daily-3.cdiff")];
         let cvd = stage("daily.cvd");
         publish(root.path(), &cdiffs, Some(&cvd)).unwrap();
         let published = scan(root.path(), "daily").unwrap();
         assert_eq!(published.cdiffs, BTreeSet::from([2, 3]));
-        assert_eq!(std::fs::read(root.path().join("daily.cvd")).unwrap(), b"daily.cvd");
+        assert_eq!(
+            std::fs::read(root.path().join("daily.cvd")).unwrap(),
+            b"daily.cvd"
+        );
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     }
 
     #[test]
     fn pruning_keeps_recent_and_newest_cdiffs_and_removes_signatures() {
         let root = tempfile::tempdir().unwrap();
-        for name in ["daily-1.cdiff", "daily-1.cdiff.sign", "daily-2.cdiff", "daily-3.cdiff"] {
+        for name in [
+            "daily-1.cdiff",
+            "daily-1.cdiff.sign",
+            "daily-2.cdiff",
+            "daily-3.cdiff",
+        ] {
             std::fs::write(root.path().join(name), b"x").unwrap();
         }
         let now = UNIX_EPOCH + Duration::from_secs(100 * 86_400);
@@ -168,9 +183,19 @@ mod tests {
             "daily-2.cdiff" => Some(99 * 86_400),
             _ => Some(0),
         };
-        let removed = prune(root.path(), "daily", Duration::from_secs(90 * 86_400), now, seen).unwrap();
+        let removed = prune(
+            root.path(),
+            "daily",
+            Duration::from_secs(90 * 86_400),
+            now,
+            seen,
+        )
+        .unwrap();
         assert_eq!(removed, vec!["daily-1.cdiff".to_string()]);
         assert!(!root.path().join("daily-1.cdiff.sign").exists());
-        assert!(root.path().join("daily-3.cdiff").exists(), "the newest cdiff is always kept");
+        assert!(
+            root.path().join("daily-3.cdiff").exists(),
+            "the newest cdiff is always kept"
+        );
     }
 }

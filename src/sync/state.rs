@@ -119,16 +119,24 @@ fn encode(state: &SyncState) -> io::Result<Vec<u8>> {
 }
 
 fn decode(bytes: &[u8]) -> Result<SyncState, String> {
-    let newline = bytes.iter().position(|&b| b == b'\n').ok_or("no header line")?;
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
     let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
     let body = &bytes[newline + 1..];
     let mut fields = header.split(' ');
     if fields.next() != Some(MAGIC) {
         return Err("not a cvdmirror sync state file".into());
     }
-    let format: u32 = fields.next().and_then(|f| f.parse().ok()).ok_or("no format version")?;
+    let format: u32 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or("no format version")?;
     if format != FORMAT {
-        return Err(format!("format {format} is not supported (this version reads {FORMAT})"));
+        return Err(format!(
+            "format {format} is not supported (this version reads {FORMAT})"
+        ));
     }
     let checksum = fields.next().ok_or("no checksum")?;
     if checksum != hex(&Sha256::digest(body)) {
@@ -184,7 +192,11 @@ mod tests {
 
     #[test]
     fn unknown_formats_are_refused() {
-        assert!(decode(b"cvdmirror-sync-state 2 00\n{}").unwrap_err().contains("format 2"));
+        assert!(
+            decode(b"cvdmirror-sync-state 2 00\n{}")
+                .unwrap_err()
+                .contains("format 2")
+        );
         assert!(decode(b"garbage").is_err());
     }
 }

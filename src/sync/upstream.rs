@@ -15,7 +15,11 @@ use tokio::io::AsyncWriteExt;
 use crate::cvd;
 
 /// User-Agent sent upstream: stable and versioned, as upstream etiquette asks.
-pub const USER_AGENT: &str = concat!("cvdmirror/", env!("CARGO_PKG_VERSION"), " (ClamAV database mirror)");
+pub const USER_AGENT: &str = concat!(
+    "cvdmirror/",
+    env!("CARGO_PKG_VERSION"),
+    " (ClamAV database mirror)"
+);
 
 /// `Retry-After` assumed when a `429` carries none (ClamAV's own default).
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
@@ -52,7 +56,8 @@ pub enum FetchError {
 impl FetchError {
     /// Whether trying again soon may help.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, FetchError::Status(s) if s.is_server_error()) || matches!(self, FetchError::Transport(_))
+        matches!(self, FetchError::Status(s) if s.is_server_error())
+            || matches!(self, FetchError::Transport(_))
     }
 }
 
@@ -88,7 +93,11 @@ impl Upstream {
             .read_timeout(stall)
             .build()
             .map_err(|e| FetchError::Transport(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), max_file_bytes: 1 << 31 })
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            max_file_bytes: 1 << 31,
+        })
     }
 
     /// URL of a file upstream.
@@ -108,7 +117,8 @@ impl Upstream {
             .map_err(transport)?;
         let response = check(response)?;
         let body = response.bytes().await.map_err(transport)?;
-        cvd::Header::parse(&body).map_err(|e| FetchError::Transport(format!("{db}.cvd header: {e}")))
+        cvd::Header::parse(&body)
+            .map_err(|e| FetchError::Transport(format!("{db}.cvd header: {e}")))
     }
 
     /// Downloads `name` into `dest`. If `dest` holds a partial download whose
@@ -129,10 +139,12 @@ impl Upstream {
             _ => 0,
         };
         let mut request = self.client.get(self.url(name));
-        if existing > 0 {
-            if let Some(v) = validator {
-                request = request.header(header::RANGE, format!("bytes={existing}-")).header(header::IF_RANGE, v);
-            }
+        if existing > 0
+            && let Some(v) = validator
+        {
+            request = request
+                .header(header::RANGE, format!("bytes={existing}-"))
+                .header(header::IF_RANGE, v);
         }
         let response = request.send().await.map_err(transport)?;
         let resumed = existing > 0 && response.status() == StatusCode::PARTIAL_CONTENT;
@@ -149,7 +161,9 @@ impl Upstream {
             .or_else(|| response.headers().get(header::LAST_MODIFIED))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let total = response.content_length().map(|n| n + if resumed { existing } else { 0 });
+        let total = response
+            .content_length()
+            .map(|n| n + if resumed { existing } else { 0 });
         if total.is_some_and(|t| t > self.max_file_bytes) {
             return Err(FetchError::TooLarge(self.max_file_bytes));
         }
@@ -174,17 +188,25 @@ impl Upstream {
         }
         file.flush().await?;
         file.sync_all().await?;
-        if let Some(total) = total {
-            if done != total {
-                return Err(FetchError::Transport(format!("body ended after {done} of {total} bytes")));
-            }
+        if let Some(total) = total
+            && done != total
+        {
+            return Err(FetchError::Transport(format!(
+                "body ended after {done} of {total} bytes"
+            )));
         }
         Ok(Downloaded { len: done, resumed })
     }
 }
 
 fn transport(e: reqwest::Error) -> FetchError {
-    let kind = if e.is_timeout() { "timed out" } else if e.is_connect() { "cannot connect" } else { "error" };
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "error"
+    };
     FetchError::Transport(format!("{kind}: {e}"))
 }
 
@@ -224,9 +246,18 @@ mod tests {
     #[test]
     fn retry_after_in_both_forms() {
         let now = httpdate::parse_http_date("Fri, 27 Nov 2026 16:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Fri, 27 Nov 2026 17:00:00 GMT", now), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_retry_after("Fri, 27 Nov 2026 15:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 17:00:00 GMT", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 15:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
@@ -236,6 +267,11 @@ mod tests {
         assert!(FetchError::Transport("reset".into()).is_retryable());
         assert!(!FetchError::NotFound.is_retryable());
         assert!(!FetchError::Forbidden.is_retryable());
-        assert!(!FetchError::RateLimited { retry_after: DEFAULT_RETRY_AFTER }.is_retryable());
+        assert!(
+            !FetchError::RateLimited {
+                retry_after: DEFAULT_RETRY_AFTER
+            }
+            .is_retryable()
+        );
     }
 }

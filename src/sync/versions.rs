@@ -32,7 +32,11 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl VersionSource {
     /// Versions of `databases`; a database the source does not know is an error.
-    pub async fn lookup(&self, upstream: &Upstream, databases: &[String]) -> Result<BTreeMap<String, u32>, String> {
+    pub async fn lookup(
+        &self,
+        upstream: &Upstream,
+        databases: &[String],
+    ) -> Result<BTreeMap<String, u32>, String> {
         let mut versions = BTreeMap::new();
         match self {
             VersionSource::Dns { name, nameserver } => {
@@ -48,7 +52,10 @@ impl VersionSource {
             }
             VersionSource::Http => {
                 for db in databases {
-                    let header = upstream.cvd_header(db).await.map_err(|e| format!("{db}.cvd header: {e}"))?;
+                    let header = upstream
+                        .cvd_header(db)
+                        .await
+                        .map_err(|e| format!("{db}.cvd header: {e}"))?;
                     versions.insert(db.clone(), header.version);
                 }
             }
@@ -59,7 +66,13 @@ impl VersionSource {
 
 /// Whether `base` is the official ClamAV CDN (where header checks are banned).
 pub fn is_official_cdn(base: &str) -> bool {
-    let host = base.split("://").nth(1).unwrap_or(base).split(['/', ':']).next().unwrap_or("");
+    let host = base
+        .split("://")
+        .nth(1)
+        .unwrap_or(base)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
     let host = host.trim_end_matches('.').to_ascii_lowercase();
     host == "clamav.net" || host.ends_with(".clamav.net")
 }

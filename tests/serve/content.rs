@@ -80,7 +80,7 @@ fn download(
             Err(e) => return (out, Some(e)),
         }
         reads += 1;
-        if slow && reads % 16 == 0 {
+        if slow && reads.is_multiple_of(16) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
