@@ -46,7 +46,7 @@ pub enum Answer {
     /// Answer `NXDOMAIN`, as if the name did not exist.
     NxDomain,
     /// Send nothing, so the client times out.
-    NoAnswer,
+    Silence,
 }
 
 /// Decides the answer for the served name at the moment of each query.
@@ -124,7 +124,7 @@ impl<S: AnswerSource> Authority<S> {
             Answer::Txt(text) => Reply::Txt(text),
             Answer::ServFail => refuse(ResponseCode::ServFail),
             Answer::NxDomain => authoritative(ResponseCode::NXDomain),
-            Answer::NoAnswer => Reply::Silent,
+            Answer::Silence => Reply::Silent,
         }
     }
 }

@@ -50,7 +50,7 @@ impl AnswerSource for Shared {
             Behaviour::Txt(text) => Answer::Txt(text.clone()),
             Behaviour::ServFail => Answer::ServFail,
             Behaviour::NxDomain => Answer::NxDomain,
-            Behaviour::NoAnswer => Answer::NoAnswer,
+            Behaviour::NoAnswer => Answer::Silence,
         }
     }
 }
