@@ -227,6 +227,26 @@ async fn other_names_are_nxdomain_to_lookup() {
         .await
         .unwrap_err();
     assert!(matches!(err, LookupError::NoTxt { .. }), "{err}");
+
+    let err = lookup("example.test", Some(running.udp), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LookupError::ServerError { .. }), "{err}");
+    assert!(err.to_string().contains("Refused"), "{err}");
+}
+
+#[tokio::test]
+async fn first_record_that_parses_wins() {
+    let server = TxtServer::start(NAME, UPSTREAM).await.unwrap();
+    server.set_behaviour(Behaviour::TxtRecords(vec![
+        "v=spf1 -all".to_owned(),
+        UPSTREAM.to_owned(),
+        "not:a:version:record".to_owned(),
+    ]));
+    let txt = raw_query(server.addr(), NAME, RecordType::TXT).await;
+    assert_eq!(txt.answers.len(), 3);
+    let got = lookup(NAME, Some(server.addr()), TIMEOUT).await.unwrap();
+    assert_eq!(got.to_string(), UPSTREAM);
 }
 
 #[tokio::test]

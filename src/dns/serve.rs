@@ -39,8 +39,9 @@ const TXT_STRING_MAX: usize = 255;
 /// What to say to a TXT query for the served name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Answer with this text (split into 255-byte strings if longer).
-    Txt(String),
+    /// Answer with one TXT record per text (each split into 255-byte
+    /// strings if longer), in this order.
+    Txt(Vec<String>),
     /// Answer `SERVFAIL`: the server cannot say right now.
     ServFail,
     /// Answer `NXDOMAIN`, as if the name did not exist.
@@ -69,7 +70,7 @@ enum Reply {
         code: ResponseCode,
         authoritative: bool,
     },
-    Txt(String),
+    Txt(Vec<String>),
     Silent,
 }
 
@@ -121,7 +122,7 @@ impl<S: AnswerSource> Authority<S> {
             return authoritative(ResponseCode::NoError);
         }
         match self.source.answer() {
-            Answer::Txt(text) => Reply::Txt(text),
+            Answer::Txt(texts) => Reply::Txt(texts),
             Answer::ServFail => refuse(ResponseCode::ServFail),
             Answer::NxDomain => authoritative(ResponseCode::NXDomain),
             Answer::Silence => Reply::Silent,
@@ -148,13 +149,16 @@ impl<S: AnswerSource> RequestHandler for Authority<S> {
                 metadata.authoritative = authoritative;
                 Vec::new()
             }
-            Reply::Txt(text) => {
+            Reply::Txt(texts) => {
                 metadata.authoritative = true;
                 let owner = request
                     .request_info()
                     .map(|info| info.query.original().name().clone())
                     .unwrap_or_else(|_| Name::from(&self.name));
-                vec![Record::from_rdata(owner, self.ttl, RData::TXT(txt(&text)))]
+                texts
+                    .iter()
+                    .map(|text| Record::from_rdata(owner.clone(), self.ttl, RData::TXT(txt(text))))
+                    .collect()
             }
         };
         let edns = request.edns.as_ref().map(|asked| {
