@@ -87,7 +87,7 @@ impl<S: AnswerSource> Authority<S> {
     }
 
     fn decide(&self, request: &Request) -> Reply {
-        let refuse = |code| Reply::Code {
+        let plain = |code| Reply::Code {
             code,
             authoritative: false,
         };
@@ -96,18 +96,18 @@ impl<S: AnswerSource> Authority<S> {
             authoritative: true,
         };
         if request.metadata.message_type != MessageType::Query {
-            return refuse(ResponseCode::FormErr);
+            return plain(ResponseCode::FormErr);
         }
         if request.metadata.op_code != OpCode::Query {
-            return refuse(ResponseCode::NotImp);
+            return plain(ResponseCode::NotImp);
         }
         let Ok(info) = request.request_info() else {
-            return refuse(ResponseCode::FormErr);
+            return plain(ResponseCode::FormErr);
         };
         let query = info.query;
         let class = query.query_class();
         if (class != DNSClass::IN && class != DNSClass::ANY) || !self.zone.zone_of(query.name()) {
-            return refuse(ResponseCode::Refused);
+            return plain(ResponseCode::Refused);
         }
         if *query.name() != self.name {
             // Names between the zone apex and ours exist (they own nothing);
@@ -123,7 +123,7 @@ impl<S: AnswerSource> Authority<S> {
         }
         match self.source.answer() {
             Answer::Txt(texts) => Reply::Txt(texts),
-            Answer::ServFail => refuse(ResponseCode::ServFail),
+            Answer::ServFail => plain(ResponseCode::ServFail),
             Answer::NxDomain => authoritative(ResponseCode::NXDomain),
             Answer::Silence => Reply::Silent,
         }
