@@ -7,7 +7,7 @@
 //! can run ahead of any mirror, and a client told about a version its
 //! mirror lacks falls back to full downloads; the beacon closes that gap by
 //! advertising only what is on disk. [`record`] is the text format,
-//! [`lookup`] the client side, [`beacon`] the server, and [`test_server`]
+//! [`lookup`](mod@lookup) the client side, [`beacon`] the server, and [`test_server`]
 //! a settable TXT server for tests and demos.
 
 pub mod beacon;

@@ -213,7 +213,7 @@ impl fmt::Debug for Published {
 impl AnswerSource for Published {
     fn answer(&self) -> Answer {
         match &*self.versions.borrow() {
-            Some(record) => Answer::Txt(record.stamped((self.clock)()).to_string()),
+            Some(record) => Answer::Txt(vec![record.stamped((self.clock)()).to_string()]),
             None => Answer::ServFail,
         }
     }
@@ -249,7 +249,7 @@ mod tests {
         };
         assert_eq!(
             source.answer(),
-            Answer::Txt(format!("1.4.3:62:27500:{FIXED}:0:90:1:339"))
+            Answer::Txt(vec![format!("1.4.3:62:27500:{FIXED}:0:90:1:339")])
         );
         tx.send_modify(|r| {
             if let Some(r) = r {
@@ -258,7 +258,7 @@ mod tests {
         });
         assert_eq!(
             source.answer(),
-            Answer::Txt(format!("1.4.3:62:27501:{FIXED}:0:90:1:339"))
+            Answer::Txt(vec![format!("1.4.3:62:27501:{FIXED}:0:90:1:339")])
         );
     }
 

@@ -14,6 +14,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
+use hickory_resolver::proto::rr::rdata::TXT;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use thiserror::Error;
 
@@ -153,22 +154,34 @@ pub async fn lookup_with(
         .await
         .map_err(|_| timed_out())?
         .map_err(|error| classify(error, &shown, options.timeout))?;
-    let texts: Vec<String> = answer
+    let texts = answer
         .answers()
         .iter()
         .filter_map(|record| match &record.data {
-            RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part))
-                    .collect(),
-            ),
+            RData::TXT(txt) => Some(joined(txt)),
             _ => None,
-        })
-        .collect();
+        });
+    first_version_record(&shown, texts)
+}
+
+/// The strings of one TXT record as one text. Invalid UTF-8 is replaced,
+/// so the parser reports it instead of the lookup hiding it.
+fn joined(txt: &TXT) -> String {
+    txt.txt_data
+        .iter()
+        .map(|part| String::from_utf8_lossy(part))
+        .collect()
+}
+
+/// The first text that is a version record; else the first one's error,
+/// or [`LookupError::NoTxt`] when there is no text at all.
+fn first_version_record(
+    name: &str,
+    texts: impl IntoIterator<Item = String>,
+) -> Result<VersionRecord, LookupError> {
     let mut first_error = None;
-    for text in &texts {
-        match VersionRecord::parse(text) {
+    for text in texts {
+        match VersionRecord::parse(&text) {
             Ok(record) => return Ok(record),
             Err(source) => {
                 first_error.get_or_insert((text, source));
@@ -177,11 +190,13 @@ pub async fn lookup_with(
     }
     match first_error {
         Some((text, source)) => Err(LookupError::Malformed {
-            name: shown,
+            name: name.to_owned(),
             text: text.chars().take(255).collect(),
             source,
         }),
-        None => Err(LookupError::NoTxt { name: shown }),
+        None => Err(LookupError::NoTxt {
+            name: name.to_owned(),
+        }),
     }
 }
 
@@ -233,5 +248,44 @@ fn classify(error: NetError, name: &str, timeout: Duration) -> LookupError {
             name,
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "1.4.3:62:27500:1600000000:0:90:1:339";
+
+    fn texts(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn strings_of_a_record_are_joined() {
+        let txt = TXT::from_bytes(vec![b"1.4.3:62:275", b"00:1600000000"]);
+        assert_eq!(joined(&txt), "1.4.3:62:27500:1600000000");
+    }
+
+    #[test]
+    fn first_record_that_parses_wins() {
+        let got = first_version_record("n.", texts(&["v=spf1 -all", GOOD, "0:1:2:3"])).unwrap();
+        assert_eq!(got.to_string(), GOOD);
+    }
+
+    #[test]
+    fn none_parsing_reports_the_first_error() {
+        let err = first_version_record("n.", texts(&["junk", "1:2:3"])).unwrap_err();
+        let LookupError::Malformed { text, .. } = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(text, "junk");
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn no_text_is_no_txt() {
+        let err = first_version_record("n.", Vec::new()).unwrap_err();
+        assert_eq!(err, LookupError::NoTxt { name: "n.".into() });
     }
 }

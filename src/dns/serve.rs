@@ -40,14 +40,15 @@ const TXT_STRING_MAX: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::enum_variant_names)] // `NoAnswer` reads right: the server stays silent.
 pub enum Answer {
-    /// Answer with this text (split into 255-byte strings if longer).
-    Txt(String),
+    /// Answer with one TXT record per text (each split into 255-byte
+    /// strings if longer), in this order.
+    Txt(Vec<String>),
     /// Answer `SERVFAIL`: the server cannot say right now.
     ServFail,
     /// Answer `NXDOMAIN`, as if the name did not exist.
     NxDomain,
     /// Send nothing, so the client times out.
-    NoAnswer,
+    Silence,
 }
 
 /// Decides the answer for the served name at the moment of each query.
@@ -70,7 +71,7 @@ enum Reply {
         code: ResponseCode,
         authoritative: bool,
     },
-    Txt(String),
+    Txt(Vec<String>),
     Silent,
 }
 
@@ -87,7 +88,7 @@ impl<S: AnswerSource> Authority<S> {
     }
 
     fn decide(&self, request: &Request) -> Reply {
-        let refuse = |code| Reply::Code {
+        let plain = |code| Reply::Code {
             code,
             authoritative: false,
         };
@@ -96,18 +97,18 @@ impl<S: AnswerSource> Authority<S> {
             authoritative: true,
         };
         if request.metadata.message_type != MessageType::Query {
-            return refuse(ResponseCode::FormErr);
+            return plain(ResponseCode::FormErr);
         }
         if request.metadata.op_code != OpCode::Query {
-            return refuse(ResponseCode::NotImp);
+            return plain(ResponseCode::NotImp);
         }
         let Ok(info) = request.request_info() else {
-            return refuse(ResponseCode::FormErr);
+            return plain(ResponseCode::FormErr);
         };
         let query = info.query;
         let class = query.query_class();
         if (class != DNSClass::IN && class != DNSClass::ANY) || !self.zone.zone_of(query.name()) {
-            return refuse(ResponseCode::Refused);
+            return plain(ResponseCode::Refused);
         }
         if *query.name() != self.name {
             // Names between the zone apex and ours exist (they own nothing);
@@ -122,10 +123,10 @@ impl<S: AnswerSource> Authority<S> {
             return authoritative(ResponseCode::NoError);
         }
         match self.source.answer() {
-            Answer::Txt(text) => Reply::Txt(text),
-            Answer::ServFail => refuse(ResponseCode::ServFail),
+            Answer::Txt(texts) => Reply::Txt(texts),
+            Answer::ServFail => plain(ResponseCode::ServFail),
             Answer::NxDomain => authoritative(ResponseCode::NXDomain),
-            Answer::NoAnswer => Reply::Silent,
+            Answer::Silence => Reply::Silent,
         }
     }
 }
@@ -149,13 +150,16 @@ impl<S: AnswerSource> RequestHandler for Authority<S> {
                 metadata.authoritative = authoritative;
                 Vec::new()
             }
-            Reply::Txt(text) => {
+            Reply::Txt(texts) => {
                 metadata.authoritative = true;
                 let owner = request
                     .request_info()
                     .map(|info| info.query.original().name().clone())
                     .unwrap_or_else(|_| Name::from(&self.name));
-                vec![Record::from_rdata(owner, self.ttl, RData::TXT(txt(&text)))]
+                texts
+                    .iter()
+                    .map(|text| Record::from_rdata(owner.clone(), self.ttl, RData::TXT(txt(text))))
+                    .collect()
             }
         };
         let edns = request.edns.as_ref().map(|asked| {

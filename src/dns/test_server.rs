@@ -24,6 +24,8 @@ const TEST_TTL: Duration = Duration::ZERO;
 pub enum Behaviour {
     /// Answer with this text, verbatim.
     Txt(String),
+    /// Answer with several TXT records, in this order.
+    TxtRecords(Vec<String>),
     /// Answer `SERVFAIL`.
     ServFail,
     /// Answer `NXDOMAIN`.
@@ -47,10 +49,11 @@ struct Shared(Arc<Mutex<Behaviour>>);
 impl AnswerSource for Shared {
     fn answer(&self) -> Answer {
         match &*self.0.lock().unwrap_or_else(PoisonError::into_inner) {
-            Behaviour::Txt(text) => Answer::Txt(text.clone()),
+            Behaviour::Txt(text) => Answer::Txt(vec![text.clone()]),
+            Behaviour::TxtRecords(texts) => Answer::Txt(texts.clone()),
             Behaviour::ServFail => Answer::ServFail,
             Behaviour::NxDomain => Answer::NxDomain,
-            Behaviour::NoAnswer => Answer::NoAnswer,
+            Behaviour::NoAnswer => Answer::Silence,
         }
     }
 }
