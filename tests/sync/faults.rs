@@ -419,4 +419,3 @@ fn signature_files_are_published_and_junk_ones_discarded() {
     assert!(!served.contains_key("bytecode-272.cvd.sign"), "{run}");
     check_served(&mirror.root, Some(271)).unwrap();
 }
-
