@@ -110,7 +110,10 @@ fn kill_9_at_any_moment_leaves_a_consistent_served_set() {
         }
 
         let run = mirror.sync(&world);
-        assert!(run.ok, "{context}: the pass after the kill must converge\n{run}");
+        assert!(
+            run.ok,
+            "{context}: the pass after the kill must converge\n{run}"
+        );
         assert_eq!(mirror.version(), Some(272), "{context}\n{run}");
         check_served(&mirror.root, Some(270)).unwrap_or_else(|e| panic!("{context}: {e}\n{run}"));
         assert!(
@@ -125,4 +128,3 @@ fn kill_9_at_any_moment_leaves_a_consistent_served_set() {
         "no kill landed inside a pass: {outcomes:?}"
     );
 }
-

@@ -127,7 +127,11 @@ fn resume_after_a_stall_uses_range_and_if_range() {
     run.assert_ok();
     let cvd_requests = run.requests_for("bytecode.cvd");
     assert_eq!(cvd_requests.len(), 1, "{run}");
-    assert_eq!(cvd_requests[0].header("range"), Some("bytes=65536-"), "{run}");
+    assert_eq!(
+        cvd_requests[0].header("range"),
+        Some("bytes=65536-"),
+        "{run}"
+    );
     assert_eq!(
         cvd_requests[0].header("if-range").map(str::to_owned),
         world.up.etag("bytecode.cvd"),
@@ -197,7 +201,9 @@ fn http_version_check_honours_429() {
     let world = World::new();
     world.release(268, 271, CVD_SIZE);
     let mirror = Mirror::new().arg("--version-check").arg("http");
-    world.up.fault("bytecode.cvd", Fault::RateLimited(Some("3600".into())));
+    world
+        .up
+        .fault("bytecode.cvd", Fault::RateLimited(Some("3600".into())));
     let first = mirror.sync(&world);
     first.assert_failed(&["429"]);
     world.up.clear_fault("bytecode.cvd");
@@ -231,5 +237,10 @@ max_requests_per_file_per_hour = 2
         .iter()
         .filter(|r| r.file() == "bytecode.cvd")
         .count();
-    assert_eq!(total, 2, "budget of 2 per hour\n{}", super::upstream::show(&world.up.log()));
+    assert_eq!(
+        total,
+        2,
+        "budget of 2 per hour\n{}",
+        super::upstream::show(&world.up.log())
+    );
 }

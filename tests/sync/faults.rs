@@ -149,7 +149,11 @@ fn cvd_with_a_corrupt_dsig_is_rejected() {
             // The dsig is the 7th colon-separated header field.
             let header = String::from_utf8_lossy(&bytes[..512]).into_owned();
             let start: usize = header.split(':').take(6).map(|f| f.len() + 1).sum();
-            bytes[start + 10] = if bytes[start + 10] == b'a' { b'b' } else { b'a' };
+            bytes[start + 10] = if bytes[start + 10] == b'a' {
+                b'b'
+            } else {
+                b'a'
+            };
             w.up.put("bytecode.cvd", &bytes);
         },
         &["bytecode.cvd", "rejected"],
@@ -219,10 +223,7 @@ fn rate_limit_with_retry_after_seconds_cools_down_then_converges() {
     let case = fault_case(
         None,
         |w| {
-            w.up.fault(
-                "bytecode.cvd",
-                Fault::RateLimited(Some("1".into())),
-            )
+            w.up.fault("bytecode.cvd", Fault::RateLimited(Some("1".into())))
         },
         &["bytecode.cvd", "429"],
         |w, _| {
@@ -308,7 +309,12 @@ fn missing_required_cdiff_blocks_the_cvd() {
 fn cdiff_with_a_bad_signature_is_rejected_and_blocks_the_cvd() {
     let case = fault_case(
         None,
-        |w| w.up.put(&cdiff_name(272), &build::cdiff(DB, 272, &rogue_keys()).unwrap()),
+        |w| {
+            w.up.put(
+                &cdiff_name(272),
+                &build::cdiff(DB, 272, &rogue_keys()).unwrap(),
+            )
+        },
         &["bytecode-272.cdiff", "rejected"],
         restore_cdiff,
     );

@@ -190,11 +190,6 @@ impl Upstream {
         self.lock().files.remove(name);
     }
 
-    /// The bytes served as `name`.
-    pub fn get(&self, name: &str) -> Option<Vec<u8>> {
-        self.lock().files.get(name).map(|s| s.bytes.to_vec())
-    }
-
     /// The `ETag` served with `name`.
     pub fn etag(&self, name: &str) -> Option<String> {
         self.lock().files.get(name).map(|s| s.etag.clone())

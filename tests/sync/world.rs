@@ -40,7 +40,7 @@ pub struct World {
     pub dns: TxtServer,
     record: Mutex<VersionRecord>,
     // Last: the servers stop (on drop) before their runtime goes away.
-    rt: tokio::runtime::Runtime,
+    _rt: tokio::runtime::Runtime,
 }
 
 impl World {
@@ -52,6 +52,12 @@ impl World {
     /// Like [`World::new`] with the DNS server at `addr` answering for `name`
     /// (cvdupdate only asks `current.cvd.clamav.net` on port 53).
     pub fn with_dns(addr: SocketAddr, name: &str) -> World {
+        Self::try_with_dns(addr, name)
+            .unwrap_or_else(|e| panic!("cannot start the test DNS server on {addr}: {e}"))
+    }
+
+    /// Like [`World::with_dns`], but a DNS server that cannot bind is an error.
+    pub fn try_with_dns(addr: SocketAddr, name: &str) -> std::io::Result<World> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -64,13 +70,12 @@ impl World {
         let dns = rt.block_on(async {
             TxtServer::start_at(addr, name, Behaviour::Txt(record.to_string())).await
         });
-        let dns = dns.unwrap_or_else(|e| panic!("cannot start the test DNS server on {addr}: {e}"));
-        World {
+        Ok(World {
             up,
-            dns,
+            dns: dns?,
             record: Mutex::new(record),
-            rt,
-        }
+            _rt: rt,
+        })
     }
 
     /// DNS advertises `version` for `db` from the next query on.
@@ -84,11 +89,6 @@ impl World {
     /// What DNS advertises now.
     pub fn record(&self) -> String {
         self.record.lock().unwrap().to_string()
-    }
-
-    /// Runs `future` on the world's runtime.
-    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
-        self.rt.block_on(future)
     }
 
     /// Publishes generated `bytecode` `version` upstream: the CVD (of
@@ -163,7 +163,10 @@ pub fn cdiff(version: u32) -> Arc<Vec<u8>> {
         return Arc::clone(bytes);
     }
     let bytes = Arc::new(build::cdiff(DB, version, keys()).unwrap());
-    cache.lock().unwrap().insert((version, 0), Arc::clone(&bytes));
+    cache
+        .lock()
+        .unwrap()
+        .insert((version, 0), Arc::clone(&bytes));
     bytes
 }
 
@@ -433,7 +436,11 @@ pub fn check_served(root: &Path, base: Option<u32>) -> Result<Option<u32>, Strin
         check_file(root, name)?;
     }
     let version = match std::fs::read(root.join(format!("{DB}.cvd"))) {
-        Ok(bytes) => Some(cvd::Header::parse(&bytes).map_err(|e| e.to_string())?.version),
+        Ok(bytes) => Some(
+            cvd::Header::parse(&bytes)
+                .map_err(|e| e.to_string())?
+                .version,
+        ),
         Err(_) => None,
     };
     if let (Some(base), Some(v)) = (base, version) {
@@ -515,9 +522,4 @@ pub fn healthy() -> (World, Mirror) {
     assert_eq!(mirror.cdiffs(), vec![269, 270, 271], "{run}");
     check_served(&mirror.root, None).unwrap();
     (world, mirror)
-}
-
-/// Duration helper for readability.
-pub fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
