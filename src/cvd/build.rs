@@ -460,7 +460,9 @@ mod tests {
         for len in [0usize, 1, 65_535, 65_536, 200_000] {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let mut back = Vec::new();
-            flate2::read::GzDecoder::new(&gzip_stored(&data)[..]).read_to_end(&mut back).unwrap();
+            flate2::read::GzDecoder::new(&gzip_stored(&data)[..])
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data);
         }
     }
