@@ -1,7 +1,7 @@
 //! Bulk for big fixtures, fast: incompressible pseudo-random filler and a
 //! gzip writer that emits stored deflate blocks by hand (several times
 //! faster than running the compressor at level 0), so a 60 MB `daily.cvd`
-//! builds in well under a second in release builds.
+//! builds in about a second in release builds.
 
 use std::io::{self, Read, Write};
 
