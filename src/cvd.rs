@@ -37,4 +37,7 @@ pub use cdiff::{
 pub use error::{Signed, VerifyError};
 pub use header::{HEADER_LEN, Header, HeaderError};
 pub use keys::{ExtraKey, KeyError, KeyRole, PublicKey, TrustedKeys};
-pub use verify::{DbKind, Expected, Member, Verified, verify_bytes, verify_file, verify_reader};
+pub use verify::{
+    DbKind, Expected, MAX_MEMBERS, MAX_TAR_BYTES, Member, Verified, verify_bytes, verify_file,
+    verify_reader,
+};

@@ -10,6 +10,7 @@
 //! flags and the TOML file into one validated [`config::Config`].
 
 pub mod access_log;
+pub mod admin;
 pub mod atomic_file;
 pub mod body;
 pub mod cli;

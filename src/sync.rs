@@ -17,6 +17,7 @@ pub mod backoff;
 mod engine;
 pub mod plan;
 pub mod publish;
+pub mod schedule;
 pub mod state;
 pub mod upstream;
 pub mod versions;
@@ -37,6 +38,8 @@ pub const DEFAULT_DATABASES: [&str; 3] = ["daily", "main", "bytecode"];
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default cdiff history fetched by a mirror that lacks it.
 pub const DEFAULT_BACKFILL: u32 = 30;
+/// Default wait for a required cdiff missing upstream.
+pub const DEFAULT_MISSING_CDIFF_GRACE: Duration = Duration::from_secs(3600);
 /// Default request budget per upstream file per hour.
 pub const DEFAULT_MAX_REQUESTS_PER_FILE_PER_HOUR: u32 = 6;
 
@@ -67,6 +70,9 @@ pub struct SyncConfig {
     pub retry_base: Duration,
     /// Request budget per upstream file per hour.
     pub max_requests_per_file_per_hour: u32,
+    /// How long a required cdiff may be missing upstream before the CVD is
+    /// published without it.
+    pub missing_cdiff_grace: Duration,
 }
 
 impl SyncConfig {
@@ -88,6 +94,7 @@ impl SyncConfig {
             attempts: 3,
             retry_base: Duration::from_secs(2),
             max_requests_per_file_per_hour: DEFAULT_MAX_REQUESTS_PER_FILE_PER_HOUR,
+            missing_cdiff_grace: DEFAULT_MISSING_CDIFF_GRACE,
         }
     }
 }

@@ -255,6 +255,27 @@ fn a_cvd_also_passes_the_cld_checks_but_a_cld_is_not_a_cvd() {
 }
 
 #[test]
+fn a_cld_header_is_all_x_or_fully_signed() {
+    let keys = testkeys::signing_keys();
+    let cld = build::cld(&build::DbSpec::new("daily", 9), &keys, false).unwrap();
+    let text = std::str::from_utf8(&cld[..512]).unwrap();
+    let dsig_x = text.find(":X:X:").unwrap() + 3;
+    let mut bad = cld.clone();
+    bad[dsig_x] = b'Y';
+    let err = cvd::verify_bytes(&bad, &Expected::cld("daily"), &testkeys::trusted()).unwrap_err();
+    assert!(matches!(err, VerifyError::HeaderForm(_)), "{err}");
+    // A genuine CVD under the CLD name still has its header signature checked.
+    let mut cvd_as_cld = genuine(19);
+    let at = dsig_offset(&cvd_as_cld) + 3;
+    cvd_as_cld[at] = if cvd_as_cld[at] == b'b' { b'c' } else { b'b' };
+    let err = verify(&cvd_as_cld, &Expected::cld("bytecode")).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::BadSignature(Signed::Header)),
+        "{err}"
+    );
+}
+
+#[test]
 fn expected_can_come_from_a_file_name() {
     assert_eq!(
         Expected::from_file_name("daily.cld"),

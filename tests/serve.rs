@@ -22,6 +22,7 @@ mod serve {
     mod paths;
     mod protocol;
     mod ranges;
+    mod reload;
     mod util;
     mod vhosts;
 }

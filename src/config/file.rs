@@ -79,6 +79,9 @@ pub struct FileSync {
     pub attempts: Option<Spanned<u32>>,
     /// Request budget per upstream file per hour.
     pub max_requests_per_file_per_hour: Option<Spanned<u32>>,
+    /// Wait for a required cdiff missing upstream.
+    #[serde(default, with = "humantime_serde::option")]
+    pub missing_cdiff_grace: Option<Duration>,
 }
 
 /// The `[beacon]` table.

@@ -39,6 +39,8 @@ pub struct SyncSettings {
     pub attempts: u32,
     /// Request budget per file per hour.
     pub max_requests_per_file_per_hour: u32,
+    /// Wait for a required cdiff missing upstream.
+    pub missing_cdiff_grace: Duration,
 }
 
 impl SyncSettings {
@@ -54,6 +56,7 @@ impl SyncSettings {
         config.stall_timeout = self.stall_timeout;
         config.attempts = self.attempts;
         config.max_requests_per_file_per_hour = self.max_requests_per_file_per_hour;
+        config.missing_cdiff_grace = self.missing_cdiff_grace;
         config
     }
 }
@@ -203,6 +206,9 @@ impl Resolver<'_> {
             stall_timeout: file.stall_timeout.unwrap_or(Duration::from_secs(60)),
             attempts,
             max_requests_per_file_per_hour: budget,
+            missing_cdiff_grace: file
+                .missing_cdiff_grace
+                .unwrap_or(sync::DEFAULT_MISSING_CDIFF_GRACE),
         })
     }
 

@@ -20,7 +20,12 @@
 //! A CLD has `X` for md5 and dsig and is not signed in the header (libclamav
 //! skips that check for `.cld`), so its authenticity rests on step 4 alone:
 //! member contents are covered, tar framing bytes are not (as in ClamAV).
+//! A CLD whose header does carry md5 and dsig gets the CVD checks as well.
+//!
+//! Limits against decompression bombs: at most [`MAX_MEMBERS`] members and
+//! [`MAX_TAR_BYTES`] of uncompressed archive.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read};
 use std::path::Path;
@@ -35,6 +40,13 @@ use super::info::{Info, MAX_INFO_BYTES, hex};
 use super::keys::{KeyRole, TrustedKeys};
 use super::signature;
 use super::tar::TarReader;
+
+/// Most tar members accepted (a real `bytecode.cvd` has under 100).
+pub const MAX_MEMBERS: usize = 10_000;
+
+/// Largest uncompressed archive accepted (a real `main.cvd` unpacks to a few
+/// hundred MB).
+pub const MAX_TAR_BYTES: u64 = 4 << 30;
 
 /// Whether a file is a signed CVD or a locally built CLD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,9 +180,16 @@ pub fn verify_reader(
         });
     }
     let signed = match (expected.kind, &header.md5, &header.dsig) {
-        (DbKind::Cvd, Some(md5), Some(dsig)) => Some((*md5, dsig.clone())),
+        // A CLD carrying md5 and dsig (a CVD saved under the CLD name) must
+        // pass the CVD checks too: no header byte goes unchecked.
+        (_, Some(md5), Some(dsig)) => Some((*md5, dsig.clone())),
+        (DbKind::Cld, None, None) => None,
         (DbKind::Cvd, _, _) => return Err(VerifyError::Unsigned),
-        (DbKind::Cld, _, _) => None,
+        (DbKind::Cld, _, _) => {
+            return Err(VerifyError::HeaderForm(
+                "CLD header has only one of md5 and dsig".into(),
+            ));
+        }
     };
 
     let mut body = HashingReader {
@@ -319,12 +338,21 @@ fn walk_tar(stream: impl Read, name: &str, compressed: bool) -> Result<Scan, Ver
     let info_name = format!("{name}.info");
     let mut tar = TarReader::new(stream);
     let mut members: Vec<ScannedMember> = Vec::new();
+    let mut seen = HashSet::new();
     let mut info: Option<Vec<u8>> = None;
     while let Some(member) = tar.next_header()? {
-        if members.iter().any(|m| m.name == member.name) {
+        if !seen.insert(member.name.clone()) {
             return Err(VerifyError::Tar(format!(
                 "member {} appears twice",
                 member.name
+            )));
+        }
+        if seen.len() > MAX_MEMBERS {
+            return Err(VerifyError::Tar(format!("more than {MAX_MEMBERS} members")));
+        }
+        if tar.consumed.saturating_add(member.size) > MAX_TAR_BYTES {
+            return Err(VerifyError::Tar(format!(
+                "archive is larger than {MAX_TAR_BYTES} bytes"
             )));
         }
         // libclamav takes the first member ending in .info as the manifest.

@@ -57,6 +57,8 @@ pub struct SyncStatus {
     pub published: BTreeMap<String, u32>,
     /// Version upstream advertised at the last pass.
     pub advertised: BTreeMap<String, u32>,
+    /// The TXT record upstream advertised at the last pass (DNS mode).
+    pub advertised_record: Option<crate::dns::VersionRecord>,
     /// A pass is running now.
     pub running: bool,
     /// The last pass.
@@ -295,14 +297,16 @@ impl Engine {
             None => {}
         }
         std::fs::create_dir_all(publish::staging_dir(&self.config.root))?;
-        let advertised = self
+        let (advertised, record) = self
             .config
             .versions
             .lookup(&self.upstream, &self.config.databases)
             .await
             .map_err(SyncError::Versions)?;
-        self.status
-            .send_modify(|s| s.advertised = advertised.clone());
+        self.status.send_modify(|s| {
+            s.advertised = advertised.clone();
+            s.advertised_record = record;
+        });
         let mut reports = Vec::new();
         for db in &self.config.databases {
             let target = advertised.get(db).copied().unwrap_or_default();
@@ -364,6 +368,18 @@ impl Engine {
             }
             Plan::Update(update) => update,
         };
+        let mut update = update;
+        update.cdiffs.retain(|&v| {
+            v > update.required_above
+                || state
+                    .file(&format!("{db}-{v}.cdiff"))
+                    .missing_since
+                    .is_none()
+        });
+        if update.cdiffs.is_empty() && !update.cvd {
+            self.prune(state, db)?;
+            return Ok(report);
+        }
         for &version in &update.cdiffs {
             let required = version > update.required_above;
             if let Err(reason) = self
@@ -432,11 +448,16 @@ impl Engine {
         if self.config.root.join(&name).exists() {
             return Ok(Ok(()));
         }
+        if !required && state.file(&name).missing_since.is_some() {
+            // History upstream does not have: asked once, never again.
+            return Ok(Ok(()));
+        }
         match self
             .fetch_verified(state, &name, Expect::Cdiff { version }, progress)
             .await
         {
             Ok((staged, _)) => {
+                state.file(&name).missing_since = None;
                 self.fetch_signature(state, &format!("{name}.sign"), progress)
                     .await?;
                 publish::publish(&self.config.root, &[staged], None)?;
@@ -445,9 +466,26 @@ impl Engine {
                 Ok(Ok(()))
             }
             Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
+            Err(FileError::Fetch(FetchError::NotFound)) => {
+                let now = unix_now();
+                let since = *state.file(&name).missing_since.get_or_insert(now);
+                if !required {
+                    tracing::debug!(file = %name, "cdiff history not available upstream; not asked again");
+                    return Ok(Ok(()));
+                }
+                let missing_for = Duration::from_secs(now.saturating_sub(since));
+                if missing_for >= self.config.missing_cdiff_grace {
+                    tracing::warn!(file = %name, missing_for = %humantime::format_duration(missing_for), "required cdiff still missing upstream after the grace period; publishing without it (clients at older versions will download the whole CVD, as they would from upstream)");
+                    return Ok(Ok(()));
+                }
+                Ok(Err(format!(
+                    "{name}: not found upstream (404); waiting up to {} for it before publishing without it",
+                    humantime::format_duration(self.config.missing_cdiff_grace)
+                )))
+            }
             Err(e) if required => Ok(Err(format!("{name}: {e}"))),
             Err(e) => {
-                tracing::info!(file = %name, reason = %e, "cdiff history not available upstream; skipped");
+                tracing::info!(file = %name, reason = %e, "cdiff history not fetched; skipped");
                 Ok(Ok(()))
             }
         }

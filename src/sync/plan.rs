@@ -42,7 +42,7 @@ pub enum Plan {
 pub struct Update {
     /// Version to publish.
     pub target: u32,
-    /// cdiff versions to fetch, ascending. Those above `published` are
+    /// cdiff versions to fetch, ascending. Those above `required_above` are
     /// required: the CVD is published only with the cdiffs that lead to it.
     pub cdiffs: Vec<u32>,
     /// cdiff versions at or below this are history (backfill): fetched if
@@ -76,7 +76,12 @@ pub fn plan(state: &DbState, backfill: u32) -> Plan {
             advertised: target,
         },
         published => {
-            let required_above = published.unwrap_or(target);
+            // Patches from our version on are required, but only within the
+            // history window: a mirror offline for months cannot wait for
+            // cdiffs upstream has long deleted.
+            let required_above = published
+                .unwrap_or(target)
+                .max(target.saturating_sub(backfill));
             Plan::Update(Update {
                 target,
                 cdiffs: missing_history(state, target, backfill),
@@ -147,6 +152,15 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_far_behind_requires_only_the_history_window() {
+        let Plan::Update(u) = plan(&state(Some(10), &[], 100), 3) else {
+            panic!("no update")
+        };
+        assert_eq!(u.required_above, 97);
+        assert_eq!(u.cdiffs, (11..=100).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn upstream_behind_us_changes_nothing() {
         assert_eq!(
             plan(&state(Some(10), &[], 9), 3),
@@ -183,9 +197,9 @@ mod tests {
             if let Plan::Update(u) = plan(&s, backfill) {
                 prop_assert!(u.cdiffs.windows(2).all(|w| w[0] < w[1]));
                 prop_assert!(u.cdiffs.iter().all(|v| *v <= u.target && *v >= 1 && !cdiffs.contains(v)));
-                // Every version between published and target is planned or present.
-                if let Some(p) = published {
-                    for v in p + 1..=u.target {
+                // Every required version is planned or present.
+                if published.is_some() {
+                    for v in u.required_above + 1..=u.target {
                         prop_assert!(u.cdiffs.contains(&v) || cdiffs.contains(&v));
                     }
                 }

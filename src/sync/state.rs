@@ -54,6 +54,9 @@ pub struct FileState {
     /// Validator of a partial download in staging, for `If-Range`.
     #[serde(default)]
     pub partial_validator: Option<String>,
+    /// Unix time upstream first answered `404` for it (cleared on success).
+    #[serde(default)]
+    pub missing_since: Option<u64>,
 }
 
 /// Outcome of a pass, for status and health.

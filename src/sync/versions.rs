@@ -31,13 +31,15 @@ pub const DEFAULT_DNS_NAME: &str = "current.cvd.clamav.net";
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl VersionSource {
-    /// Versions of `databases`; a database the source does not know is an error.
+    /// Versions of `databases` (and the whole TXT record in DNS mode); a
+    /// database the source does not know is an error.
     pub async fn lookup(
         &self,
         upstream: &Upstream,
         databases: &[String],
-    ) -> Result<BTreeMap<String, u32>, String> {
+    ) -> Result<(BTreeMap<String, u32>, Option<dns::VersionRecord>), String> {
         let mut versions = BTreeMap::new();
+        let mut txt = None;
         match self {
             VersionSource::Dns { name, nameserver } => {
                 let record = dns::lookup(name, *nameserver, DNS_TIMEOUT)
@@ -49,6 +51,7 @@ impl VersionSource {
                         .ok_or_else(|| format!("DNS TXT {name} has no version for {db}"))?;
                     versions.insert(db.clone(), version);
                 }
+                txt = Some(record);
             }
             VersionSource::Http => {
                 for db in databases {
@@ -60,7 +63,7 @@ impl VersionSource {
                 }
             }
         }
-        Ok(versions)
+        Ok((versions, txt))
     }
 }
 
