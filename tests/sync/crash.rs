@@ -25,7 +25,7 @@ const BIG: u64 = 2 * 1024 * 1024;
 /// Kills at least this many passes, however slow the machine.
 const MIN_ITERATIONS: u64 = 8;
 /// Then stops starting new ones after this long.
-const TIME_BUDGET: Duration = Duration::from_secs(25);
+const TIME_BUDGET: Duration = Duration::from_secs(15);
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())

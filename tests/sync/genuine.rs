@@ -69,7 +69,7 @@ fn test_key_files_are_rejected_by_a_mirror_that_trusts_only_official_keys() {
 }
 
 #[test]
-fn genuine_upgrade_needs_the_cdiffs_between() {
+fn genuine_upgrade_waits_for_the_cdiffs_in_the_history_window() {
     let world = genuine_world("bytecode-268.cvd", 268);
     let mirror = Mirror::new().official_keys_only();
     mirror.sync(&world).assert_ok();
@@ -78,10 +78,11 @@ fn genuine_upgrade_needs_the_cdiffs_between() {
         .up
         .put("bytecode.cvd", &support_fixture("bytecode-339.cvd"));
     world.advertise(DB, 339);
-    // 269..=339 do not exist upstream: a client at 268 could not patch,
-    // so the new CVD is not published (the contract) and the pass fails.
+    // None of 269..=339 exists upstream. Those inside the history window
+    // (backfill 3: 337..=339) are required: within the grace period the
+    // new CVD is not published and the pass fails naming the first one.
     let run = mirror.sync(&world);
-    run.assert_failed(&["bytecode-269.cdiff", "404"]);
+    run.assert_failed(&["bytecode-337.cdiff", "404"]);
     assert_preserved(&before, &mirror, &run);
     assert_eq!(mirror.version(), Some(268));
     // Upstream's zero-byte cdiffs ("fetch the whole CVD") satisfy it.
@@ -90,10 +91,13 @@ fn genuine_upgrade_needs_the_cdiffs_between() {
     }
     let run = mirror.sync(&world);
     run.assert_ok();
+    assert_each_file_once(&run);
     assert_eq!(mirror.version(), Some(339), "{run}");
     assert_eq!(
         std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
         support_fixture("bytecode-339.cvd")
     );
-    assert_eq!(mirror.cdiffs(), (269..=339).collect::<Vec<_>>());
+    // History found missing once is not asked for again.
+    assert!(run.requests_for("bytecode-300.cdiff").is_empty(), "{run}");
+    assert_eq!(mirror.cdiffs(), vec![337, 338, 339], "{run}");
 }
