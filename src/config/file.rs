@@ -82,6 +82,9 @@ pub struct FileSync {
     /// Wait for a required cdiff missing upstream.
     #[serde(default, with = "humantime_serde::option")]
     pub missing_cdiff_grace: Option<Duration>,
+    /// First retry delay after a retryable error.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_base: Option<Duration>,
 }
 
 /// The `[beacon]` table.
