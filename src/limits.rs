@@ -42,7 +42,7 @@ pub use action::{Action, Applied, LimitKind, PolicyReport, Refusal};
 pub use client::{ClientKey, ClientPrefixes};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{LimitsConfig, LimitsConfigError};
-pub use conns::{ConnGuard, ConnLimitHit, ConnStats, Concurrency};
+pub use conns::{Concurrency, ConnGuard, ConnLimitHit, ConnStats};
 pub use gcra::{Gcra, RateStats, RequestRate};
 pub use herd::{BulkPermit, HerdGate, HerdPolicy, HerdStats, is_bulk};
 pub use jitter::{Random, SeededRandom, ThreadRandom};
@@ -177,7 +177,9 @@ pub struct Limits {
 
 impl std::fmt::Debug for Limits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Limits").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Limits")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -206,9 +208,10 @@ impl Limits {
     ) -> Result<Self, LimitsConfigError> {
         config.validate()?;
         let max = config.max_tracked_clients;
-        let requests = config.requests.as_ref().map(|r| {
-            RequestRate::new(Gcra::new(r.requests, r.per, r.burst), max, clock.now())
-        });
+        let requests = config
+            .requests
+            .as_ref()
+            .map(|r| RequestRate::new(Gcra::new(r.requests, r.per, r.burst), max, clock.now()));
         let conns = Concurrency::new(
             config.client_connections.as_ref().map(|c| c.max),
             config.site_connections.as_ref().map(|c| c.max),
@@ -302,7 +305,7 @@ impl Limits {
                 }
             }
         }
-        top.sort_by(|a, b| b.2.used.cmp(&a.2.used));
+        top.sort_by_key(|t| std::cmp::Reverse(t.2.used));
         top.truncate(20);
         let count = |a: &[AtomicU64; 6]| {
             KINDS

@@ -89,7 +89,9 @@ impl TryFrom<u16> for RedirectStatus {
         match code {
             302 => Ok(Self::FOUND),
             307 => Ok(Self::TEMPORARY),
-            301 | 308 => Err(format!("{code} is cached by clients for good; use 302 or 307")),
+            301 | 308 => Err(format!(
+                "{code} is cached by clients for good; use 302 or 307"
+            )),
             other => Err(format!("redirect status must be 302 or 307, not {other}")),
         }
     }
@@ -316,7 +318,10 @@ pub fn add_ratelimit_headers(headers: &mut HeaderMap, policies: &[PolicyReport])
         }
         let _ = write!(state, "{sep}\"{}\";r={};t={}", p.name, p.remaining, p.reset);
     }
-    if let (Ok(p), Ok(s)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+    if let (Ok(p), Ok(s)) = (
+        HeaderValue::from_str(&policy),
+        HeaderValue::from_str(&state),
+    ) {
         headers.insert(RATELIMIT_POLICY, p);
         headers.insert(RATELIMIT, s);
     }
@@ -352,8 +357,15 @@ mod tests {
                 jitter: Duration::from_secs(300)
             }
         );
-        assert_eq!(parse("on_exceed = { action = \"reject\" }").unwrap(), Action::default());
-        assert!(parse("on_exceed = { action = \"reject\", status = 403 }").unwrap_err().contains("24 h"));
+        assert_eq!(
+            parse("on_exceed = { action = \"reject\" }").unwrap(),
+            Action::default()
+        );
+        assert!(
+            parse("on_exceed = { action = \"reject\", status = 403 }")
+                .unwrap_err()
+                .contains("24 h")
+        );
         assert!(parse("on_exceed = { action = \"redirect\", url = \"x\", status = 301 }").is_err());
         assert!(parse("on_exceed = { action = \"redirect\", url = \"x\", bogus = 1 }").is_err());
         assert!(parse("on_exceed = { action = \"explode\" }").is_err());
@@ -368,9 +380,12 @@ mod tests {
         };
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..1_000 {
-            let Applied::Refuse(refusal) =
-                action.apply(LimitKind::SiteQuota, Duration::from_millis(120_300), "/daily.cvd", &r)
-            else {
+            let Applied::Refuse(refusal) = action.apply(
+                LimitKind::SiteQuota,
+                Duration::from_millis(120_300),
+                "/daily.cvd",
+                &r,
+            ) else {
                 panic!("not a refusal");
             };
             assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
@@ -388,13 +403,17 @@ mod tests {
             status: RedirectStatus::TEMPORARY,
             url: "https://m2.example/clamav/".into(),
         };
-        let Applied::Refuse(refusal) = action.apply(LimitKind::Herd, Duration::ZERO, "/daily.cvd", &r)
+        let Applied::Refuse(refusal) =
+            action.apply(LimitKind::Herd, Duration::ZERO, "/daily.cvd", &r)
         else {
             panic!()
         };
         let response = refusal.into_response();
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
-        assert_eq!(response.headers()[header::LOCATION], "https://m2.example/clamav/daily.cvd");
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "https://m2.example/clamav/daily.cvd"
+        );
         let refusal = reject(LimitKind::Herd, StatusCode::SERVICE_UNAVAILABLE, 7);
         let response = refusal.into_response();
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
@@ -411,7 +430,14 @@ mod tests {
         add_ratelimit_headers(
             &mut h,
             &[
-                PolicyReport { name: "requests", quota: 10, window: 60, unit: None, remaining: 9, reset: 6 },
+                PolicyReport {
+                    name: "requests",
+                    quota: 10,
+                    window: 60,
+                    unit: None,
+                    remaining: 9,
+                    reset: 6,
+                },
                 PolicyReport {
                     name: "client-bytes",
                     quota: 1000,
@@ -426,6 +452,9 @@ mod tests {
             h[RATELIMIT_POLICY],
             "\"requests\";q=10;w=60, \"client-bytes\";q=1000;w=86400;qu=\"content-bytes\""
         );
-        assert_eq!(h[RATELIMIT], "\"requests\";r=9;t=6, \"client-bytes\";r=40;t=3600");
+        assert_eq!(
+            h[RATELIMIT],
+            "\"requests\";r=9;t=6, \"client-bytes\";r=40;t=3600"
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use super::action::{Action, Applied, LimitKind, PolicyReport, add_ratelimit_headers};
 use super::conns::ConnLimitHit;
 use super::quota::{QuotaScope, QuotaState};
-use super::{AdmissionGuard, Admitted, ClientKey, Decision, Limits, Planned, TransferVerdict};
 use super::secs_up;
+use super::{AdmissionGuard, Admitted, ClientKey, Decision, Limits, Planned, TransferVerdict};
 
 impl Limits {
     /// Decides on `planned`. `available_rate` is asked (only for bulk
@@ -22,17 +22,17 @@ impl Limits {
     pub fn admit(&self, planned: &Planned<'_>, available_rate: impl FnOnce() -> u64) -> Decision {
         let mut slow: Option<u64> = None;
         let mut reports = Vec::new();
-        let apply = |kind: LimitKind, action: &Action, wait, slow: &mut Option<u64>| {
-            match action.apply(kind, wait, planned.path_and_query, &*self.random) {
-                Applied::Slow(rate) => {
-                    self.count_slowed(kind);
-                    *slow = Some(slow.map_or(rate, |s| s.min(rate)));
-                    None
-                }
-                Applied::Refuse(refusal) => {
-                    self.count_refused(kind);
-                    Some(refusal)
-                }
+        let apply = |kind: LimitKind, action: &Action, wait, slow: &mut Option<u64>| match action
+            .apply(kind, wait, planned.path_and_query, &*self.random)
+        {
+            Applied::Slow(rate) => {
+                self.count_slowed(kind);
+                *slow = Some(slow.map_or(rate, |s| s.min(rate)));
+                None
+            }
+            Applied::Refuse(refusal) => {
+                self.count_refused(kind);
+                Some(refusal)
             }
         };
 
@@ -50,7 +50,9 @@ impl Limits {
                     });
                 }
                 Err(wait) => {
-                    if let Some(refusal) = apply(LimitKind::RequestRate, &cfg.on_exceed, wait, &mut slow) {
+                    if let Some(refusal) =
+                        apply(LimitKind::RequestRate, &cfg.on_exceed, wait, &mut slow)
+                    {
                         return Decision::Refuse(refusal);
                     }
                 }
@@ -62,12 +64,18 @@ impl Limits {
             Ok(g) => guard.conn = Some(g),
             Err(hit) => {
                 let (kind, cfg) = match hit {
-                    ConnLimitHit::Client => {
-                        (LimitKind::ClientConnections, &self.config.client_connections)
+                    ConnLimitHit::Client => (
+                        LimitKind::ClientConnections,
+                        &self.config.client_connections,
+                    ),
+                    ConnLimitHit::Site => {
+                        (LimitKind::SiteConnections, &self.config.site_connections)
                     }
-                    ConnLimitHit::Site => (LimitKind::SiteConnections, &self.config.site_connections),
                 };
-                let action = cfg.as_ref().map(|c| c.on_exceed.clone()).unwrap_or_default();
+                let action = cfg
+                    .as_ref()
+                    .map(|c| c.on_exceed.clone())
+                    .unwrap_or_default();
                 // A slot frees when some transfer ends: no better estimate
                 // than "soon", so the jitter alone spreads the retries.
                 let wait = std::time::Duration::from_secs(1);
@@ -79,7 +87,9 @@ impl Limits {
 
         let bulk = self.is_bulk(planned);
         if self.quotas.is_enabled() {
-            let check = self.quotas.check(planned.site, planned.client, self.clock.unix());
+            let check = self
+                .quotas
+                .check(planned.site, planned.client, self.clock.unix());
             for (name, state) in [("site-bytes", check.site), ("client-bytes", check.client)] {
                 if let Some(s) = state {
                     reports.push(quota_report(name, &s));
@@ -95,14 +105,12 @@ impl Limits {
             }
         }
 
-        if bulk {
-            if let Some(herd) = &self.herd {
-                match herd.admit(available_rate(), &*self.random) {
-                    Ok(permit) => guard.bulk = Some(permit),
-                    Err(refusal) => {
-                        self.count_refused(LimitKind::Herd);
-                        return Decision::Refuse(refusal);
-                    }
+        if let Some(herd) = self.herd.as_ref().filter(|_| bulk) {
+            match herd.admit(available_rate(), &*self.random) {
+                Ok(permit) => guard.bulk = Some(permit),
+                Err(refusal) => {
+                    self.count_refused(LimitKind::Herd);
+                    return Decision::Refuse(refusal);
                 }
             }
         }
@@ -133,7 +141,9 @@ impl Limits {
         for (scope, _) in exhausted(&check) {
             let (kind, action) = self.quota_action(scope);
             verdict = match (action, verdict) {
-                (Action::Slow { rate }, TransferVerdict::Slow(r)) => TransferVerdict::Slow(rate.min(r)),
+                (Action::Slow { rate }, TransferVerdict::Slow(r)) => {
+                    TransferVerdict::Slow(rate.min(r))
+                }
                 (Action::Slow { rate }, TransferVerdict::Continue) => TransferVerdict::Slow(rate),
                 (Action::Slow { .. }, v) => v,
                 (_, _) => TransferVerdict::Exceeded(kind),
@@ -150,15 +160,23 @@ impl Limits {
             QuotaScope::Site => (LimitKind::SiteQuota, &self.config.site_quota),
             QuotaScope::Client => (LimitKind::ClientQuota, &self.config.client_quota),
         };
-        (kind, cfg.as_ref().map(|c| c.on_exceed.clone()).unwrap_or_default())
+        (
+            kind,
+            cfg.as_ref()
+                .map(|c| c.on_exceed.clone())
+                .unwrap_or_default(),
+        )
     }
 }
 
 fn exhausted(check: &super::QuotaCheck) -> Vec<(QuotaScope, QuotaState)> {
-    [(QuotaScope::Site, check.site), (QuotaScope::Client, check.client)]
-        .into_iter()
-        .filter_map(|(scope, s)| s.filter(QuotaState::exhausted).map(|s| (scope, s)))
-        .collect()
+    [
+        (QuotaScope::Site, check.site),
+        (QuotaScope::Client, check.client),
+    ]
+    .into_iter()
+    .filter_map(|(scope, s)| s.filter(QuotaState::exhausted).map(|s| (scope, s)))
+    .collect()
 }
 
 fn quota_report(name: &'static str, s: &QuotaState) -> PolicyReport {

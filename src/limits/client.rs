@@ -166,13 +166,19 @@ mod tests {
 
     #[test]
     fn prefixes_are_configurable_and_clamped() {
-        let p = ClientPrefixes { ipv4: 24, ipv6: 200 };
+        let p = ClientPrefixes {
+            ipv4: 24,
+            ipv6: 200,
+        };
         let k = p.key("192.0.2.77".parse().unwrap());
         assert_eq!(k.to_string(), "192.0.2.0/24");
         let k6 = p.key("2001:db8::1".parse().unwrap());
         assert_eq!(k6.to_string(), "2001:db8::1/128");
         let all = ClientPrefixes { ipv4: 0, ipv6: 0 };
-        assert_eq!(all.key("10.1.2.3".parse().unwrap()).to_string(), "0.0.0.0/0");
+        assert_eq!(
+            all.key("10.1.2.3".parse().unwrap()).to_string(),
+            "0.0.0.0/0"
+        );
         assert_eq!(all.key("2001:db8::1".parse().unwrap()).to_string(), "::/0");
     }
 

@@ -246,7 +246,9 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<LimitsConfig, String> {
-        let c = toml::from_str::<File>(text).map_err(|e| e.to_string())?.limits;
+        let c = toml::from_str::<File>(text)
+            .map_err(|e| e.to_string())?
+            .limits;
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
     }

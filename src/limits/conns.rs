@@ -156,16 +156,25 @@ mod tests {
         let site: Arc<str> = Arc::from("mirror");
         let a1 = c.acquire(&site, key("192.0.2.1")).unwrap();
         let _a2 = c.acquire(&site, key("192.0.2.1")).unwrap();
-        assert_eq!(c.acquire(&site, key("192.0.2.1")).unwrap_err(), ConnLimitHit::Client);
+        assert_eq!(
+            c.acquire(&site, key("192.0.2.1")).unwrap_err(),
+            ConnLimitHit::Client
+        );
         // Another host in the same IPv6 /64 is the same client.
         let _b1 = c.acquire(&site, key("2001:db8::1")).unwrap();
-        assert_eq!(c.acquire(&site, key("192.0.2.9")).unwrap_err(), ConnLimitHit::Site);
+        assert_eq!(
+            c.acquire(&site, key("192.0.2.9")).unwrap_err(),
+            ConnLimitHit::Site
+        );
         let other: Arc<str> = Arc::from("other");
         let _o = c.acquire(&other, key("192.0.2.9")).unwrap();
         drop(a1);
         assert_eq!(c.client_count(&key("192.0.2.1")), 1);
         let _b2 = c.acquire(&site, key("2001:db8::2")).unwrap();
-        assert_eq!(c.acquire(&site, key("192.0.2.50")).unwrap_err(), ConnLimitHit::Site);
+        assert_eq!(
+            c.acquire(&site, key("192.0.2.50")).unwrap_err(),
+            ConnLimitHit::Site
+        );
         let s = c.stats();
         assert_eq!(s.denied_client, 1);
         assert_eq!(s.denied_site, 2);
@@ -178,7 +187,13 @@ mod tests {
         let c = Concurrency::new(None, None);
         let site: Arc<str> = Arc::from("s");
         let guards: Vec<_> = (0..1000u32)
-            .map(|n| c.acquire(&site, ClientPrefixes::default().key(std::net::Ipv4Addr::from(n).into())).unwrap())
+            .map(|n| {
+                c.acquire(
+                    &site,
+                    ClientPrefixes::default().key(std::net::Ipv4Addr::from(n).into()),
+                )
+                .unwrap()
+            })
             .collect();
         assert_eq!(c.stats().active_clients, 1000);
         assert_eq!(c.site_count("s"), 1000);

@@ -207,7 +207,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn allows_the_burst_then_the_rate() {
         // 60 per minute = one a second, bursts of 5.
-        let rr = RequestRate::new(Gcra::new(60, Duration::from_secs(60), 5), 1000, Instant::now());
+        let rr = RequestRate::new(
+            Gcra::new(60, Duration::from_secs(60), 5),
+            1000,
+            Instant::now(),
+        );
         let k = key(1);
         for i in 0..5 {
             let a = rr.check(&k, Instant::now()).unwrap();
@@ -218,7 +222,10 @@ mod tests {
         // Other clients are unaffected.
         assert!(rr.check(&key(2), Instant::now()).is_ok());
         tokio::time::advance(Duration::from_millis(999)).await;
-        assert_eq!(rr.check(&k, Instant::now()).unwrap_err(), Duration::from_millis(1));
+        assert_eq!(
+            rr.check(&k, Instant::now()).unwrap_err(),
+            Duration::from_millis(1)
+        );
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(rr.check(&k, Instant::now()).is_ok());
         assert!(rr.check(&k, Instant::now()).is_err());
@@ -244,7 +251,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_keys_are_dropped_and_memory_is_bounded() {
-        let rr = RequestRate::new(Gcra::new(1, Duration::from_secs(1), 2), 10_000, Instant::now());
+        let rr = RequestRate::new(
+            Gcra::new(1, Duration::from_secs(1), 2),
+            10_000,
+            Instant::now(),
+        );
         for n in 0..10_000u32 {
             assert!(rr.check(&key(n), Instant::now()).is_ok());
         }

@@ -296,11 +296,18 @@ mod tests {
             ("x-forwarded-for", "999.1.1.1"),
         ] {
             let h = headers(&[(name, value)]);
-            assert_eq!(p.client_ip(peer("10.0.0.1"), &h), ip("10.0.0.1"), "{name}: {value}");
+            assert_eq!(
+                p.client_ip(peer("10.0.0.1"), &h),
+                ip("10.0.0.1"),
+                "{name}: {value}"
+            );
         }
         // Non-UTF-8 bytes.
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap());
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"1.2.3.4\xff").unwrap(),
+        );
         assert_eq!(p.client_ip(peer("10.0.0.1"), &h), ip("10.0.0.1"));
     }
 
@@ -326,7 +333,7 @@ mod tests {
 
     fn any_ip() -> impl Strategy<Value = IpAddr> {
         prop_oneof![
-            any::<[u8; 4]>().prop_map(|b| IpAddr::from(b)),
+            any::<[u8; 4]>().prop_map(IpAddr::from),
             any::<[u8; 16]>().prop_map(|b| canonical(IpAddr::from(b))),
         ]
     }

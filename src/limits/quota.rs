@@ -105,7 +105,11 @@ impl QuotaLimit {
     /// The state of a counter holding `usage` at `now` (Unix time).
     pub fn evaluate(&self, usage: Usage, now: Duration) -> QuotaState {
         let start = self.period_start_ms(now);
-        let used = if usage.period_start_ms == start { usage.used } else { 0 };
+        let used = if usage.period_start_ms == start {
+            usage.used
+        } else {
+            0
+        };
         let into = ms(now) - start;
         let slice = u64::try_from(
             u128::from(into) * u128::from(self.slices()) / u128::from(self.period_ms()),
@@ -122,7 +126,10 @@ impl QuotaLimit {
             // allowed_through(j) > used  <=>  limit * (j + 1) >= (used + 1) * slices
             let need = (u128::from(used) + 1) * u128::from(self.slices());
             let j1 = need.div_ceil(u128::from(self.limit));
-            u64::try_from(j1).unwrap_or(u64::MAX).saturating_sub(1).max(slice + 1)
+            u64::try_from(j1)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(1)
+                .max(slice + 1)
         };
         let release_at = self.slice_start_ms(start, release_slice.min(self.slices()));
         QuotaState {
@@ -234,9 +241,9 @@ impl Quotas {
         }
         let t = lock(&self.tables);
         QuotaCheck {
-            site: self.site.map(|l| {
-                l.evaluate(t.sites.get(site).copied().unwrap_or_default(), now)
-            }),
+            site: self
+                .site
+                .map(|l| l.evaluate(t.sites.get(site).copied().unwrap_or_default(), now)),
             client: self.client.map(|l| {
                 let usage = t.clients.get(&(site.clone(), client)).copied();
                 l.evaluate(usage.unwrap_or_default(), now)
@@ -316,7 +323,11 @@ impl Quotas {
         let mut t = lock(&self.tables);
         if let Some(l) = &self.site {
             let start = l.period_start_ms(now);
-            for (site, u) in snap.sites.iter().filter(|(_, u)| u.period_start_ms == start) {
+            for (site, u) in snap
+                .sites
+                .iter()
+                .filter(|(_, u)| u.period_start_ms == start)
+            {
                 t.sites.insert(Arc::from(site.as_str()), *u);
             }
         }
@@ -390,7 +401,10 @@ mod tests {
         assert_eq!(s.next_release, HOUR - Duration::from_secs(10));
         // The period rolls over: the old counter reads as zero.
         let s = l.evaluate(all, T0 + DAY);
-        assert_eq!((s.used, s.allowed_now, s.period_start_ms), (0, 1_000, ms(T0 + DAY)));
+        assert_eq!(
+            (s.used, s.allowed_now, s.period_start_ms),
+            (0, 1_000, ms(T0 + DAY))
+        );
     }
 
     #[test]
@@ -401,7 +415,10 @@ mod tests {
             slices: 1,
         };
         let s = l.evaluate(Usage::default(), T0 + Duration::from_secs(5));
-        assert_eq!((s.allowed_now, s.next_release), (100, HOUR - Duration::from_secs(5)));
+        assert_eq!(
+            (s.allowed_now, s.next_release),
+            (100, HOUR - Duration::from_secs(5))
+        );
         let zero = QuotaLimit { limit: 0, ..l };
         let s = zero.evaluate(Usage::default(), T0 + Duration::from_secs(5));
         assert!(s.exhausted());
@@ -464,7 +481,10 @@ mod tests {
         assert_eq!(snap.clients["m"][&a].used, 500);
         let fresh = Quotas::new(Some(day_limit()), Some(day_limit()), 10);
         fresh.restore(&snap, T0 + 2 * HOUR);
-        assert_eq!(fresh.check(&site, a, T0 + 2 * HOUR).client.unwrap().used, 500);
+        assert_eq!(
+            fresh.check(&site, a, T0 + 2 * HOUR).client.unwrap().used,
+            500
+        );
         let tomorrow = Quotas::new(Some(day_limit()), Some(day_limit()), 10);
         tomorrow.restore(&snap, T0 + DAY + HOUR);
         assert_eq!(tomorrow.snapshot(T0 + DAY + HOUR), QuotaSnapshot::default());

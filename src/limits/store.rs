@@ -133,7 +133,11 @@ mod tests {
         };
         s.quotas.sites.insert("mirror".into(), usage);
         let key: ClientKey = "2001:db8:1:2::/64".parse().unwrap();
-        s.quotas.clients.entry("mirror".into()).or_default().insert(key, usage);
+        s.quotas
+            .clients
+            .entry("mirror".into())
+            .or_default()
+            .insert(key, usage);
         s
     }
 
