@@ -27,7 +27,9 @@ pub mod herd;
 pub mod jitter;
 pub mod proxy;
 pub mod quota;
+pub mod ratelimit;
 pub mod store;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,7 +40,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
-pub use action::{Action, Applied, LimitKind, PolicyReport, Refusal};
+pub use action::{Action, Applied, LimitKind, Refusal};
 pub use client::{ClientKey, ClientPrefixes};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{LimitsConfig, LimitsConfigError};
@@ -47,8 +49,10 @@ pub use gcra::{Gcra, RateStats, RequestRate};
 pub use herd::{BulkPermit, HerdGate, HerdPolicy, HerdStats, is_bulk};
 pub use jitter::{Random, SeededRandom, ThreadRandom};
 pub use proxy::{ProxyHeader, TrustedProxies};
-pub use quota::{QuotaCheck, QuotaLimit, QuotaScope, QuotaState, Quotas};
+pub use quota::{QuotaLimit, QuotaState, Usage};
+pub use ratelimit::{PolicyReport, RATELIMIT, RATELIMIT_POLICY};
 pub use store::{LimitsState, StateStore};
+pub use usage::{QuotaCheck, QuotaScope, QuotaSnapshot, Quotas};
 
 /// Locks a mutex, ignoring poisoning: every critical section here leaves
 /// its counters consistent, so a panic elsewhere must not stop admission.

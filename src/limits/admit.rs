@@ -9,10 +9,12 @@
 
 use std::sync::Arc;
 
-use super::action::{Action, Applied, LimitKind, PolicyReport, add_ratelimit_headers};
+use super::action::{Action, Applied, LimitKind};
 use super::conns::ConnLimitHit;
-use super::quota::{QuotaScope, QuotaState};
+use super::quota::QuotaState;
+use super::ratelimit::{PolicyReport, add_ratelimit_headers};
 use super::secs_up;
+use super::usage::QuotaScope;
 use super::{AdmissionGuard, Admitted, ClientKey, Decision, Limits, Planned, TransferVerdict};
 
 impl Limits {

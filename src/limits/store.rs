@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::quota::QuotaSnapshot;
+use super::usage::QuotaSnapshot;
 use crate::atomic_file;
 
 const MAGIC: &str = "cvdmirror-limits-state";
