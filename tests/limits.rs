@@ -257,12 +257,14 @@ async fn usage_survives_a_restart_but_not_a_new_period() {
     l.charge(&site, client, 700);
     // The periodic save writes it.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    for _ in 0..100 {
+    // The write runs on a blocking thread: give it real time without
+    // advancing the paused clock.
+    for _ in 0..1_000 {
         if state.exists() {
             break;
         }
         tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        std::thread::sleep(Duration::from_millis(5));
     }
     assert!(state.exists());
     l.charge(&site, client, 100);

@@ -86,7 +86,9 @@ impl QuotaLimit {
 
     /// Start of slice `j` (0-based; `slices` is the next period) in Unix ms.
     fn slice_start_ms(&self, start: u64, j: u64) -> u64 {
-        let offset = u128::from(self.period_ms()) * u128::from(j) / u128::from(self.slices());
+        // Rounded up: the first millisecond that `evaluate` places in slice `j`.
+        let offset =
+            (u128::from(self.period_ms()) * u128::from(j)).div_ceil(u128::from(self.slices()));
         start.saturating_add(u64::try_from(offset).unwrap_or(u64::MAX))
     }
 
@@ -217,6 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn release_time_rounds_up_to_the_slice_evaluate_uses() {
+        // 1000 ms in 11 slices: slice 10 starts at 909.09 ms, i.e. 910 ms.
+        let l = QuotaLimit {
+            limit: 1,
+            period: Duration::from_secs(1),
+            slices: 11,
+        };
+        let s = l.evaluate(Usage::default(), T0);
+        assert!(s.exhausted());
+        assert_eq!(s.next_release, Duration::from_millis(910));
+        assert!(
+            l.evaluate(Usage::default(), T0 + Duration::from_millis(909))
+                .exhausted()
+        );
+        assert!(
+            !l.evaluate(Usage::default(), T0 + Duration::from_millis(910))
+                .exhausted()
+        );
+    }
+
+    #[test]
     fn uneven_division_never_releases_more_than_the_limit() {
         let l = QuotaLimit {
             limit: 10,
@@ -231,5 +254,32 @@ mod tests {
             last = st.allowed_now;
         }
         assert_eq!(last, 10);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn next_release_is_exactly_when_room_returns(
+            limit in 0u64..1_000_000,
+            slices in 1u32..50,
+            period_s in 1u64..200_000,
+            used_frac in 0.0f64..1.2,
+            at_frac in 0.0f64..1.0,
+        ) {
+            let l = QuotaLimit { limit, period: Duration::from_secs(period_s), slices };
+            let start = Duration::from_millis(l.period_start_ms(T0));
+            let now = start + Duration::from_secs_f64(period_s as f64 * at_frac).min(Duration::from_secs(period_s) - Duration::from_millis(1));
+            let usage = Usage { period_start_ms: ms(start), used: (limit as f64 * used_frac) as u64 };
+            let s = l.evaluate(usage, now);
+            proptest::prop_assert!(s.allowed_now <= limit);
+            proptest::prop_assert!(s.next_release > Duration::ZERO);
+            if s.exhausted() {
+                let later = l.evaluate(usage, now + s.next_release);
+                proptest::prop_assert!(!later.exhausted() || later.period_start_ms != usage.period_start_ms || limit == 0);
+                if s.next_release > Duration::from_millis(1) {
+                    let before = l.evaluate(usage, now + s.next_release - Duration::from_millis(1));
+                    proptest::prop_assert!(before.exhausted());
+                }
+            }
+        }
     }
 }
