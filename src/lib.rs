@@ -21,4 +21,5 @@ pub mod dns;
 pub mod hooks;
 pub mod pipeline;
 pub mod server;
+pub mod shape;
 pub mod sync;
