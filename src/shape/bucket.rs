@@ -99,7 +99,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn long_run_rate_is_exact_even_for_odd_rates() {
-        // 7 bit/s... no: 1001 B/s refilled every 3 ms cannot divide evenly.
+        // 1001 B/s refilled every 3 ms does not divide evenly.
         let rate = Rate::from_bytes_per_sec(1001).unwrap();
         let start = Instant::now();
         let mut b = Bucket::new(rate, Duration::from_millis(10), 0, start);
@@ -129,9 +129,9 @@ mod tests {
         assert!(!b.has_tokens());
         b.refill(start + Duration::from_secs(5) + Duration::from_millis(59));
         assert!(!b.has_tokens());
-        b.refill(start + Duration::from_secs(5) + Duration::from_millis(60));
+        b.refill(start + Duration::from_secs(5) + Duration::from_micros(59_040));
         assert!(!b.has_tokens()); // exactly zero: still nothing to send
-        b.refill(start + Duration::from_secs(5) + Duration::from_millis(61));
+        b.refill(start + Duration::from_secs(5) + Duration::from_micros(59_050));
         assert!(b.has_tokens());
     }
 

@@ -314,7 +314,8 @@ mod tests {
         assert_eq!(show("1.5Mbit/s"), "1.5Mbit");
         assert_eq!(show("10MiB/s"), "10MiB/s");
         assert_eq!(show("10MB/s"), "80Mbit");
-        assert_eq!(show("1GB/s"), "1GB/s");
+        assert_eq!(show("1GB/s"), "8Gbit");
+        assert_eq!(show("1.5GiB/s"), "1.5GiB/s");
         assert_eq!(show("3bit"), "3bit");
     }
 
