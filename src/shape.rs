@@ -87,8 +87,8 @@ pub struct Shaper {
 }
 
 impl Shaper {
-    /// A shaper with no flows. Nothing is paced until
-    /// [`run_pacer`](Self::run_pacer) runs.
+    /// A shaper with no flows. Spawn [`run_pacer`](Self::run_pacer) too:
+    /// without it, capped bodies wait for grants that never come.
     pub fn new(config: ShapeConfig) -> Result<Self, ConfigError> {
         config.validate()?;
         let classifier = Classifier::new(&config.classes, &config.default_class);

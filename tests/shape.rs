@@ -4,6 +4,8 @@
 //! Durations asserted are virtual time, so the results do not depend on how
 //! busy the machine is.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
