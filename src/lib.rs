@@ -22,4 +22,5 @@ pub mod hooks;
 pub mod limits;
 pub mod pipeline;
 pub mod server;
+pub mod shape;
 pub mod sync;
