@@ -16,6 +16,7 @@ pub mod body;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod cvd;
 pub mod dns;
 pub mod hooks;

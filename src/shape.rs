@@ -32,6 +32,7 @@ mod bucket;
 mod class;
 mod config;
 mod drr;
+mod guard;
 mod hook;
 mod pacer;
 mod rate;
@@ -57,6 +58,7 @@ pub use class::{
 pub use config::{
     ConfigError, DEFAULT_BURST, DEFAULT_QUANTUM, DEFAULT_TICK, ShapeConfig, SiteConfig,
 };
+pub use guard::{LinkGuard, LinkGuardConfig};
 pub use hook::{KeyFn, ShapeHook, default_client_key};
 pub use rate::{Rate, RateError};
 pub use spec::{ClientKey, FlowSpec};

@@ -94,7 +94,7 @@ fn served(d: Decision) -> cvdmirror::limits::Admitted {
 async fn herd_gate_admits_bulk_only_while_each_keeps_the_minimum_rate() {
     // 100 Mbit/s class, 2 Mbit/s minimum: 50 at once.
     let l = limits(
-        "[limits.herd]\nbulk_min_rate = 250000\nretry_after_min = \"1m\"\nretry_after_max = \"15m\"",
+        "[limits.herd]\nbulk_min_rate = \"2Mbit\"\nretry_after_min = \"1m\"\nretry_after_max = \"15m\"",
     );
     let link = 12_500_000;
     let mut held = Vec::new();
@@ -175,7 +175,7 @@ async fn connection_slots_are_held_by_the_guard() {
 async fn quotas_charge_during_transfers_release_by_slice_and_roll_over() {
     let l = limits(
         "[limits.client_quota]\nlimit = 2400000000\nperiod = \"1d\"\nslices = 24\non_exceed = { action = \"redirect\", status = 307, url = \"https://m2.example/clamav\" }\n\
-         [limits.site_quota]\nlimit = 100000000000\nperiod = \"1d\"\nslices = 1\non_exceed = { action = \"slow\", rate = 50000 }",
+         [limits.site_quota]\nlimit = 100000000000\nperiod = \"1d\"\nslices = 1\non_exceed = { action = \"slow\", rate = \"400kbit\" }",
     );
     let site: Arc<str> = Arc::from("mirror");
     let client = l.client_key(peer("192.0.2.1"), &HeaderMap::new());

@@ -43,6 +43,10 @@ pub struct FileConfig {
     pub beacon: Option<FileBeacon>,
     /// Admin API.
     pub admin: Option<FileAdmin>,
+    /// Bandwidth shaping.
+    pub shape: Option<Spanned<crate::shape::ShapeConfig>>,
+    /// Admission limits.
+    pub limits: Option<Spanned<crate::limits::LimitsConfig>>,
 }
 
 /// The `[sync]` table.

@@ -95,7 +95,8 @@ impl TryFrom<u16> for RedirectStatus {
 pub enum Action {
     /// Serve, but at most `rate` bytes per second.
     Slow {
-        /// Bytes per second.
+        /// The rate, written with units (`"1Mbit"`); bytes per second.
+        #[serde(deserialize_with = "crate::limits::config::rate_bytes_per_sec")]
         rate: u64,
     },
     /// Refuse with `status` and `Retry-After` = the time until the limit has
@@ -293,7 +294,7 @@ mod tests {
     #[test]
     fn actions_parse_and_bad_statuses_are_refused() {
         assert_eq!(
-            parse("on_exceed = { action = \"slow\", rate = 125000 }").unwrap(),
+            parse("on_exceed = { action = \"slow\", rate = \"1Mbit\" }").unwrap(),
             Action::Slow { rate: 125_000 }
         );
         assert_eq!(

@@ -1,9 +1,9 @@
 //! The `[limits]` configuration table.
 //!
 //! Everything is off unless configured: an empty `[limits]` only groups
-//! clients and counts connections. Rates are plain bytes per second (`u64`)
-//! so this module does not depend on the scheduler's `Rate` parser; the
-//! config layer converts `"2Mbit"` strings before handing the table over.
+//! clients and counts connections. Rates are written with explicit units
+//! (`"2Mbit"`, `"250KB/s"`, parsed by [`crate::shape::Rate`]) and held as
+//! bytes per second.
 //! Durations use humantime (`"10s"`, `"1d"`).
 //!
 //! ```toml
@@ -24,7 +24,7 @@
 //! slices = 24
 //! on_exceed = { action = "redirect", url = "https://mirror2.example/clamav" }
 //! [limits.herd]
-//! bulk_min_rate = 250_000
+//! bulk_min_rate = "2Mbit"
 //! ```
 
 use std::path::PathBuf;
@@ -137,7 +137,9 @@ pub struct QuotaConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HerdConfig {
-    /// Minimum bytes per second each admitted bulk transfer must keep.
+    /// Minimum rate each admitted bulk transfer must keep, written with
+    /// units (`"2Mbit"`, `"250KB/s"`); held as bytes per second.
+    #[serde(deserialize_with = "rate_bytes_per_sec")]
     pub bulk_min_rate: u64,
     /// Shortest `Retry-After` (default 60 s).
     #[serde(default = "retry_min", with = "humantime_serde")]
@@ -152,6 +154,18 @@ pub struct HerdConfig {
 
 fn one() -> u32 {
     1
+}
+
+impl HerdConfig {
+    /// The gate at `bulk_min_rate` bytes per second, other settings default.
+    pub fn with_min_rate(bulk_min_rate: u64) -> Self {
+        Self {
+            bulk_min_rate,
+            retry_after_min: retry_min(),
+            retry_after_max: retry_max(),
+            status: RejectStatus::default(),
+        }
+    }
 }
 
 fn retry_min() -> Duration {
@@ -235,6 +249,16 @@ impl LimitsConfig {
     }
 }
 
+/// Deserializes a rate with units (`"2Mbit"`) into bytes per second; bare
+/// numbers are refused as ambiguous.
+pub fn rate_bytes_per_sec<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u64, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let rate: crate::shape::Rate = text.parse().map_err(serde::de::Error::custom)?;
+    Ok(rate.bytes_per_sec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,12 +305,12 @@ mod tests {
             "[limits]\nbogus = 1",
             "[limits.requests]\nrequests = 0\nper = \"1s\"",
             "[limits.requests]\nrequests = 1\nper = \"1s\"\nextra = 2",
-            "[limits.herd]\nbulk_min_rate = 0",
-            "[limits.herd]\nbulk_min_rate = 1\nretry_after_min = \"1h\"\nretry_after_max = \"1m\"",
-            "[limits.herd]\nbulk_min_rate = 1\nstatus = 403",
+            "[limits.herd]\nbulk_min_rate = \"0bit\"",
+            "[limits.herd]\nbulk_min_rate = \"8bit\"\nretry_after_min = \"1h\"\nretry_after_max = \"1m\"",
+            "[limits.herd]\nbulk_min_rate = \"8bit\"\nstatus = 403",
             "[limits.site_quota]\nlimit = 1\nperiod = \"1d\"\nslices = 0",
             "[limits.client_quota]\nlimit = 1\nperiod = \"1d\"\non_exceed = { action = \"redirect\", url = \"ftp://x\" }",
-            "[limits.client_connections]\nmax = 2\non_exceed = { action = \"slow\", rate = 0 }",
+            "[limits.client_connections]\nmax = 2\non_exceed = { action = \"slow\", rate = \"0bit\" }",
             "[limits.clients]\nipv6 = 129",
             "[limits.proxies]\ntrusted = [\"10.0.0.0/33\"]",
         ] {

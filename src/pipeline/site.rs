@@ -174,6 +174,8 @@ mod tests {
                 .sync,
             beacon: None,
             admin: None,
+            shape: Default::default(),
+            admission: Default::default(),
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");

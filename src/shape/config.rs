@@ -43,6 +43,10 @@ pub struct ShapeConfig {
     pub classes: Vec<ClassConfig>,
     /// The class of responses no rule matches.
     pub default_class: String,
+    /// Cap of each client (within each class), unless its class says otherwise.
+    pub client_rate: Option<Rate>,
+    /// Lowers the link cap when other traffic on the host needs the link.
+    pub link_guard: Option<crate::shape::LinkGuardConfig>,
 }
 
 /// Weight and cap of one site.
@@ -80,6 +84,8 @@ impl Default for ShapeConfig {
             sites: BTreeMap::new(),
             classes: default_classes(),
             default_class: "bulk".into(),
+            client_rate: None,
+            link_guard: None,
         }
     }
 }
