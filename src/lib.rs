@@ -4,5 +4,17 @@
 //! official CDN does, and is built so that an upstream mishap or a herd of
 //! clients can never leave the mirror half-updated or eat the link it shares
 //! with other services.
+//!
+//! The request path is [`pipeline`]; [`server`] runs it on connections;
+//! [`hooks`] is where shaping and observation plug in; [`config`] turns
+//! flags and the TOML file into one validated [`config::Config`].
 
+pub mod access_log;
+pub mod body;
+pub mod cli;
+pub mod command;
+pub mod config;
 pub mod cvd;
+pub mod hooks;
+pub mod pipeline;
+pub mod server;

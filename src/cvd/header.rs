@@ -49,7 +49,9 @@ pub enum HeaderError {
 impl Header {
     /// Parses the first 512 bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Self, HeaderError> {
-        let raw = bytes.get(..HEADER_LEN).ok_or(HeaderError::Short(bytes.len()))?;
+        let raw = bytes
+            .get(..HEADER_LEN)
+            .ok_or(HeaderError::Short(bytes.len()))?;
         let text = std::str::from_utf8(raw).map_err(|_| HeaderError::BadMagic)?;
         let text = text.trim_end_matches([' ', '\0', '\n', '\r']);
         let mut fields = text.split(':');
@@ -71,7 +73,16 @@ impl Header {
         };
         let builder = next("builder")?.to_owned();
         let stime = number(next("stime")?.trim(), "stime")?;
-        Ok(Self { built, version, signatures, flevel, md5, dsig, builder, stime })
+        Ok(Self {
+            built,
+            version,
+            signatures,
+            flevel,
+            md5,
+            dsig,
+            builder,
+            stime,
+        })
     }
 }
 
@@ -102,7 +113,10 @@ mod tests {
 
     #[test]
     fn parses_a_cld_header() {
-        let h = Header::parse(&padded("ClamAV-VDB:08 Mar 2021 10-49 +0000:268:1:90:X:X:raynman:1615200540")).unwrap();
+        let h = Header::parse(&padded(
+            "ClamAV-VDB:08 Mar 2021 10-49 +0000:268:1:90:X:X:raynman:1615200540",
+        ))
+        .unwrap();
         assert_eq!(h.version, 268);
         assert_eq!(h.stime, 1_615_200_540);
         assert_eq!(h.md5, None);

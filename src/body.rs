@@ -1,0 +1,226 @@
+//! Response bodies: files streamed in bounded memory, and the wrapper hook
+//! through which shaping and observation see every byte.
+//!
+//! A file body reads one chunk at a time, and only when hyper asks for the
+//! next one, which hyper does only after its (deliberately small) write queue
+//! has drained into the socket. A slow client therefore pins at most one
+//! chunk. Chunks start small and grow while the client keeps up, so a fast
+//! download moves in large writes while ten thousand slow ones stay cheap.
+//!
+//! Reads are positional (`pread`) on the runtime thread, as nginx does in its
+//! event loop: the mirror's few hundred megabytes live in the page cache, and
+//! a hop to a blocking pool per chunk would cost more than the copy. Large
+//! files are announced to the kernel as sequential so cold reads are
+//! read-ahead rather than waited for.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Duration, Instant};
+
+/// Smallest chunk read from a file: what a slow client pins.
+pub const MIN_CHUNK: usize = 16 * 1024;
+/// Largest chunk: what a fast client gets per write.
+pub const MAX_CHUNK: usize = 256 * 1024;
+/// A chunk consumed faster than this means the client keeps up.
+const FAST_DRAIN: Duration = Duration::from_millis(2);
+
+/// A boxed body, the shape wrappers produce.
+pub type BoxedBody = Pin<Box<dyn Body<Data = Bytes, Error = io::Error> + Send + 'static>>;
+
+/// The body of every response cvdmirror sends.
+pub struct ResponseBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Empty,
+    Bytes(Option<Bytes>),
+    File(FileBody),
+    Boxed(BoxedBody),
+}
+
+impl ResponseBody {
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Empty,
+        }
+    }
+
+    /// A body held in memory.
+    pub fn bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            inner: if bytes.is_empty() {
+                Inner::Empty
+            } else {
+                Inner::Bytes(Some(bytes))
+            },
+        }
+    }
+
+    /// `len` bytes of `file` from `offset`, streamed.
+    pub fn file(file: Arc<File>, offset: u64, len: u64) -> Self {
+        Self {
+            inner: Inner::File(FileBody::new(file, offset, len)),
+        }
+    }
+
+    /// Any other body, e.g. a wrapper around this one.
+    pub fn boxed<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes, Error = io::Error> + Send + 'static,
+    {
+        Self {
+            inner: Inner::Boxed(Box::pin(body)),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut self.get_mut().inner {
+            Inner::Empty => Poll::Ready(None),
+            Inner::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::File(file) => Poll::Ready(file.next_chunk().map(|r| r.map(Frame::data))),
+            Inner::Boxed(body) => body.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Empty => true,
+            Inner::Bytes(bytes) => bytes.is_none(),
+            Inner::File(file) => file.remaining == 0,
+            Inner::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::Bytes(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Inner::File(file) => SizeHint::with_exact(file.remaining),
+            Inner::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A byte range of a file, read chunk by chunk.
+struct FileBody {
+    file: Arc<File>,
+    offset: u64,
+    remaining: u64,
+    chunk: usize,
+    last_poll: Option<Instant>,
+}
+
+impl FileBody {
+    fn new(file: Arc<File>, offset: u64, len: u64) -> Self {
+        if len > MAX_CHUNK as u64 {
+            // Advisory only: a failure changes nothing but read-ahead.
+            let _ = rustix::fs::fadvise(
+                &*file,
+                offset,
+                std::num::NonZeroU64::new(len),
+                rustix::fs::Advice::Sequential,
+            );
+        }
+        Self {
+            file,
+            offset,
+            remaining: len,
+            chunk: MIN_CHUNK,
+            last_poll: None,
+        }
+    }
+
+    fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        if let Some(last) = self.last_poll {
+            self.chunk = if now.duration_since(last) <= FAST_DRAIN {
+                (self.chunk * 2).min(MAX_CHUNK)
+            } else {
+                (self.chunk / 2).max(MIN_CHUNK)
+            };
+        }
+        self.last_poll = Some(now);
+        let want = usize::try_from(self.remaining).map_or(self.chunk, |r| r.min(self.chunk));
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self
+                .file
+                .read_at(&mut buf[filled..], self.offset + filled as u64)
+            {
+                Ok(0) => {
+                    // The file shrank under us (replaced in place by a foreign
+                    // tool). Abort: the client must not take a short body as whole.
+                    self.remaining = 0;
+                    return Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while being sent",
+                    )));
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.remaining = 0;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.offset += want as u64;
+        self.remaining -= want as u64;
+        Some(Ok(buf.freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::io::Write;
+
+    #[tokio::test]
+    async fn file_body_yields_exactly_the_range() {
+        let mut tmp = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        tmp.write_all(&data).unwrap();
+        let body = ResponseBody::file(Arc::new(tmp), 10, 700_000);
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], &data[10..700_010]);
+    }
+
+    #[tokio::test]
+    async fn file_that_shrank_is_an_error_not_a_short_body() {
+        let mut tmp = tempfile::tempfile().unwrap();
+        tmp.write_all(&[1u8; 100]).unwrap();
+        let body = ResponseBody::file(Arc::new(tmp), 0, 200);
+        assert!(body.collect().await.is_err());
+    }
+
+    #[test]
+    fn in_memory_bodies_report_exact_sizes() {
+        assert_eq!(ResponseBody::bytes("abc").size_hint().exact(), Some(3));
+        assert!(ResponseBody::empty().is_end_stream());
+    }
+}

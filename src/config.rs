@@ -1,0 +1,408 @@
+//! The one validated configuration every component is built from.
+//!
+//! Resolution happens in stages (ripgrep's pattern): built-in defaults, then
+//! the TOML file, then command-line flags and their environment variables.
+//! The result is checked as a whole, and every error names the file and line
+//! that caused it, so a bad config refuses to start (or, on `SIGHUP`, is
+//! rejected while the running one stays) with a reason a person can act on.
+
+mod file;
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::cli::ServeArgs;
+use file::FileConfig;
+use toml::Spanned;
+
+/// Port of the built-in listen addresses.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Root of the default site when neither flag nor file names one.
+pub const DEFAULT_ROOT: &str = "mirror";
+/// Default connection limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default time to receive a request head (also the keep-alive idle timeout).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time shutdown waits for transfers in flight.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default largest request head. freshclam sends well under 1 KiB.
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
+
+/// The validated settings of `cvdmirror serve`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// True when `listen` is the built-in dual-stack default, which tolerates
+    /// a host without IPv6.
+    pub listen_is_default: bool,
+    /// The site for requests whose Host matches no other.
+    pub default_site: SiteConfig,
+    /// Virtual hosts, matched in order.
+    pub sites: Vec<SiteConfig>,
+    /// Where the access log goes.
+    pub access_log: AccessLogTarget,
+    /// Connection handling limits.
+    pub limits: ConnectionLimits,
+    /// How long shutdown waits for transfers in flight.
+    pub shutdown_grace: Duration,
+    /// The file this was read from, re-read on `SIGHUP`.
+    pub source: Option<PathBuf>,
+}
+
+/// One virtual host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteConfig {
+    /// Name for logs.
+    pub name: String,
+    /// Lower-case host names without trailing dot; `*.x` matches subdomains of x.
+    pub hosts: Vec<String>,
+    /// Directory served.
+    pub root: PathBuf,
+    /// Whether directories are listed as HTML.
+    pub directory_listing: bool,
+}
+
+/// Access log destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Appended to a file, reopened on `SIGHUP` (for logrotate).
+    File(PathBuf),
+    /// Not written.
+    Off,
+}
+
+/// Limits on client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Concurrent connections served; more get `503`.
+    pub max_connections: usize,
+    /// Time to receive a request head, and the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (`431` beyond).
+    pub max_request_header_bytes: usize,
+}
+
+/// Why the configuration was rejected.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, which names line and column.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{}{reason}", location(.path, *.line))]
+    Invalid {
+        /// The file, if the value came from one.
+        path: Option<PathBuf>,
+        /// 1-based line in that file.
+        line: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn location(path: &Option<PathBuf>, line: Option<usize>) -> String {
+    match (path, line) {
+        (Some(p), Some(l)) => format!("config file {}, line {l}: ", p.display()),
+        (Some(p), None) => format!("config file {}: ", p.display()),
+        _ => String::new(),
+    }
+}
+
+impl Config {
+    /// Resolves flags over the config file (if any) over the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let (file, text) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = FileConfig::parse(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+                (file, text)
+            }
+            None => (FileConfig::default(), String::new()),
+        };
+        Resolver {
+            path: args.config.as_deref(),
+            text: &text,
+        }
+        .resolve(args, file)
+    }
+}
+
+/// Turns byte spans of the file into line numbers for error messages.
+struct Resolver<'a> {
+    path: Option<&'a Path>,
+    text: &'a str,
+}
+
+impl Resolver<'_> {
+    fn invalid(&self, span: Option<std::ops::Range<usize>>, reason: String) -> ConfigError {
+        let line = span.map(|s| {
+            self.text
+                .get(..s.start)
+                .unwrap_or(self.text)
+                .matches('\n')
+                .count()
+                + 1
+        });
+        ConfigError::Invalid {
+            path: self.path.map(Path::to_path_buf),
+            line,
+            reason,
+        }
+    }
+
+    fn resolve(&self, args: &ServeArgs, file: FileConfig) -> Result<Config, ConfigError> {
+        let (listen, listen_is_default) = if !args.listen.is_empty() {
+            (args.listen.clone(), false)
+        } else if let Some(listen) = file.listen {
+            if listen.is_empty() {
+                return Err(self.invalid(None, "`listen` must name at least one address".into()));
+            }
+            (listen, false)
+        } else {
+            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, DEFAULT_PORT));
+            let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_PORT));
+            (vec![v6, v4], true)
+        };
+        if let Some(dup) = listen
+            .iter()
+            .enumerate()
+            .find(|(i, a)| listen[..*i].contains(a))
+        {
+            return Err(self.invalid(None, format!("listen address {} is given twice", dup.1)));
+        }
+
+        let default_root = match (&args.root, &file.root) {
+            (Some(root), _) => root.clone(),
+            (None, Some(root)) => self.relative_to_file(root.get_ref()),
+            (None, None) => PathBuf::from(DEFAULT_ROOT),
+        };
+        let default_site = SiteConfig {
+            name: "default".into(),
+            hosts: Vec::new(),
+            root: default_root,
+            directory_listing: args.directory_listing || file.directory_listing.unwrap_or(false),
+        };
+
+        let mut sites = Vec::with_capacity(file.site.len());
+        for site in file.site {
+            let span = site.hosts.span();
+            let mut hosts = Vec::new();
+            for host in site.hosts.into_inner() {
+                let host = normalize_host_pattern(&host).ok_or_else(|| {
+                    self.invalid(
+                        Some(span.clone()),
+                        format!("`{host}` is not a valid host name"),
+                    )
+                })?;
+                hosts.push(host);
+            }
+            if hosts.is_empty() {
+                return Err(self.invalid(Some(span), "a [[site]] needs at least one host".into()));
+            }
+            let taken = sites
+                .iter()
+                .flat_map(|s: &SiteConfig| &s.hosts)
+                .find(|h| hosts.contains(h));
+            if let Some(host) = taken {
+                return Err(self.invalid(Some(span), format!("host `{host}` belongs to two sites")));
+            }
+            let root_span = site.root.span();
+            let root = self.relative_to_file(site.root.get_ref());
+            if !root.is_dir() {
+                return Err(self.invalid(
+                    Some(root_span),
+                    format!("site root {} is not a directory", root.display()),
+                ));
+            }
+            sites.push(SiteConfig {
+                name: site.name.unwrap_or_else(|| hosts[0].clone()),
+                hosts,
+                root,
+                directory_listing: site.directory_listing,
+            });
+        }
+
+        let access_log = match args.access_log.as_deref().or(file.access_log.as_deref()) {
+            None | Some("-") => AccessLogTarget::Stdout,
+            Some("off") => AccessLogTarget::Off,
+            Some("") => {
+                return Err(self.invalid(None, "access_log must be a path, `-` or `off`".into()));
+            }
+            Some(path) => AccessLogTarget::File(PathBuf::from(path)),
+        };
+
+        let max_connections = match (args.max_conns, &file.max_connections) {
+            (Some(n), _) => n,
+            (None, Some(n)) => *n.get_ref(),
+            (None, None) => DEFAULT_MAX_CONNECTIONS,
+        };
+        if max_connections == 0 {
+            let span = file.max_connections.as_ref().map(Spanned::span);
+            return Err(self.invalid(span, "max_connections must be at least 1".into()));
+        }
+        let max_request_header_bytes = file
+            .max_request_header_bytes
+            .as_ref()
+            .map_or(DEFAULT_MAX_REQUEST_HEADER_BYTES, |n| *n.get_ref());
+        if !(1024..=1024 * 1024).contains(&max_request_header_bytes) {
+            let span = file.max_request_header_bytes.as_ref().map(Spanned::span);
+            return Err(self.invalid(
+                span,
+                "max_request_header_bytes must be between 1024 and 1048576".into(),
+            ));
+        }
+        let header_read_timeout = file
+            .header_read_timeout
+            .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
+        if header_read_timeout.is_zero() {
+            return Err(self.invalid(None, "header_read_timeout must be positive".into()));
+        }
+
+        Ok(Config {
+            listen,
+            listen_is_default,
+            default_site,
+            sites,
+            access_log,
+            limits: ConnectionLimits {
+                max_connections,
+                header_read_timeout,
+                max_request_header_bytes,
+            },
+            shutdown_grace: file.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            source: self.path.map(Path::to_path_buf),
+        })
+    }
+
+    /// Relative paths in the file are relative to the file, not the working directory.
+    fn relative_to_file(&self, path: &Path) -> PathBuf {
+        match self.path.and_then(Path::parent) {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+}
+
+/// Lower-cases a host pattern and checks its characters; `None` if invalid.
+fn normalize_host_pattern(host: &str) -> Option<String> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let name = host.strip_prefix("*.").unwrap_or(&host);
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    let ipv6 = host.starts_with('[')
+        && host.ends_with(']')
+        && host[1..host.len() - 1].parse::<Ipv6Addr>().is_ok();
+    (valid || ipv6).then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(toml: &str, args: ServeArgs) -> Result<Config, ConfigError> {
+        let file = FileConfig::parse(toml).unwrap();
+        Resolver {
+            path: Some(Path::new("/etc/cvdmirror.toml")),
+            text: toml,
+        }
+        .resolve(&args, file)
+    }
+
+    #[test]
+    fn defaults_are_dual_stack_on_8080_serving_mirror() {
+        let c = resolve("", ServeArgs::default()).unwrap();
+        assert!(c.listen_is_default);
+        assert_eq!(c.listen.len(), 2);
+        assert!(c.listen.iter().all(|a| a.port() == 8080));
+        assert_eq!(c.default_site.root, PathBuf::from("mirror"));
+        assert_eq!(c.access_log, AccessLogTarget::Stdout);
+        assert_eq!(c.limits.max_connections, DEFAULT_MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let args = ServeArgs {
+            max_conns: Some(5),
+            root: Some("/x".into()),
+            ..Default::default()
+        };
+        let c = resolve("max_connections = 7\nroot = \"/y\"", args).unwrap();
+        assert_eq!(c.limits.max_connections, 5);
+        assert_eq!(c.default_site.root, PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn relative_roots_are_relative_to_the_file() {
+        let c = resolve("root = \"db\"", ServeArgs::default()).unwrap();
+        assert_eq!(c.default_site.root, PathBuf::from("/etc/db"));
+    }
+
+    #[test]
+    fn invalid_values_name_their_line() {
+        let err = resolve("\n\nmax_connections = 0\n", ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("max_connections"),
+            "{err}"
+        );
+        let err = resolve(
+            "[[site]]\nhosts = [\"bad host\"]\nroot = \"/\"\n",
+            ServeArgs::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_host_cannot_belong_to_two_sites() {
+        let toml = "[[site]]\nhosts = [\"a.example\"]\nroot = \"/\"\n[[site]]\nhosts = [\"A.example.\"]\nroot = \"/\"\n";
+        let err = resolve(toml, ServeArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("two sites") && err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn host_patterns_are_normalized() {
+        assert_eq!(
+            normalize_host_pattern("Mirror.Example.ORG."),
+            Some("mirror.example.org".into())
+        );
+        assert_eq!(
+            normalize_host_pattern("*.example.org"),
+            Some("*.example.org".into())
+        );
+        assert_eq!(normalize_host_pattern("[::1]"), Some("[::1]".into()));
+        assert_eq!(normalize_host_pattern("a b"), None);
+        assert_eq!(normalize_host_pattern(""), None);
+    }
+}

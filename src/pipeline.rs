@@ -1,0 +1,189 @@
+//! The request pipeline: every request passes the same ordered stages, each
+//! its own module with one job.
+//!
+//! 1. [`method`]: only GET and HEAD exist here (`405` otherwise).
+//! 2. [`site`]: the Host header picks the virtual host.
+//! 3. [`path`]: the target is decoded exactly once and checked (`400`/`404`).
+//! 4. [`file`]: the file is opened beneath the site root, never outside it,
+//!    and its validators are read (a CVD's `Last-Modified` is its build time).
+//! 5. [`conditional`]: RFC 9110 preconditions (`304`, `412`).
+//! 6. [`range`]: a single byte range (`206`, `416`).
+//! 7. [`Hook`](crate::hooks::Hook)s: admission control may answer instead;
+//!    body wrappers pace and count; completion goes to the access log and
+//!    metrics.
+//!
+//! Stages return early with a finished response, so the order above is the
+//! whole control flow.
+
+mod complete;
+pub mod conditional;
+pub mod file;
+mod listing;
+mod method;
+pub mod path;
+pub mod range;
+mod respond;
+pub mod site;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use tokio::time::Instant;
+
+use crate::body::ResponseBody;
+use crate::hooks::Hooks;
+pub use complete::CompletionBody;
+pub use file::FileKind;
+pub use site::Router;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Our address it connected to.
+    pub local: SocketAddr,
+    /// The connection exceeded the connection limit: answer `503` and close.
+    pub over_limit: bool,
+}
+
+/// One request and what the pipeline learned about it; shared with hooks.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Request method.
+    pub method: Method,
+    /// The request target as received (for the log).
+    pub target: String,
+    /// HTTP version.
+    pub version: Version,
+    /// Name of the site that served it.
+    pub site: Arc<str>,
+    /// `Referer` header.
+    pub referer: Option<HeaderValue>,
+    /// `User-Agent` header.
+    pub user_agent: Option<HeaderValue>,
+    /// Wall-clock time the request head arrived.
+    pub received: SystemTime,
+    /// Monotonic time the request head arrived.
+    pub started: Instant,
+    /// The file served, if any.
+    pub file: Option<ServedFileInfo>,
+}
+
+/// What hooks may want to know about the file being sent.
+#[derive(Debug, Clone)]
+pub struct ServedFileInfo {
+    /// What kind of mirror file it is.
+    pub kind: FileKind,
+    /// Its full size (not the range).
+    pub size: u64,
+}
+
+/// The request path of a server, reloadable as a whole.
+pub struct Pipeline {
+    router: ArcSwap<Router>,
+    hooks: Hooks,
+}
+
+impl Pipeline {
+    /// A pipeline over `router`, calling `hooks` in order.
+    pub fn new(router: Router, hooks: Hooks) -> Self {
+        Self {
+            router: ArcSwap::from_pointee(router),
+            hooks,
+        }
+    }
+
+    /// Replaces the sites (config reload); requests in flight keep the old ones.
+    pub fn set_router(&self, router: Router) {
+        self.router.store(Arc::new(router));
+    }
+
+    /// Answers one request.
+    pub fn handle<B>(&self, req: &Request<B>, conn: &ConnectionInfo) -> Response<CompletionBody> {
+        let mut exchange = Exchange {
+            peer: conn.peer,
+            method: req.method().clone(),
+            target: req.uri().to_string(),
+            version: req.version(),
+            site: Arc::from("default"),
+            referer: req.headers().get(header::REFERER).cloned(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            received: SystemTime::now(),
+            started: Instant::now(),
+            file: None,
+        };
+        let mut response = if conn.over_limit {
+            respond::over_connection_limit()
+        } else {
+            self.respond(req, &mut exchange)
+        };
+        for hook in self.hooks.iter() {
+            if let Some(other) = hook.admit(&exchange, &response) {
+                response = other;
+                break;
+            }
+        }
+        respond::add_common_headers(&mut response);
+        let exchange = Arc::new(exchange);
+        let (parts, mut body) = response.into_parts();
+        for hook in self.hooks.iter() {
+            body = hook.wrap_body(&exchange, body);
+        }
+        let body = CompletionBody::new(body, exchange, self.hooks.clone(), parts.status);
+        Response::from_parts(parts, body)
+    }
+
+    fn respond<B>(&self, req: &Request<B>, exchange: &mut Exchange) -> Response<ResponseBody> {
+        if let Some(response) = method::reject(req.method()) {
+            return response;
+        }
+        let Some(host) = site::request_host(req) else {
+            return respond::status(StatusCode::BAD_REQUEST);
+        };
+        let router = self.router.load();
+        let site = router.select(host);
+        exchange.site = site.name.clone();
+        let relative = match path::decode(req.uri().path()) {
+            Ok(relative) => relative,
+            Err(e) => return respond::status(e.status()),
+        };
+        let opened = match file::open(site, &relative) {
+            Ok(opened) => opened,
+            Err(e) => return respond::status(e.status()),
+        };
+        let served = match opened {
+            file::Opened::File(served) => served,
+            file::Opened::Directory(dir) if site.directory_listing => {
+                return listing::respond(dir, req.uri().path(), req.method());
+            }
+            file::Opened::Directory(_) => return respond::status(StatusCode::NOT_FOUND),
+        };
+        exchange.file = Some(ServedFileInfo {
+            kind: served.kind,
+            size: served.len,
+        });
+        let validators = &served.validators;
+        let honor_range = match conditional::evaluate(req.method(), req.headers(), validators) {
+            conditional::Outcome::PreconditionFailed => {
+                return respond::precondition_failed(validators);
+            }
+            conditional::Outcome::NotModified => return respond::not_modified(validators),
+            conditional::Outcome::Proceed { honor_range } => {
+                honor_range && req.method() == Method::GET
+            }
+        };
+        let range = if honor_range {
+            range::evaluate(req.headers().get(header::RANGE), served.len)
+        } else {
+            range::Selection::Full
+        };
+        respond::file(served, range, req.method() == Method::HEAD)
+    }
+}

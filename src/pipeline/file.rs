@@ -1,0 +1,257 @@
+//! Stage 4: opens the file beneath the site root and derives its validators.
+//!
+//! Containment is the kernel's job: `openat2(RESOLVE_BENEATH)` relative to
+//! the held-open root refuses any path, `..` or symlink that would leave it,
+//! in one system call and without a check-then-open race. (Kernels before
+//! 5.6 lack `openat2`; there the resolved path is canonicalized and checked.)
+//!
+//! For `.cvd` and `.cld` files the 512-byte header is read here: its build
+//! time (`stime`) is the `Last-Modified` freshclam compares against, and the
+//! same bytes answer freshclam's `Range: bytes=0-511` header check without a
+//! second read.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::StatusCode;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use super::site::Site;
+use crate::cvd;
+
+/// What kind of mirror file a name denotes (shaping classes build on this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// A whole signed database (`daily.cvd`).
+    Cvd,
+    /// An unsigned local database (`daily.cld`).
+    Cld,
+    /// An incremental patch (`daily-27654.cdiff`).
+    Cdiff,
+    /// A detached signature (`daily-27654.cdiff.sign`).
+    Sign,
+    /// Anything else.
+    Other,
+}
+
+impl FileKind {
+    /// Classifies by file name.
+    pub fn of(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("cvd") => FileKind::Cvd,
+            Some("cld") => FileKind::Cld,
+            Some("cdiff") => FileKind::Cdiff,
+            Some("sign") => FileKind::Sign,
+            _ => FileKind::Other,
+        }
+    }
+
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::Cvd => "cvd",
+            FileKind::Cld => "cld",
+            FileKind::Cdiff => "cdiff",
+            FileKind::Sign => "sign",
+            FileKind::Other => "other",
+        }
+    }
+}
+
+/// What a conditional request is compared against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validators {
+    /// Strong entity tag, quoted.
+    pub etag: String,
+    /// Last modification, whole seconds.
+    pub last_modified: SystemTime,
+}
+
+/// A regular file ready to be sent.
+#[derive(Debug)]
+pub struct ServedFile {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Its length.
+    pub len: u64,
+    /// Its kind.
+    pub kind: FileKind,
+    /// Its validators.
+    pub validators: Validators,
+    /// `Content-Type` value.
+    pub content_type: &'static str,
+    /// The first bytes (CVD/CLD header), when already read.
+    pub head: Option<Bytes>,
+}
+
+/// What the path named.
+#[derive(Debug)]
+pub enum Opened {
+    /// A regular file.
+    File(ServedFile),
+    /// A directory.
+    Directory(File),
+}
+
+/// Why the file cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Missing, outside the root, unreadable, or not a regular file: `404`.
+    #[error("not found")]
+    NotFound,
+    /// Anything else: `500`.
+    #[error("cannot open: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl OpenError {
+    /// The status the client gets. Never `403`: freshclam treats that as a
+    /// ban and stops updating for a day.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            OpenError::NotFound => StatusCode::NOT_FOUND,
+            OpenError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Opens `relative` beneath `site`'s root.
+pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
+    let file = open_beneath(site, relative)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Ok(Opened::Directory(file));
+    }
+    if !meta.is_file() {
+        return Err(OpenError::NotFound);
+    }
+    let kind = FileKind::of(relative);
+    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+    let mut last_modified = whole_seconds(mtime);
+    let mut head = None;
+    if matches!(kind, FileKind::Cvd | FileKind::Cld) && meta.len() >= cvd::HEADER_LEN as u64 {
+        let mut buf = vec![0u8; cvd::HEADER_LEN];
+        if file.read_exact_at(&mut buf, 0).is_ok() {
+            if let Ok(header) = cvd::Header::parse(&buf) {
+                last_modified = UNIX_EPOCH + Duration::from_secs(header.stime);
+            }
+            head = Some(Bytes::from(buf));
+        }
+    }
+    let etag = format!(
+        "\"{:x}-{:x}-{:x}\"",
+        meta.ino(),
+        mtime_nanos(&meta),
+        meta.len()
+    );
+    Ok(Opened::File(ServedFile {
+        file: Arc::new(file),
+        len: meta.len(),
+        kind,
+        validators: Validators {
+            etag,
+            last_modified,
+        },
+        content_type: content_type(relative),
+        head,
+    }))
+}
+
+fn open_beneath(site: &Site, relative: &Path) -> Result<File, OpenError> {
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+    match rustix::fs::openat2(&site.root_dir, relative, flags, Mode::empty(), resolve) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(Errno::NOSYS) => open_checked(site, relative),
+        Err(e) => Err(classify(io::Error::from(e), site, relative)),
+    }
+}
+
+/// Fallback without `openat2`: resolve, then require the result inside the root.
+fn open_checked(site: &Site, relative: &Path) -> Result<File, OpenError> {
+    let root = site.root.canonicalize()?;
+    let full = root
+        .join(relative)
+        .canonicalize()
+        .map_err(|e| classify(e, site, relative))?;
+    if !full.starts_with(&root) {
+        return Err(OpenError::NotFound);
+    }
+    File::open(&full).map_err(|e| classify(e, site, relative))
+}
+
+fn classify(e: io::Error, site: &Site, relative: &Path) -> OpenError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        NotFound | NotADirectory | InvalidFilename => OpenError::NotFound,
+        PermissionDenied => {
+            tracing::warn!(site = %site.name, path = %relative.display(), "file not readable by cvdmirror; answering 404");
+            OpenError::NotFound
+        }
+        // EXDEV: the path left the root; ELOOP: symlink loop or magic link.
+        _ if matches!(e.raw_os_error(), Some(code) if code == Errno::XDEV.raw_os_error() || code == Errno::LOOP.raw_os_error() || code == Errno::NAMETOOLONG.raw_os_error()) => {
+            OpenError::NotFound
+        }
+        _ => OpenError::Io(e),
+    }
+}
+
+fn whole_seconds(t: SystemTime) -> SystemTime {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn mtime_nanos(meta: &std::fs::Metadata) -> u128 {
+    (meta.mtime().max(0) as u128) * 1_000_000_000 + meta.mtime_nsec().max(0) as u128
+}
+
+/// `Content-Type` by extension; mirror files are opaque bytes.
+pub fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_mirror_naming() {
+        assert_eq!(FileKind::of(Path::new("daily.cvd")), FileKind::Cvd);
+        assert_eq!(FileKind::of(Path::new("daily-1.cdiff")), FileKind::Cdiff);
+        assert_eq!(
+            FileKind::of(Path::new("daily-1.cdiff.sign")),
+            FileKind::Sign
+        );
+        assert_eq!(FileKind::of(Path::new("dns.txt")), FileKind::Other);
+    }
+
+    #[test]
+    fn mirror_files_are_octet_streams() {
+        assert_eq!(
+            content_type(Path::new("main.cvd")),
+            "application/octet-stream"
+        );
+        assert_eq!(
+            content_type(Path::new("dns.txt")),
+            "text/plain; charset=utf-8"
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Builds responses: one place decides the headers of every status, so a
+//! `304` always carries the validators and a `416` always says the length.
+
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use super::file::{ServedFile, Validators};
+use super::range::Selection;
+use crate::body::ResponseBody;
+
+/// `Server` header value.
+pub const SERVER: &str = concat!("cvdmirror/", env!("CARGO_PKG_VERSION"));
+
+/// Seconds a client over the connection limit is asked to wait.
+const CONNECTION_LIMIT_RETRY_AFTER: &str = "10";
+
+/// A short plain-text response for `status`.
+pub fn status(status: StatusCode) -> Response<ResponseBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::bytes(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// `503` for a connection beyond the limit; the connection closes after it.
+pub fn over_connection_limit() -> Response<ResponseBody> {
+    let mut response = status(StatusCode::SERVICE_UNAVAILABLE);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_static(CONNECTION_LIMIT_RETRY_AFTER),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// `304` with the validators a cache needs to refresh its entry.
+pub fn not_modified(v: &Validators) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() = StatusCode::NOT_MODIFIED;
+    insert_validators(&mut response, v);
+    response
+}
+
+/// `412`.
+pub fn precondition_failed(v: &Validators) -> Response<ResponseBody> {
+    let mut response = status(StatusCode::PRECONDITION_FAILED);
+    insert_validators(&mut response, v);
+    response
+}
+
+/// `200`, `206` or `416` for a file.
+pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Response<ResponseBody> {
+    let len = served.len;
+    let (status, start, count) = match selection {
+        Selection::Full => (StatusCode::OK, 0, len),
+        Selection::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Selection::Unsatisfiable => {
+            let mut response = status(StatusCode::RANGE_NOT_SATISFIABLE);
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                header_value(format!("bytes */{len}")),
+            );
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            return response;
+        }
+    };
+    let body = if head_only || count == 0 {
+        ResponseBody::empty()
+    } else {
+        match &served.head {
+            Some(head) if start + count <= head.len() as u64 => {
+                ResponseBody::bytes(head.slice(start as usize..(start + count) as usize))
+            }
+            _ => ResponseBody::file(served.file.clone(), start, count),
+        }
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    insert_validators(&mut response, &served.validators);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(served.content_type),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        headers.insert(
+            header::CONTENT_RANGE,
+            header_value(format!("bytes {start}-{}/{len}", start + count - 1)),
+        );
+    }
+    response
+}
+
+/// Headers every response carries.
+pub fn add_common_headers<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(header::SERVER, HeaderValue::from_static(SERVER));
+}
+
+fn insert_validators(response: &mut Response<ResponseBody>, v: &Validators) {
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, header_value(v.etag.clone()));
+    headers.insert(
+        header::LAST_MODIFIED,
+        header_value(httpdate::fmt_http_date(v.last_modified)),
+    );
+}
+
+/// Our own formatted values are always valid header text.
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}

@@ -1,0 +1,199 @@
+//! The HTTP server: accepts connections on listeners it is given, runs each
+//! through the [`Pipeline`], and stops on a shutdown signal.
+//!
+//! Following mini-redis, [`Server::run`] takes listeners it did not bind and
+//! a shutdown future, so tests bind port 0 and stop it at will. Shutdown
+//! stops accepting at once, lets every transfer in flight finish within the
+//! grace period, closes idle keep-alive connections, and then cuts whatever
+//! is left.
+
+mod connection;
+pub mod listen;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConnectionLimits};
+use crate::hooks::Hooks;
+use crate::pipeline::{Pipeline, Router};
+
+/// Connections beyond the limit that are still answered `503` (the rest are
+/// closed unanswered, so a flood cannot turn refusals into a cost).
+const MAX_REFUSING: usize = 1024;
+
+/// Settings that a reload may change for new connections.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    limits: ConnectionLimits,
+    shutdown_grace: Duration,
+}
+
+/// A configured server, ready to run on listeners.
+pub struct Server {
+    pipeline: Arc<Pipeline>,
+    settings: ArcSwap<Settings>,
+    active: Arc<AtomicUsize>,
+    refusing: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// Builds the server for `config`, with `hooks` in its pipeline.
+    pub fn new(config: &Config, hooks: Hooks) -> io::Result<Self> {
+        let router = Router::build(config)?;
+        Ok(Self {
+            pipeline: Arc::new(Pipeline::new(router, hooks)),
+            settings: ArcSwap::from_pointee(Settings {
+                limits: config.limits,
+                shutdown_grace: config.shutdown_grace,
+            }),
+            active: Arc::new(AtomicUsize::new(0)),
+            refusing: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Applies a new configuration to requests and connections that start
+    /// from now on; transfers in flight are untouched.
+    pub fn reload(&self, config: &Config) -> io::Result<()> {
+        let router = Router::build(config)?;
+        self.pipeline.set_router(router);
+        self.settings.store(Arc::new(Settings {
+            limits: config.limits,
+            shutdown_grace: config.shutdown_grace,
+        }));
+        Ok(())
+    }
+
+    /// Client connections open right now.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Serves `listeners` until `shutdown` completes, then drains.
+    pub async fn run(
+        self: Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let listeners = listeners
+            .into_iter()
+            .map(TcpListener::from_std)
+            .collect::<io::Result<Vec<_>>>()?;
+        let graceful = CancellationToken::new();
+        let abort = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let acceptors = TaskTracker::new();
+        for listener in listeners {
+            acceptors.spawn(Arc::clone(&self).accept_loop(
+                listener,
+                tracker.clone(),
+                graceful.clone(),
+                abort.clone(),
+            ));
+        }
+        acceptors.close();
+        shutdown.await;
+
+        let grace = self.settings.load().shutdown_grace;
+        tracing::info!(connections = self.active_connections(), grace = ?grace, "shutting down: no new connections; letting transfers finish");
+        graceful.cancel();
+        acceptors.wait().await;
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                connections = self.active_connections(),
+                "grace period over; closing remaining connections"
+            );
+            abort.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tracker: TaskTracker,
+        graceful: CancellationToken,
+        abort: CancellationToken,
+    ) {
+        let local = listener.local_addr().ok();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = graceful.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the
+                    // backlog holds clients until descriptors free up.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let limits = self.settings.load().limits;
+            let Some(guard) = self.admit_connection(limits.max_connections) else {
+                tracing::debug!(%peer, "refusing connection unanswered: too many refusals in flight");
+                continue;
+            };
+            let conn = connection::Connection {
+                stream,
+                info: crate::pipeline::ConnectionInfo {
+                    peer,
+                    local: local.unwrap_or(peer),
+                    over_limit: guard.over_limit,
+                },
+                pipeline: Arc::clone(&self.pipeline),
+                limits,
+            };
+            let (graceful, abort) = (graceful.clone(), abort.clone());
+            tracker.spawn(async move {
+                conn.serve(graceful, abort).await;
+                drop(guard);
+            });
+        }
+    }
+
+    /// Counts a new connection: normal, over the limit (answered `503`), or
+    /// `None` when even refusals are saturated.
+    fn admit_connection(&self, max: usize) -> Option<ConnectionGuard> {
+        if self.active.fetch_add(1, Ordering::AcqRel) < max {
+            return Some(ConnectionGuard {
+                counter: Arc::clone(&self.active),
+                over_limit: false,
+            });
+        }
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        if self.refusing.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+            return Some(ConnectionGuard {
+                counter: Arc::clone(&self.refusing),
+                over_limit: true,
+            });
+        }
+        self.refusing.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+}
+
+/// Releases a connection slot when the connection ends.
+struct ConnectionGuard {
+    counter: Arc<AtomicUsize>,
+    over_limit: bool,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
