@@ -12,19 +12,21 @@
 #   memory  10,000 connections each reading daily.cvd a few KB/s -> server
 #           RSS growth per connection (kB, lower is better)
 #
-# Knobs (environment): BENCH_DURATION (s per run, 10), BENCH_REPS (3),
+# Knobs (environment): BENCH_DURATION (s per run, 6), BENCH_REPS (5),
 # BENCH_CONNS (wrk connections for check/ims, 64), BENCH_SLOW_CONNS (10000),
 # BENCH_ACCESS_LOG (file|off, file), BENCH_NGINX_OFC (1 adds an nginx row with
 # open_file_cache on), CVDMIRROR_BIN (skip the build and use this binary),
-# BENCH_OUT (also write the Markdown report to this file), BENCH_KEEP_TMP=1.
+# BENCH_OUT (also write the Markdown report to this file), BENCH_KEEP_TMP=1,
+# BENCH_WAIT_QUIET (before each run wait up to this many seconds, 10, for the
+# machine's CPU to be < 15% busy: a shared machine skews numbers).
 #
 # Talks only to loopback; every loop is bounded; cleans up on exit or Ctrl-C.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FIXTURE=${BENCH_FIXTURE:-$REPO/../shared/fixtures/clamav/bytecode-339.cvd}
-DURATION=${BENCH_DURATION:-10}
-REPS=${BENCH_REPS:-3}
+DURATION=${BENCH_DURATION:-6}
+REPS=${BENCH_REPS:-5}
 CONNS=${BENCH_CONNS:-64}
 SLOW_CONNS=${BENCH_SLOW_CONNS:-10000}
 ACCESS_LOG=${BENCH_ACCESS_LOG:-file}
@@ -200,7 +202,7 @@ start_server() { # start_server NAME
   local name=$1 p
   case $name in
     cvdmirror)
-      local lg=/dev/null
+      local lg=off
       [[ $ACCESS_LOG == file ]] && lg=$TMP/cvdmirror-access.log
       TOKIO_WORKER_THREADS=2 "$CVD_BIN" serve --listen "127.0.0.1:$CVD_PORT" --root "$ROOT" \
         --access-log "$lg" "${CVD_MAXCONNS[@]}" >"$TMP/cvdmirror.out" 2>>"$TMP/cvdmirror.err" &
@@ -311,6 +313,35 @@ wrk.headers["User-Agent"] = "$UA"
 EOF
 }
 
+# CPU (clock ticks) used by everyone, by the server's processes, by wrk: what
+# is left over was other work on the machine, which skews a run.
+cpu_total_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+cpu_of_pids() { # cpu_of_pids PID,PID.. -> utime+stime ticks
+  local p t=0 f
+  for p in ${1//,/ }; do
+    f=$(cut -d')' -f2 "/proc/$p/stat" 2>/dev/null) || continue
+    t=$((t + $(awk '{ print $12 + $13 }' <<<"$f")))
+  done
+  echo "$t"
+}
+# `times` output of a shell that ran wrk (its children's line) -> ticks.
+times_to_ticks() { awk -v hz="$HZ" 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * hz }' "$1"; }
+HZ=$(getconf CLK_TCK)
+export TIMES_FILE=$TMP/wrk-times
+NCPU=$(nproc)
+
+wait_quiet() { # bounded: up to BENCH_WAIT_QUIET s for the CPU to be < 15% busy
+  local limit=${BENCH_WAIT_QUIET:-10} waited=0 b0 t0 b1 t1
+  while ((waited < limit)); do
+    b0=$(cpu_total_busy) t0=$(awk '/^cpu / { s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit }' /proc/stat)
+    sleep 1
+    b1=$(cpu_total_busy) t1=$(awk '/^cpu / { s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit }' /proc/stat)
+    (((b1 - b0) * 100 < 15 * (t1 - t0))) && return 0
+    waited=$((waited + 1))
+  done
+  ((limit == 0)) || log "machine still busy after ${limit}s of waiting; running anyway"
+}
+
 active_opens() { awk '/^Tcp:/ { if (h) { print $6; exit } h = 1 }' /proc/net/snmp; }
 
 to_bytes() { # "1.23GB" -> bytes (wrk uses 1024-based units)
@@ -322,10 +353,21 @@ to_bytes() { # "1.23GB" -> bytes (wrk uses 1024-based units)
 # run_wrk SCENARIO SERVER REP PATH CONNS
 run_wrk() {
   local sc=$1 s=$2 rep=$3 path=$4 c=$5 out=$TMP/wrk-$1-$2-$3.txt o0 o1 reqs rps bytes secs bad errs value
+  local pids b0 s0 others
+  wait_quiet
+  pids=$(server_pids "$s")
+  b0=$(cpu_total_busy) s0=$(cpu_of_pids "$pids")
   o0=$(active_opens)
-  timeout $((DURATION + 30)) wrk -t2 -c"$c" -d"${DURATION}s" --timeout 10s -s "$TMP/$sc.lua" \
+  # The inner shell reports wrk's CPU time (its children's line of `times`).
+  bash -c 'timeout "$@"; rc=$?; times >"$TIMES_FILE"; exit $rc' _ $((DURATION + 30)) \
+    wrk -t2 -c"$c" -d"${DURATION}s" --timeout 10s -s "$TMP/$sc.lua" \
     "http://127.0.0.1:${PORT[$s]}$path" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed ($sc, $s)"; }
   o1=$(active_opens)
+  # Share of the machine's CPU used by neither this server nor wrk (kernel
+  # network work not charged to a process included: a few % even when idle).
+  others=$(awk -v b="$(($(cpu_total_busy) - b0))" -v sv="$(($(cpu_of_pids "$pids") - s0))" \
+    -v w="$(times_to_ticks "$TIMES_FILE")" -v hz="$HZ" -v n="$NCPU" -v d="$DURATION" \
+    'BEGIN { o = (b - sv - w) / (hz * n * d) * 100; if (o < 0) o = 0; printf "%.0f", o }')
   reqs=$(awk '/requests in/ {print $1; exit}' "$out")
   secs=$(awk '/requests in/ {v = $4; sub(/s,?$/, "", v); print v; exit}' "$out")
   bytes=$(to_bytes "$(awk '/requests in/ {print $5; exit}' "$out")")
@@ -337,8 +379,8 @@ run_wrk() {
   else
     value=$rps
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$s" "$rep" "$value" "$reqs" "$((o1 - o0))" "${bad:-0}" >>"$RESULTS"
-  log "$sc $s rep $rep: $value $([[ $sc == bulk ]] && echo MiB/s || echo req/s) ($reqs requests, $((o1 - o0)) new connections${bad:+, $bad non-2xx/3xx}${errs:+, socket errors: $errs})"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$s" "$rep" "$value" "$reqs" "$((o1 - o0))" "${bad:-0}" "$others" >>"$RESULTS"
+  log "$sc $s rep $rep: $value $([[ $sc == bulk ]] && echo MiB/s || echo req/s) ($reqs requests, $((o1 - o0)) new connections, others' CPU $others%${bad:+, $bad non-2xx/3xx}${errs:+, socket errors: $errs})"
   if [[ -n $bad && $bad != 0 ]]; then echo "$s: $sc rep $rep: $bad responses were not 2xx/3xx" >>"$TMP/misbehaviour"; fi
   if [[ -n $errs ]]; then echo "$s: $sc rep $rep: wrk socket errors: $errs" >>"$TMP/misbehaviour"; fi
   # wrk reconnects only when the response says "Connection: close"; a server
@@ -365,6 +407,7 @@ run_memory() {
   local s rep=1 out line
   for s in $(order_for_rep 0); do
     start_server "$s"
+    wait_quiet
     out=$TMP/memory-$s.txt
     log "memory $s: $SLOW_CONNS slow readers of /daily.cvd (pids $(server_pids "$s"))"
     timeout 400 "$LOADGEN" slow --addr "127.0.0.1:${PORT[$s]}" --path /daily.cvd --conns "$SLOW_CONNS" \
@@ -376,9 +419,9 @@ run_memory() {
     log "memory $s: ${line#RESULT }"
     printf 'memory\t%s\t%s\t%s\n' "$s" "$rep" "$line" >>"$TMP/memory.tsv"
     kv() { tr ' ' '\n' <<<"$line" | awk -F= -v k="$1" '$1 == k {print $2}'; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' memory "$s" "$rep" "$(kv rss_per_conn_kb)" "$(kv alive)" 0 0 >>"$RESULTS"
-    if [[ $(kv alive) -lt $SLOW_CONNS ]]; then
-      echo "$s: memory: only $(kv alive) of $SLOW_CONNS slow connections stayed open ($(kv failed) failed to connect or get a response head)" >>"$TMP/misbehaviour"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' memory "$s" "$rep" "$(kv rss_per_conn_kb)" "$(kv alive)" 0 0 - >>"$RESULTS"
+    if [[ $(kv alive) -lt $SLOW_CONNS || $(kv status_200) -lt $SLOW_CONNS ]]; then
+      echo "$s: memory: of $SLOW_CONNS slow downloads $(kv status_200) got 200 and $(kv alive) stayed open; $(kv failed) failed to connect or get a response head; other answers:$(tr ' ' '\n' <<<"$line" | grep '^status_[0-9]' | grep -v '^status_200=' | tr '\n' ' ')" >>"$TMP/misbehaviour"
     fi
     stop_server "$s"
     sleep 2
@@ -401,14 +444,21 @@ done
 # ---------------------------------------------------------------- report
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { awk -F'\t' -v sc="$1" -v s="$2" '$1 == sc && $2 == s {print $4}' "$RESULTS" | median; }
-ratio() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }' || echo "pending"; }
+# Median over repetitions of cvdmirror/other from the same repetition: runs
+# next to each other share the machine's background load, so pairing them
+# cancels most of its drift.
+paired_ratio() { # paired_ratio SCENARIO OTHER
+  awk -F'\t' -v sc="$1" -v o="$2" '$1 == sc && $2 == "cvdmirror" { c[$3] = $4 } $1 == sc && $2 == o { n[$3] = $4 }
+    END { for (r in c) if ((r in n) && n[r] + 0 != 0) printf "%.4f\n", c[r] / n[r] }' "$RESULTS" | median |
+    awk '{ if ($1 == "") print "n/a"; else printf "%.2f\n", $1 }'
+}
 
 COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
 {
   echo "## Results — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "Command: \`bench/serve.sh ${SCENARIOS[*]}\` (BENCH_DURATION=$DURATION, BENCH_REPS=$REPS, BENCH_CONNS=$CONNS, BENCH_SLOW_CONNS=$SLOW_CONNS, access log: $ACCESS_LOG, open-file limit $NOFILE); medians of $REPS runs; whole run $(($(date +%s) - T_START)) s."
+  echo "Command: \`bench/serve.sh ${SCENARIOS[*]}\` (BENCH_DURATION=$DURATION, BENCH_REPS=$REPS, BENCH_CONNS=$CONNS, BENCH_SLOW_CONNS=$SLOW_CONNS, access log: $ACCESS_LOG, open-file limit $NOFILE); values are medians of $REPS runs, ratios the median of the $REPS same-repetition ratios; whole run $(($(date +%s) - T_START)) s."
   echo
   echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r); $(nginx -v 2>&1 | sed 's/nginx version: //'); $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'); cvdmirror $COMMIT ($(rustc --version | awk '{print $1, $2}'))."
   echo
@@ -424,15 +474,15 @@ git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
     [[ $CVD_PENDING == 0 ]] && c=$(med "$sc" cvdmirror)
     n=$(med "$sc" nginx)
     r=pending
-    [[ $CVD_PENDING == 0 ]] && r=$(ratio "$c" "$n")
+    [[ $CVD_PENDING == 0 ]] && r=$(paired_ratio "$sc" nginx)
     printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$unit" "${c:-pending}" "$n" "$r" "$better"
     if [[ $NGINX_OFC == 1 ]]; then
       printf '| %s, nginx with open_file_cache | %s | | %s | %s | %s |\n' "$sc" "$unit" "$(med "$sc" nginx-ofc)" \
-        "$([[ $CVD_PENDING == 0 ]] && ratio "$c" "$(med "$sc" nginx-ofc)" || echo pending)" "$better"
+        "$([[ $CVD_PENDING == 0 ]] && paired_ratio "$sc" nginx-ofc || echo pending)" "$better"
     fi
   done
   echo
-  echo "Per run (scenario, server, rep, value, requests, new TCP connections, non-2xx/3xx):"
+  echo "Per run (scenario, server, rep, value, requests, new TCP connections, non-2xx/3xx, % of the machine's CPU used by other processes during the run):"
   echo
   echo '```'
   cat "$RESULTS"
@@ -444,6 +494,11 @@ git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
     echo '```'
     cut -f2,4 "$TMP/memory.tsv" | sed 's/RESULT mode=slow //'
     echo '```'
+  fi
+  busy=$(awk -F'\t' '$8 != "-" && $8 + 0 > 10 { n++ } END { print n + 0 }' "$RESULTS")
+  if [[ $busy -gt 0 ]]; then
+    echo
+    echo "Warning: in $busy run(s) other processes used more than 10% of the machine's CPU; those numbers are skewed (the ratio less so when both servers were hit alike). Re-run on an idle machine."
   fi
   if [[ -s $TMP/misbehaviour ]]; then
     echo

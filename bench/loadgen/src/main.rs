@@ -312,6 +312,8 @@ struct SlowStats {
     status_ok: AtomicUsize,
     ended_early: AtomicUsize,
     bytes: AtomicU64,
+    /// Status codes other than 200, with counts.
+    other_status: std::sync::Mutex<BTreeMap<u16, u64>>,
 }
 
 async fn run_slow(a: Arc<Args>) -> Result<String, String> {
@@ -349,6 +351,8 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
             stats.established.fetch_add(1, Ordering::Relaxed);
             if code == 200 {
                 stats.status_ok.fetch_add(1, Ordering::Relaxed);
+            } else if let Ok(mut m) = stats.other_status.lock() {
+                *m.entry(code).or_default() += 1;
             }
             stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
             // Spread the readers over the interval so wake-ups are not in lockstep.
@@ -410,6 +414,11 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
     for t in tasks {
         t.abort();
     }
+    let others: String = stats
+        .other_status
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| format!(" status_{k}={v}")).collect())
+        .unwrap_or_default();
     let per_conn = |peak: u64, base: u64| {
         if alive == 0 { 0.0 } else { peak.saturating_sub(base) as f64 / alive as f64 }
     };
@@ -418,7 +427,7 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
          ramp_secs={ramp_secs:.1} rss_before_kb={rss0} rss_peak_kb={rss_peak} rss_last_kb={rss_last} \
          pss_before_kb={pss0} pss_peak_kb={pss_peak} pss_last_kb={pss_last} \
          rss_per_conn_kb={:.2} pss_per_conn_kb={:.2} kernel_tcp_before_kb={ktcp0} kernel_tcp_peak_kb={ktcp_peak} \
-         hold_mb_per_s={:.2} total_bytes={}",
+         hold_mb_per_s={:.2} total_bytes={}{others}",
         a.conns,
         stats.failed.load(Ordering::Relaxed),
         stats.status_ok.load(Ordering::Relaxed),
