@@ -93,6 +93,8 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
 cd "$REPO"
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT (with local changes)"
 CVD_PENDING=0
 if [[ -n ${CVDMIRROR_BIN:-} ]]; then
   CVD_BIN=$CVDMIRROR_BIN
@@ -444,6 +446,16 @@ done
 # ---------------------------------------------------------------- report
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 med() { awk -F'\t' -v sc="$1" -v s="$2" '$1 == sc && $2 == s {print $4}' "$RESULTS" | median; }
+# Median over the runs in which other processes used < 10% of the CPU.
+med_quiet() { awk -F'\t' -v sc="$1" -v s="$2" '$1 == sc && $2 == s && $8 != "-" && $8 + 0 < 10 {print $4}' "$RESULTS" | median; }
+quiet_ratio() { # quiet_ratio SCENARIO OTHER -> "r (a/b runs)" or "-"
+  local c n nc nn
+  c=$(med_quiet "$1" cvdmirror) n=$(med_quiet "$1" "$2")
+  [[ -n $c && -n $n ]] || { echo "-"; return; }
+  nc=$(awk -F'\t' -v sc="$1" '$1 == sc && $2 == "cvdmirror" && $8 != "-" && $8 + 0 < 10' "$RESULTS" | wc -l)
+  nn=$(awk -F'\t' -v sc="$1" -v s="$2" '$1 == sc && $2 == s && $8 != "-" && $8 + 0 < 10' "$RESULTS" | wc -l)
+  awk -v a="$c" -v b="$n" -v x="$nc" -v y="$nn" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f (%s vs %s; %d+%d runs)", a / b, a, b, x, y }'
+}
 # Median over repetitions of cvdmirror/other from the same repetition: runs
 # next to each other share the machine's background load, so pairing them
 # cancels most of its drift.
@@ -453,8 +465,6 @@ paired_ratio() { # paired_ratio SCENARIO OTHER
     awk '{ if ($1 == "") print "n/a"; else printf "%.2f\n", $1 }'
 }
 
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
 {
   echo "## Results — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
@@ -462,7 +472,7 @@ git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
   echo
   echo "Machine: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r); $(nginx -v 2>&1 | sed 's/nginx version: //'); $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'); cvdmirror $COMMIT ($(rustc --version | awk '{print $1, $2}'))."
   echo
-  printf '| scenario | unit | cvdmirror | nginx | cvdmirror / nginx | better |\n|---|---|---:|---:|---:|---|\n'
+  printf '| scenario | unit | cvdmirror | nginx | cvdmirror / nginx | better | ratio over quiet runs only |\n|---|---|---:|---:|---:|---|---|\n'
   for sc in "${SCENARIOS[@]}"; do
     case $sc in
       check) label="check: Range 0-511, Connection: close (206, new conn per request, c=$CONNS)"; unit="req/s"; better="higher" ;;
@@ -475,10 +485,13 @@ git -C "$REPO" diff --quiet HEAD 2>/dev/null || COMMIT="$COMMIT (dirty)"
     n=$(med "$sc" nginx)
     r=pending
     [[ $CVD_PENDING == 0 ]] && r=$(paired_ratio "$sc" nginx)
-    printf '| %s | %s | %s | %s | %s | %s |\n' "$label" "$unit" "${c:-pending}" "$n" "$r" "$better"
+    q=-
+    [[ $CVD_PENDING == 0 && $sc != memory ]] && q=$(quiet_ratio "$sc" nginx)
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$unit" "${c:-pending}" "$n" "$r" "$better" "$q"
     if [[ $NGINX_OFC == 1 ]]; then
-      printf '| %s, nginx with open_file_cache | %s | | %s | %s | %s |\n' "$sc" "$unit" "$(med "$sc" nginx-ofc)" \
-        "$([[ $CVD_PENDING == 0 ]] && paired_ratio "$sc" nginx-ofc || echo pending)" "$better"
+      printf '| %s, nginx with open_file_cache | %s | | %s | %s | %s | %s |\n' "$sc" "$unit" "$(med "$sc" nginx-ofc)" \
+        "$([[ $CVD_PENDING == 0 ]] && paired_ratio "$sc" nginx-ofc || echo pending)" "$better" \
+        "$([[ $CVD_PENDING == 0 && $sc != memory ]] && quiet_ratio "$sc" nginx-ofc || echo -)"
     fi
   done
   echo
