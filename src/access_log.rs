@@ -154,7 +154,7 @@ pub fn format_line(exchange: &Exchange, completion: &Completion) -> String {
     line.push_str("] \"");
     escape_into(&mut line, exchange.method.as_str().as_bytes());
     line.push(' ');
-    escape_into(&mut line, exchange.target.as_bytes());
+    escape_into(&mut line, exchange.target.to_string().as_bytes());
     let _ = write!(
         line,
         " {:?}\" {} {} \"",
@@ -233,7 +233,7 @@ mod tests {
         Exchange {
             peer: "192.0.2.7:5555".parse().unwrap(),
             method: Method::GET,
-            target: "/daily.cvd".into(),
+            target: http::Uri::from_static("/daily.cvd"),
             version: Version::HTTP_11,
             site: Arc::from("default"),
             referer: None,

@@ -25,6 +25,10 @@ pub struct Cli {
 pub enum Command {
     /// Serve the mirror over HTTP (defaults: ./mirror on port 8080, IPv4 and IPv6).
     Serve(ServeArgs),
+    /// Bring the mirror up to date from upstream once: verify every file,
+    /// publish atomically. Exits 0 only when the served set is complete,
+    /// verified and at the newest version upstream advertises.
+    Sync(SyncCommandArgs),
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to generate completions for.
@@ -74,6 +78,98 @@ pub struct ServeArgs {
     /// Format of the diagnostic log on standard error.
     #[arg(long, env = "CVDMIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Run the sync engine in the background, this often (jittered ±10 %),
+    /// e.g. `1h`. Off unless given here or as `[sync] interval`.
+    #[arg(long, env = "CVDMIRROR_SYNC_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub sync_interval: Option<std::time::Duration>,
+
+    /// Answer DNS TXT queries for `--beacon-name` here (UDP and TCP) with the
+    /// versions this mirror publishes.
+    #[arg(long, env = "CVDMIRROR_BEACON_LISTEN", value_name = "ADDR:PORT")]
+    pub beacon_listen: Option<SocketAddr>,
+
+    /// Name the beacon answers, e.g. `current.cvd.mirror.example.org`.
+    #[arg(long, env = "CVDMIRROR_BEACON_NAME", value_name = "NAME")]
+    pub beacon_name: Option<String>,
+
+    /// Admin API address (health, readiness, `POST /sync`), e.g. `127.0.0.1:8081`.
+    #[arg(long, env = "CVDMIRROR_ADMIN_LISTEN", value_name = "ADDR:PORT")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// File holding the bearer token that authorizes admin actions.
+    #[arg(long, env = "CVDMIRROR_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Upstream settings (shared with `cvdmirror sync`).
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Flags of `cvdmirror sync`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SyncCommandArgs {
+    /// Read settings from this TOML file (flags override it).
+    #[arg(long, short = 'c', env = "CVDMIRROR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// The served directory to bring up to date (default: ./mirror).
+    #[arg(long, short = 'r', env = "CVDMIRROR_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Format of the diagnostic log on standard error.
+    #[arg(long, env = "CVDMIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Upstream settings.
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Where and how to sync from; each overrides the same key under `[sync]`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SyncArgs {
+    /// Upstream base URL: the official CDN, another mirror, or another
+    /// cvdmirror (default: https://database.clamav.net).
+    #[arg(long, env = "CVDMIRROR_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// DNS TXT record that advertises the newest versions (default: current.cvd.clamav.net).
+    #[arg(long, env = "CVDMIRROR_DNS_NAME", value_name = "NAME")]
+    pub dns_name: Option<String>,
+
+    /// Ask this nameserver for the TXT record instead of the system resolver.
+    #[arg(long, env = "CVDMIRROR_NAMESERVER", value_name = "HOST:PORT")]
+    pub nameserver: Option<SocketAddr>,
+
+    /// Learn versions from DNS (default) or from the CVD headers upstream
+    /// (`http`; for upstreams that allow it, never the official CDN).
+    #[arg(long, env = "CVDMIRROR_VERSION_CHECK", value_enum)]
+    pub version_check: Option<VersionCheck>,
+
+    /// A database to mirror; repeat for several (default: daily, main, bytecode).
+    #[arg(
+        long = "db",
+        env = "CVDMIRROR_DATABASES",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub databases: Vec<String>,
+
+    /// An extra trusted signing key, `ROLE:n=DECIMAL,e=DECIMAL` with ROLE one
+    /// of cvd, info, cdiff (repeatable; ClamAV's official keys are always trusted).
+    #[arg(long = "trusted-key", value_name = "ROLE:n=..,e=..")]
+    pub trusted_keys: Vec<String>,
+}
+
+/// How the sync engine learns the newest versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VersionCheck {
+    /// The DNS TXT record, as freshclam does.
+    Dns,
+    /// `Range: bytes=0-511` of each CVD upstream.
+    Http,
 }
 
 /// How diagnostic (tracing) output is written.

@@ -1,3 +1,4 @@
 //! The subcommands, one module each; `main` only parses and dispatches.
 
 pub mod serve;
+pub mod sync;

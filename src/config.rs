@@ -7,6 +7,7 @@
 //! rejected while the running one stays) with a reason a person can act on.
 
 mod file;
+mod services;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 use crate::cli::ServeArgs;
 use file::FileConfig;
+pub use services::{AdminSettings, BeaconSettings, SyncSettings};
 use toml::Spanned;
 
 /// Port of the built-in listen addresses.
@@ -32,7 +34,7 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 
 /// The validated settings of `cvdmirror serve`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
@@ -51,6 +53,12 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The file this was read from, re-read on `SIGHUP`.
     pub source: Option<PathBuf>,
+    /// Upstream and sync engine.
+    pub sync: SyncSettings,
+    /// DNS consistency beacon, if enabled.
+    pub beacon: Option<BeaconSettings>,
+    /// Admin API, if enabled.
+    pub admin: Option<AdminSettings>,
 }
 
 /// One virtual host.
@@ -296,6 +304,9 @@ impl Resolver<'_> {
             },
             shutdown_grace: file.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
             source: self.path.map(Path::to_path_buf),
+            sync: self.sync(args, file.sync)?,
+            beacon: self.beacon(args, file.beacon)?,
+            admin: self.admin(args, file.admin)?,
         })
     }
 

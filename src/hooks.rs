@@ -55,7 +55,8 @@ pub trait Hook: Send + Sync + 'static {
 /// The ordered hooks of a server.
 #[derive(Clone, Default)]
 pub struct Hooks {
-    hooks: Vec<Arc<dyn Hook>>,
+    // Cloned per request: one reference count, not a vector copy.
+    hooks: Arc<Vec<Arc<dyn Hook>>>,
 }
 
 impl Hooks {
@@ -66,7 +67,7 @@ impl Hooks {
 
     /// Adds a hook after the existing ones.
     pub fn push(&mut self, hook: Arc<dyn Hook>) {
-        self.hooks.push(hook);
+        Arc::make_mut(&mut self.hooks).push(hook);
     }
 
     /// Every hook, in order.

@@ -10,11 +10,15 @@
 //! flags and the TOML file into one validated [`config::Config`].
 
 pub mod access_log;
+pub mod admin;
+pub mod atomic_file;
 pub mod body;
 pub mod cli;
 pub mod command;
 pub mod config;
 pub mod cvd;
+pub mod dns;
 pub mod hooks;
 pub mod pipeline;
 pub mod server;
+pub mod sync;

@@ -1,12 +1,16 @@
 //! The `cvdmirror` command: parses the command line, sets up diagnostics,
 //! and dispatches to a subcommand.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use cvdmirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
+
+// Many small, short-lived allocations per request across threads: mimalloc
+// is measurably faster than glibc malloc here and returns memory sooner.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -24,6 +28,10 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             run(cvdmirror::command::serve::run(args))
         }
+        Command::Sync(args) => {
+            init_tracing(args.log_format);
+            run(cvdmirror::command::sync::run(args))
+        }
     }
 }
 
@@ -31,6 +39,7 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -59,7 +59,7 @@ pub struct Exchange {
     /// Request method.
     pub method: Method,
     /// The request target as received (for the log).
-    pub target: String,
+    pub target: http::Uri,
     /// HTTP version.
     pub version: Version,
     /// Name of the site that served it.
@@ -89,6 +89,8 @@ pub struct ServedFileInfo {
 pub struct Pipeline {
     router: ArcSwap<Router>,
     hooks: Hooks,
+    /// Site name of requests refused before a site is chosen.
+    unnamed_site: Arc<str>,
 }
 
 impl Pipeline {
@@ -97,6 +99,7 @@ impl Pipeline {
         Self {
             router: ArcSwap::from_pointee(router),
             hooks,
+            unnamed_site: Arc::from("-"),
         }
     }
 
@@ -110,9 +113,9 @@ impl Pipeline {
         let mut exchange = Exchange {
             peer: conn.peer,
             method: req.method().clone(),
-            target: req.uri().to_string(),
+            target: req.uri().clone(),
             version: req.version(),
-            site: Arc::from("default"),
+            site: self.unnamed_site.clone(),
             referer: req.headers().get(header::REFERER).cloned(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             received: SystemTime::now(),
@@ -159,6 +162,10 @@ impl Pipeline {
             Err(e) => return respond::status(e.status()),
         };
         let served = match opened {
+            // `/daily.cvd/` names a directory that does not exist.
+            file::Opened::File(_) if req.uri().path().ends_with('/') => {
+                return respond::status(StatusCode::NOT_FOUND);
+            }
             file::Opened::File(served) => served,
             file::Opened::Directory(dir) if site.directory_listing => {
                 return listing::respond(dir, req.uri().path(), req.method());

@@ -37,6 +37,74 @@ pub struct FileConfig {
     /// Virtual hosts.
     #[serde(default)]
     pub site: Vec<FileSite>,
+    /// Upstream and sync engine.
+    pub sync: Option<FileSync>,
+    /// DNS consistency beacon.
+    pub beacon: Option<FileBeacon>,
+    /// Admin API.
+    pub admin: Option<FileAdmin>,
+}
+
+/// The `[sync]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSync {
+    /// Upstream base URL.
+    pub upstream: Option<Spanned<String>>,
+    /// TXT record name.
+    pub dns_name: Option<String>,
+    /// Nameserver for the TXT lookup.
+    pub nameserver: Option<SocketAddr>,
+    /// `dns` or `http`.
+    pub version_check: Option<crate::cli::VersionCheck>,
+    /// Databases to mirror.
+    pub databases: Option<Spanned<Vec<String>>>,
+    /// Background sync interval in `serve`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub interval: Option<Duration>,
+    /// cdiff history fetched when missing.
+    pub backfill: Option<u32>,
+    /// cdiff retention.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retention: Option<Duration>,
+    /// Extra trusted keys, `ROLE:n=..,e=..`.
+    pub trusted_keys: Option<Spanned<Vec<String>>>,
+    /// Connect timeout upstream.
+    #[serde(default, with = "humantime_serde::option")]
+    pub connect_timeout: Option<Duration>,
+    /// Abandon a transfer after this long without a byte.
+    #[serde(default, with = "humantime_serde::option")]
+    pub stall_timeout: Option<Duration>,
+    /// Attempts per file per pass for retryable errors.
+    pub attempts: Option<Spanned<u32>>,
+    /// Request budget per upstream file per hour.
+    pub max_requests_per_file_per_hour: Option<Spanned<u32>>,
+    /// Wait for a required cdiff missing upstream.
+    #[serde(default, with = "humantime_serde::option")]
+    pub missing_cdiff_grace: Option<Duration>,
+}
+
+/// The `[beacon]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBeacon {
+    /// UDP and TCP address.
+    pub listen: Option<SocketAddr>,
+    /// Record name answered.
+    pub name: Option<Spanned<String>>,
+    /// TTL of answers.
+    #[serde(default, with = "humantime_serde::option")]
+    pub ttl: Option<Duration>,
+}
+
+/// The `[admin]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Address of the admin listener.
+    pub listen: Option<SocketAddr>,
+    /// File with the bearer token for mutating actions.
+    pub token_file: Option<PathBuf>,
 }
 
 /// One `[[site]]` block.

@@ -1,5 +1,8 @@
 //! The 512-byte CVD/CLD header: `ClamAV-VDB:time:version:sigs:flevel:md5:dsig:builder:stime`,
 //! space padded.
+//!
+//! The server reads only this header (its `stime` becomes `Last-Modified`);
+//! verification also parses the same line as repeated inside `<db>.info`.
 
 use thiserror::Error;
 
@@ -49,11 +52,13 @@ pub enum HeaderError {
 impl Header {
     /// Parses the first 512 bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Self, HeaderError> {
-        let raw = bytes
-            .get(..HEADER_LEN)
-            .ok_or(HeaderError::Short(bytes.len()))?;
-        let text = std::str::from_utf8(raw).map_err(|_| HeaderError::BadMagic)?;
-        let text = text.trim_end_matches([' ', '\0', '\n', '\r']);
+        Self::parse_line(text(bytes)?)
+    }
+
+    /// Parses a header line without the 512-byte framing: the first line of
+    /// a `<db>.info` file, which repeats the header with `X` for md5 and dsig.
+    pub fn parse_line(line: &str) -> Result<Self, HeaderError> {
+        let text = line.trim_end_matches([' ', '\0', '\n', '\r']);
         let mut fields = text.split(':');
         if fields.next() != Some(MAGIC) {
             return Err(HeaderError::BadMagic);
@@ -84,6 +89,15 @@ impl Header {
             stime,
         })
     }
+}
+
+/// The 512-byte header as text, padding included (what [`Header::parse`]
+/// reads before trimming).
+pub fn text(bytes: &[u8]) -> Result<&str, HeaderError> {
+    let raw = bytes
+        .get(..HEADER_LEN)
+        .ok_or(HeaderError::Short(bytes.len()))?;
+    std::str::from_utf8(raw).map_err(|_| HeaderError::BadMagic)
 }
 
 fn number<T: std::str::FromStr>(s: &str, field: &'static str) -> Result<T, HeaderError> {
@@ -120,6 +134,35 @@ mod tests {
         assert_eq!(h.version, 268);
         assert_eq!(h.stime, 1_615_200_540);
         assert_eq!(h.md5, None);
+    }
+
+    #[test]
+    fn parses_the_info_form_of_the_line() {
+        let h = Header::parse_line(
+            "ClamAV-VDB:14 May 2010 09-57 -0400:19:3:51:X:X:nervous:1273845430\n",
+        )
+        .unwrap();
+        assert_eq!((h.version, h.signatures, h.flevel), (19, 3, 51));
+        assert_eq!(h.builder, "nervous");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = Header::parse(&bytes);
+            let _ = Header::parse_line(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn never_panics_on_near_headers(
+            fields in proptest::collection::vec("[0-9a-zA-Z :+/-]{0,40}", 0..12),
+        ) {
+            let line = format!("ClamAV-VDB:{}", fields.join(":"));
+            let _ = Header::parse_line(&line);
+            let mut padded = line.into_bytes();
+            padded.resize(HEADER_LEN, b' ');
+            let _ = Header::parse(&padded);
+        }
     }
 
     #[test]

@@ -28,13 +28,17 @@ pub enum Outcome {
 pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome {
     let safe = method == Method::GET || method == Method::HEAD;
     // Step 1 and 2: If-Match, else If-Unmodified-Since.
-    if let Some(value) = header_str(headers, header::IF_MATCH) {
-        if !matches_any(value, &v.etag, Comparison::Strong) {
+    match header_str(headers, header::IF_MATCH) {
+        Some(value) if !matches_any(value, &v.etag, Comparison::Strong) => {
             return Outcome::PreconditionFailed;
         }
-    } else if let Some(date) = header_date(headers, header::IF_UNMODIFIED_SINCE) {
-        if v.last_modified > date {
-            return Outcome::PreconditionFailed;
+        Some(_) => {}
+        None => {
+            if let Some(date) = header_date(headers, header::IF_UNMODIFIED_SINCE)
+                && v.last_modified > date
+            {
+                return Outcome::PreconditionFailed;
+            }
         }
     }
     // Step 3 and 4: If-None-Match, else If-Modified-Since (GET/HEAD only).
@@ -46,12 +50,11 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
                 Outcome::PreconditionFailed
             };
         }
-    } else if safe {
-        if let Some(date) = header_date(headers, header::IF_MODIFIED_SINCE) {
-            if v.last_modified <= date {
-                return Outcome::NotModified;
-            }
-        }
+    } else if safe
+        && let Some(date) = header_date(headers, header::IF_MODIFIED_SINCE)
+        && v.last_modified <= date
+    {
+        return Outcome::NotModified;
     }
     // Step 5: If-Range.
     let honor_range = match header_str(headers, header::IF_RANGE) {

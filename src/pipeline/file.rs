@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -174,21 +174,40 @@ fn open_beneath(site: &Site, relative: &Path) -> Result<File, OpenError> {
     match rustix::fs::openat2(&site.root_dir, relative, flags, Mode::empty(), resolve) {
         Ok(fd) => Ok(File::from(fd)),
         Err(Errno::NOSYS) => open_checked(site, relative),
+        // An absolute symlink (`daily.cvd -> /srv/mirror/daily-27000.cvd`)
+        // is refused by RESOLVE_BENEATH even when it stays inside the root.
+        // Resolve it, and open the symlink-free result beneath the root again.
+        Err(Errno::XDEV) => {
+            let inside = resolve_inside_root(site, relative)?;
+            match rustix::fs::openat2(&site.root_dir, &inside, flags, Mode::empty(), resolve) {
+                Ok(fd) => Ok(File::from(fd)),
+                Err(e) => Err(classify(io::Error::from(e), site, relative)),
+            }
+        }
         Err(e) => Err(classify(io::Error::from(e), site, relative)),
     }
 }
 
 /// Fallback without `openat2`: resolve, then require the result inside the root.
 fn open_checked(site: &Site, relative: &Path) -> Result<File, OpenError> {
+    let inside = resolve_inside_root(site, relative)?;
+    File::open(site.root.join(inside)).map_err(|e| classify(e, site, relative))
+}
+
+/// The canonical form of `relative`, relative to the canonical root, or
+/// `NotFound` when it resolves outside the root.
+fn resolve_inside_root(site: &Site, relative: &Path) -> Result<PathBuf, OpenError> {
     let root = site.root.canonicalize()?;
     let full = root
         .join(relative)
         .canonicalize()
         .map_err(|e| classify(e, site, relative))?;
-    if !full.starts_with(&root) {
-        return Err(OpenError::NotFound);
-    }
-    File::open(&full).map_err(|e| classify(e, site, relative))
+    let inside = full.strip_prefix(&root).map_err(|_| OpenError::NotFound)?;
+    Ok(if inside.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        inside.to_path_buf()
+    })
 }
 
 fn classify(e: io::Error, site: &Site, relative: &Path) -> OpenError {

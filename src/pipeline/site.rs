@@ -117,7 +117,11 @@ pub fn request_host<B>(req: &Request<B>) -> Option<Option<&str>> {
     if let Some(authority) = req.uri().authority() {
         return Some(Some(authority.host()));
     }
-    match req.headers().get(header::HOST) {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match hosts.next() {
+        // RFC 9112 §3.2: more than one Host line is a bad request; a proxy
+        // in front might route on the other one.
+        Some(_) if hosts.next().is_some() => None,
         Some(value) => value.to_str().ok().map(Some),
         None if req.version() == Version::HTTP_11 => None,
         None => Some(None),
@@ -165,6 +169,11 @@ mod tests {
             },
             shutdown_grace: std::time::Duration::from_secs(1),
             source: None,
+            sync: crate::config::Config::resolve(&Default::default())
+                .unwrap()
+                .sync,
+            beacon: None,
+            admin: None,
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");

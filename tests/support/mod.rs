@@ -5,7 +5,14 @@
 //! `listening on http://ADDR/` line the server prints once its listeners are
 //! bound, polled with a deadline; no test sleeps to wait for it.
 
-#![allow(dead_code)]
+// Test support panics on failure by design, and measures real elapsed time
+// for its deadlines (a paused tokio clock does not apply to a child process).
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_types
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -57,7 +64,12 @@ pub struct ServerBuilder {
 impl TestServer {
     /// A builder with a temp root, `--listen 127.0.0.1:0` and an access log file.
     pub fn builder() -> ServerBuilder {
-        ServerBuilder { args: Vec::new(), config: None, files: Vec::new(), default_listen: true }
+        ServerBuilder {
+            args: Vec::new(),
+            config: None,
+            files: Vec::new(),
+            default_listen: true,
+        }
     }
 
     /// Starts a server serving `files` from its root with default options.
@@ -87,7 +99,8 @@ impl TestServer {
 
     /// Sends `METHOD path` with `Connection: close` and parses the response.
     pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -104,7 +117,11 @@ impl TestServer {
             if lines.len() >= n {
                 return lines;
             }
-            assert!(start.elapsed() < DEADLINE, "access log has {} lines, wanted {n}: {text}", lines.len());
+            assert!(
+                start.elapsed() < DEADLINE,
+                "access log has {} lines, wanted {n}: {text}",
+                lines.len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -116,7 +133,11 @@ impl TestServer {
 
     /// Sends a signal (e.g. `libc`-free: "TERM", "HUP") with `kill`.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
     }
 
@@ -186,9 +207,14 @@ impl ServerBuilder {
         if self.default_listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
-        cmd.arg("--root").arg(&root).arg("--access-log").arg(&access_log);
+        cmd.arg("--root")
+            .arg(&root)
+            .arg("--access-log")
+            .arg(&access_log);
         cmd.args(&self.args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
         cmd.env("RUST_LOG", "info");
         let mut child = cmd.spawn().expect("spawn cvdmirror");
         let stdout = child.stdout.take().unwrap();
@@ -228,8 +254,19 @@ impl ServerBuilder {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        assert!(!addrs.is_empty(), "cvdmirror did not report a listening address in time");
-        TestServer { child, addr: addrs[0], addrs, dir, root, access_log, stderr: err_rx }
+        assert!(
+            !addrs.is_empty(),
+            "cvdmirror did not report a listening address in time"
+        );
+        TestServer {
+            child,
+            addr: addrs[0],
+            addrs,
+            dir,
+            root,
+            access_log,
+            stderr: err_rx,
+        }
     }
 
     /// Runs the binary expecting it to refuse to start; returns its stderr.
@@ -247,7 +284,10 @@ impl ServerBuilder {
         }
         cmd.args(&self.args);
         let out = cmd.stdin(Stdio::null()).output().unwrap();
-        assert!(!out.status.success(), "expected cvdmirror to refuse to start");
+        assert!(
+            !out.status.success(),
+            "expected cvdmirror to refuse to start"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
@@ -303,11 +343,19 @@ impl Response {
                 .unwrap_or(after.len())
         };
         let len = len.min(after.len());
-        Response { status, headers, body: after[..len].to_vec(), rest: after[len..].to_vec() }
+        Response {
+            status,
+            headers,
+            body: after[..len].to_vec(),
+            rest: after[len..].to_vec(),
+        }
     }
 
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }

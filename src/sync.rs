@@ -1,0 +1,100 @@
+//! Sync: pulls the databases from upstream, verifies every file, and
+//! publishes atomically, so the mirror can never be left half-updated.
+//!
+//! One pass: learn the advertised versions ([`versions`]), plan per database
+//! ([`plan`]), fetch cdiffs first and the whole CVD only when the version
+//! changed ([`upstream`]), verify each file's signature before it may be
+//! published, and publish cdiffs before the CVD they lead to ([`publish`]).
+//! A file that fails verification, is truncated or has the wrong version is
+//! logged with the reason and never replaces what is served.
+//!
+//! Upstream etiquette is enforced here, persisted in [`state`]: a `429`
+//! cools that file down for its `Retry-After` (4 h without one); a `403`
+//! stops all requests for 24 h; errors are retried with jittered backoff; no
+//! file is requested more than a handful of times per hour.
+
+pub mod backoff;
+mod engine;
+pub mod plan;
+pub mod publish;
+pub mod schedule;
+pub mod state;
+pub mod upstream;
+pub mod versions;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use engine::{DbOutcome, DbReport, Engine, PassReport, Progress, Quiet, SyncError, SyncStatus};
+pub use versions::VersionSource;
+
+use crate::cvd::TrustedKeys;
+
+/// Default upstream.
+pub const DEFAULT_UPSTREAM: &str = "https://database.clamav.net";
+/// Default databases.
+pub const DEFAULT_DATABASES: [&str; 3] = ["daily", "main", "bytecode"];
+/// Default cdiff retention.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Default cdiff history fetched by a mirror that lacks it.
+pub const DEFAULT_BACKFILL: u32 = 30;
+/// Default wait for a required cdiff missing upstream.
+pub const DEFAULT_MISSING_CDIFF_GRACE: Duration = Duration::from_secs(3600);
+/// Default request budget per upstream file per hour.
+pub const DEFAULT_MAX_REQUESTS_PER_FILE_PER_HOUR: u32 = 6;
+
+/// Everything a sync engine needs.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The served root the engine publishes into.
+    pub root: PathBuf,
+    /// Upstream base URL.
+    pub upstream: String,
+    /// Where versions come from.
+    pub versions: VersionSource,
+    /// Databases to mirror.
+    pub databases: Vec<String>,
+    /// cdiff versions of history fetched when missing.
+    pub backfill: u32,
+    /// cdiffs older than this (since published here) are removed.
+    pub retention: Duration,
+    /// Keys signatures must verify with.
+    pub keys: TrustedKeys,
+    /// TCP/TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// A transfer with no byte for this long is abandoned (and resumed later).
+    pub stall_timeout: Duration,
+    /// Attempts per file per pass for retryable errors.
+    pub attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_base: Duration,
+    /// Request budget per upstream file per hour.
+    pub max_requests_per_file_per_hour: u32,
+    /// How long a required cdiff may be missing upstream before the CVD is
+    /// published without it.
+    pub missing_cdiff_grace: Duration,
+}
+
+impl SyncConfig {
+    /// Defaults for mirroring `upstream` into `root`.
+    pub fn new(root: PathBuf, upstream: &str) -> Self {
+        Self {
+            root,
+            upstream: upstream.to_owned(),
+            versions: VersionSource::Dns {
+                name: versions::DEFAULT_DNS_NAME.into(),
+                nameserver: None,
+            },
+            databases: DEFAULT_DATABASES.iter().map(|s| s.to_string()).collect(),
+            backfill: DEFAULT_BACKFILL,
+            retention: DEFAULT_RETENTION,
+            keys: TrustedKeys::official(),
+            connect_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            attempts: 3,
+            retry_base: Duration::from_secs(2),
+            max_requests_per_file_per_hour: DEFAULT_MAX_REQUESTS_PER_FILE_PER_HOUR,
+            missing_cdiff_grace: DEFAULT_MISSING_CDIFF_GRACE,
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The served set on disk: reading what is published, and publishing staged
+//! files so that clients only ever see a complete, consistent set.
+//!
+//! Staging lives in `<root>/.cvdmirror/staging` (the same filesystem, so a
+//! rename is atomic; a dot-directory, so it is never served). Every staged
+//! file is fsynced before it is renamed into place. cdiffs go first and the
+//! directory is fsynced, and only then does the CVD they lead to replace the
+//! old one: after a crash at any instant the root holds the old CVD (plus,
+//! perhaps, new cdiffs that only help clients) or the new CVD with every
+//! cdiff that leads to it. Never a partial file, never a CVD without its
+//! patches.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::atomic_file;
+use crate::cvd;
+
+/// Directory under the root that holds the engine's own files.
+pub const PRIVATE_DIR: &str = ".cvdmirror";
+
+/// What one database looks like in the served root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Version of `<db>.cvd`, if present and its header parses.
+    pub cvd_version: Option<u32>,
+    /// Versions of `<db>-N.cdiff` present.
+    pub cdiffs: BTreeSet<u32>,
+}
+
+/// A verified file waiting in staging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Its name once published.
+    pub name: String,
+}
+
+/// Staging directory for a root.
+pub fn staging_dir(root: &Path) -> PathBuf {
+    root.join(PRIVATE_DIR).join("staging")
+}
+
+/// Reads what is published for `db`.
+pub fn scan(root: &Path, db: &str) -> io::Result<Published> {
+    let mut published = Published::default();
+    match read_header(&root.join(format!("{db}.cvd"))) {
+        Ok(header) => published.cvd_version = Some(header.version),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(db, error = %e, "published CVD unreadable; treating it as absent"),
+    }
+    for entry in std::fs::read_dir(root)? {
+        let name = entry?.file_name();
+        if let Some(version) = name.to_str().and_then(|n| cdiff_version(n, db)) {
+            published.cdiffs.insert(version);
+        }
+    }
+    Ok(published)
+}
+
+fn read_header(path: &Path) -> io::Result<cvd::Header> {
+    use std::io::Read;
+    let mut buf = [0u8; cvd::HEADER_LEN];
+    std::fs::File::open(path)?.read_exact(&mut buf)?;
+    cvd::Header::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// `Some(N)` for `<db>-N.cdiff`.
+pub fn cdiff_version(name: &str, db: &str) -> Option<u32> {
+    name.strip_prefix(db)?
+        .strip_prefix('-')?
+        .strip_suffix(".cdiff")?
+        .parse()
+        .ok()
+}
+
+/// Publishes `cdiffs` (ascending), then `cvd`, into `root`.
+pub fn publish(root: &Path, cdiffs: &[Staged], cvd: Option<&Staged>) -> io::Result<()> {
+    for staged in cdiffs {
+        std::fs::rename(&staged.path, root.join(&staged.name))?;
+    }
+    if !cdiffs.is_empty() {
+        atomic_file::sync_dir(root)?;
+    }
+    if let Some(staged) = cvd {
+        atomic_file::rename_durably(&staged.path, &root.join(&staged.name))?;
+    }
+    Ok(())
+}
+
+/// Removes `<db>-N.cdiff` (and its `.sign`) first published before
+/// `now - retention`, never the newest one. `first_seen(name)` is when it
+/// was published; files published by someone else fall back to their mtime.
+pub fn prune(
+    root: &Path,
+    db: &str,
+    retention: Duration,
+    now: SystemTime,
+    first_seen: impl Fn(&str) -> Option<u64>,
+) -> io::Result<Vec<String>> {
+    let published = scan(root, db)?;
+    let newest = published.cdiffs.last().copied();
+    let cutoff = now.checked_sub(retention).unwrap_or(UNIX_EPOCH);
+    let mut removed = Vec::new();
+    for version in published.cdiffs {
+        if Some(version) == newest {
+            continue;
+        }
+        let name = format!("{db}-{version}.cdiff");
+        let path = root.join(&name);
+        let seen = match first_seen(&name) {
+            Some(secs) => UNIX_EPOCH + Duration::from_secs(secs),
+            None => std::fs::metadata(&path)?.modified().unwrap_or(now),
+        };
+        if seen < cutoff {
+            std::fs::remove_file(&path)?;
+            let sign = root.join(format!("{name}.sign"));
+            if let Err(e) = std::fs::remove_file(sign)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(e);
+            }
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdiff_names_are_recognised_per_database() {
+        assert_eq!(cdiff_version("daily-27654.cdiff", "daily"), Some(27654));
+        assert_eq!(cdiff_version("daily-27654.cdiff.sign", "daily"), None);
+        assert_eq!(cdiff_version("main-5.cdiff", "daily"), None);
+        assert_eq!(cdiff_version("daily-x.cdiff", "daily"), None);
+    }
+
+    #[test]
+    fn publishing_moves_cdiffs_then_the_cvd() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = staging_dir(root.path());
+        std::fs::create_dir_all(&staging).unwrap();
+        let stage = |name: &str| {
+            let path = staging.join(name);
+            std::fs::write(&path, name).unwrap();
+            Staged {
+                path,
+                name: name.into(),
+            }
+        };
+        let cdiffs = [stage("daily-2.cdiff"), stage("daily-3.cdiff")];
+        let cvd = stage("daily.cvd");
+        publish(root.path(), &cdiffs, Some(&cvd)).unwrap();
+        let published = scan(root.path(), "daily").unwrap();
+        assert_eq!(published.cdiffs, BTreeSet::from([2, 3]));
+        assert_eq!(
+            std::fs::read(root.path().join("daily.cvd")).unwrap(),
+            b"daily.cvd"
+        );
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn pruning_keeps_recent_and_newest_cdiffs_and_removes_signatures() {
+        let root = tempfile::tempdir().unwrap();
+        for name in [
+            "daily-1.cdiff",
+            "daily-1.cdiff.sign",
+            "daily-2.cdiff",
+            "daily-3.cdiff",
+        ] {
+            std::fs::write(root.path().join(name), b"x").unwrap();
+        }
+        let now = UNIX_EPOCH + Duration::from_secs(100 * 86_400);
+        let seen = |name: &str| match name {
+            "daily-1.cdiff" => Some(0),
+            "daily-2.cdiff" => Some(99 * 86_400),
+            _ => Some(0),
+        };
+        let removed = prune(
+            root.path(),
+            "daily",
+            Duration::from_secs(90 * 86_400),
+            now,
+            seen,
+        )
+        .unwrap();
+        assert_eq!(removed, vec!["daily-1.cdiff".to_string()]);
+        assert!(!root.path().join("daily-1.cdiff.sign").exists());
+        assert!(
+            root.path().join("daily-3.cdiff").exists(),
+            "the newest cdiff is always kept"
+        );
+    }
+}

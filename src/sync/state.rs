@@ -1,0 +1,205 @@
+//! What the sync engine remembers between passes and restarts: upstream
+//! cool-downs (`429 Retry-After`, `403`), recent requests per file (the
+//! etiquette budget), partial downloads to resume, and when each cdiff was
+//! first published (for retention).
+//!
+//! The file is versioned and checksummed (`cvdmirror-sync-state 1 <sha256>`
+//! on the first line, JSON after it) and replaced atomically. Published
+//! versions are deliberately *not* stored here: they are read from the
+//! served files themselves, so state can never disagree with what clients
+//! see. A corrupt state file is set aside and the engine starts afresh with
+//! a warning; losing it costs at most a few extra polite requests.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::atomic_file;
+
+const MAGIC: &str = "cvdmirror-sync-state";
+const FORMAT: u32 = 1;
+
+/// Everything persisted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Per upstream file name (`daily.cvd`, `daily-27654.cdiff`).
+    #[serde(default)]
+    pub files: BTreeMap<String, FileState>,
+    /// cdiff file name → Unix time it was first published here.
+    #[serde(default)]
+    pub published_at: BTreeMap<String, u64>,
+    /// Upstream answered `403` (we are banned) until this Unix time.
+    #[serde(default)]
+    pub forbidden_until: Option<u64>,
+    /// The last pass.
+    #[serde(default)]
+    pub last_pass: Option<PassRecord>,
+    /// Consecutive failed passes (drives the schedule's backoff).
+    #[serde(default)]
+    pub consecutive_failures: u32,
+}
+
+/// What we know about one upstream file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileState {
+    /// No request before this Unix time (`429 Retry-After`).
+    #[serde(default)]
+    pub cool_down_until: Option<u64>,
+    /// Unix times of recent requests (pruned to the last hour).
+    #[serde(default)]
+    pub recent_requests: Vec<u64>,
+    /// Validator of a partial download in staging, for `If-Range`.
+    #[serde(default)]
+    pub partial_validator: Option<String>,
+    /// Unix time upstream first answered `404` for it (cleared on success).
+    #[serde(default)]
+    pub missing_since: Option<u64>,
+}
+
+/// Outcome of a pass, for status and health.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassRecord {
+    /// Unix time it started.
+    pub started: u64,
+    /// Unix time it ended.
+    pub finished: u64,
+    /// Whether the served set is complete and current.
+    pub ok: bool,
+    /// Why not.
+    pub error: Option<String>,
+}
+
+/// The state file on disk.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// The state file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Reads the state; a missing file is an empty state, a corrupt one is
+    /// moved aside (with a warning) and replaced by an empty state.
+    pub fn load(&self) -> io::Result<SyncState> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SyncState::default()),
+            Err(e) => return Err(e),
+        };
+        match decode(&bytes) {
+            Ok(state) => Ok(state),
+            Err(reason) => {
+                let aside = self.path.with_extension("corrupt");
+                tracing::warn!(path = %self.path.display(), %reason, aside = %aside.display(), "sync state unreadable; starting afresh");
+                std::fs::rename(&self.path, &aside)?;
+                Ok(SyncState::default())
+            }
+        }
+    }
+
+    /// Writes the state atomically and durably.
+    pub fn save(&self, state: &SyncState) -> io::Result<()> {
+        atomic_file::write(&self.path, &encode(state)?)
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn encode(state: &SyncState) -> io::Result<Vec<u8>> {
+    let body = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    let mut out = format!("{MAGIC} {FORMAT} {}\n", hex(&Sha256::digest(&body))).into_bytes();
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode(bytes: &[u8]) -> Result<SyncState, String> {
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no header line")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
+    let body = &bytes[newline + 1..];
+    let mut fields = header.split(' ');
+    if fields.next() != Some(MAGIC) {
+        return Err("not a cvdmirror sync state file".into());
+    }
+    let format: u32 = fields
+        .next()
+        .and_then(|f| f.parse().ok())
+        .ok_or("no format version")?;
+    if format != FORMAT {
+        return Err(format!(
+            "format {format} is not supported (this version reads {FORMAT})"
+        ));
+    }
+    let checksum = fields.next().ok_or("no checksum")?;
+    if checksum != hex(&Sha256::digest(body)) {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SyncState {
+    /// The state of one upstream file, created on first use.
+    pub fn file(&mut self, name: &str) -> &mut FileState {
+        self.files.entry(name.to_owned()).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SyncState {
+        let mut s = SyncState::default();
+        s.file("daily.cvd").cool_down_until = Some(1_700_000_000);
+        s.published_at.insert("daily-5.cdiff".into(), 1_600_000_000);
+        s.consecutive_failures = 2;
+        s
+    }
+
+    #[test]
+    fn round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("sync-state"));
+        assert_eq!(file.load().unwrap(), SyncState::default());
+        file.save(&sample()).unwrap();
+        assert_eq!(file.load().unwrap(), sample());
+    }
+
+    #[test]
+    fn a_flipped_byte_is_detected_and_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("sync-state"));
+        file.save(&sample()).unwrap();
+        let mut bytes = std::fs::read(file.path()).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        std::fs::write(file.path(), bytes).unwrap();
+        assert_eq!(file.load().unwrap(), SyncState::default());
+        assert!(dir.path().join("sync-state.corrupt").exists());
+    }
+
+    #[test]
+    fn unknown_formats_are_refused() {
+        assert!(
+            decode(b"cvdmirror-sync-state 2 00\n{}")
+                .unwrap_err()
+                .contains("format 2")
+        );
+        assert!(decode(b"garbage").is_err());
+    }
+}

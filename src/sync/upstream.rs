@@ -1,0 +1,277 @@
+//! Talking to upstream politely: one HTTP client with a versioned
+//! User-Agent, downloads into staging that resume where they stopped, and
+//! every answer turned into a typed outcome the engine can act on (`429` →
+//! cool-down with `Retry-After`, `403` → stop everything, `5xx`/timeouts →
+//! retry later).
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use http::{StatusCode, header};
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+
+use crate::cvd;
+
+/// User-Agent sent upstream: stable and versioned, as upstream etiquette asks.
+pub const USER_AGENT: &str = concat!(
+    "cvdmirror/",
+    env!("CARGO_PKG_VERSION"),
+    " (ClamAV database mirror)"
+);
+
+/// `Retry-After` assumed when a `429` carries none (ClamAV's own default).
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
+
+/// Why a request to upstream did not yield the file.
+#[derive(Debug, Error)]
+pub enum FetchError {
+    /// `404`: upstream does not have it.
+    #[error("not found upstream (404)")]
+    NotFound,
+    /// `429`: come back after the given time.
+    #[error("rate limited by upstream (429), retry after {}s", .retry_after.as_secs())]
+    RateLimited {
+        /// How long to wait.
+        retry_after: Duration,
+    },
+    /// `403`: upstream refuses this mirror.
+    #[error("forbidden by upstream (403)")]
+    Forbidden,
+    /// Another unexpected status.
+    #[error("upstream answered {0}")]
+    Status(StatusCode),
+    /// Connection, TLS or timeout trouble, including a stalled transfer.
+    #[error("transfer failed: {0}")]
+    Transport(String),
+    /// The body is larger than any database could be.
+    #[error("response larger than {0} bytes")]
+    TooLarge(u64),
+    /// Local disk trouble.
+    #[error("cannot write staging file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FetchError {
+    /// Whether trying again soon may help.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, FetchError::Status(s) if s.is_server_error())
+            || matches!(self, FetchError::Transport(_))
+    }
+}
+
+/// A finished download in staging.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    /// Bytes in the file.
+    pub len: u64,
+    /// Whether it resumed an earlier partial download.
+    pub resumed: bool,
+}
+
+/// A partial download's validator, to resume it with `If-Range`.
+pub type Validator = String;
+
+/// The upstream mirror or CDN.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    max_file_bytes: u64,
+}
+
+impl Upstream {
+    /// A client for `base` (e.g. `https://database.clamav.net`); `stall` is
+    /// how long a transfer may go without a byte before it is abandoned.
+    pub fn new(base: &str, connect_timeout: Duration, stall: Duration) -> Result<Self, FetchError> {
+        // One process-wide TLS provider; installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(connect_timeout)
+            .read_timeout(stall)
+            .build()
+            .map_err(|e| FetchError::Transport(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            max_file_bytes: 1 << 31,
+        })
+    }
+
+    /// URL of a file upstream.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    /// Reads the 512-byte header of `<db>.cvd` (HTTP version checks, only
+    /// for upstreams that allow them: never the official CDN).
+    pub async fn cvd_header(&self, db: &str) -> Result<cvd::Header, FetchError> {
+        let response = self
+            .client
+            .get(self.url(&format!("{db}.cvd")))
+            .header(header::RANGE, "bytes=0-511")
+            .send()
+            .await
+            .map_err(transport)?;
+        let response = check(response)?;
+        let body = response.bytes().await.map_err(transport)?;
+        cvd::Header::parse(&body)
+            .map_err(|e| FetchError::Transport(format!("{db}.cvd header: {e}")))
+    }
+
+    /// Downloads `name` into `dest`. If `dest` holds a partial download whose
+    /// `validator` is known, it is resumed (`Range` + `If-Range`); upstream
+    /// answering `200` instead restarts it. `on_progress(done, total)` is
+    /// called as bytes arrive. On error the partial file stays for the next
+    /// attempt and `validator_out` holds what identifies it.
+    pub async fn download(
+        &self,
+        name: &str,
+        dest: &Path,
+        validator: Option<&str>,
+        validator_out: &mut Option<Validator>,
+        on_progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+    ) -> Result<Downloaded, FetchError> {
+        let existing = match (validator, tokio::fs::metadata(dest).await) {
+            (Some(_), Ok(meta)) if meta.len() > 0 => meta.len(),
+            _ => 0,
+        };
+        let mut request = self.client.get(self.url(name));
+        if existing > 0
+            && let Some(v) = validator
+        {
+            request = request
+                .header(header::RANGE, format!("bytes={existing}-"))
+                .header(header::IF_RANGE, v);
+        }
+        let response = request.send().await.map_err(transport)?;
+        let resumed = existing > 0 && response.status() == StatusCode::PARTIAL_CONTENT;
+        if existing > 0 && response.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            // Our partial file is as long as theirs or longer: start over.
+            let _ = tokio::fs::remove_file(dest).await;
+            return Box::pin(self.download(name, dest, None, validator_out, on_progress)).await;
+        }
+        let response = check(response)?;
+        *validator_out = response
+            .headers()
+            .get(header::ETAG)
+            .filter(|v| !v.as_bytes().starts_with(b"W/"))
+            .or_else(|| response.headers().get(header::LAST_MODIFIED))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let total = response
+            .content_length()
+            .map(|n| n + if resumed { existing } else { 0 });
+        if total.is_some_and(|t| t > self.max_file_bytes) {
+            return Err(FetchError::TooLarge(self.max_file_bytes));
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(resumed)
+            .truncate(!resumed)
+            .open(dest)
+            .await?;
+        let mut done = if resumed { existing } else { 0 };
+        on_progress(done, total);
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(transport)?;
+            done += chunk.len() as u64;
+            if done > self.max_file_bytes {
+                return Err(FetchError::TooLarge(self.max_file_bytes));
+            }
+            file.write_all(&chunk).await?;
+            on_progress(done, total);
+        }
+        file.flush().await?;
+        file.sync_all().await?;
+        if let Some(total) = total
+            && done != total
+        {
+            return Err(FetchError::Transport(format!(
+                "body ended after {done} of {total} bytes"
+            )));
+        }
+        Ok(Downloaded { len: done, resumed })
+    }
+}
+
+fn transport(e: reqwest::Error) -> FetchError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "error"
+    };
+    FetchError::Transport(format!("{kind}: {e}"))
+}
+
+/// Maps a status to success or the outcome the engine acts on.
+fn check(response: reqwest::Response) -> Result<reqwest::Response, FetchError> {
+    match response.status() {
+        s if s.is_success() => Ok(response),
+        StatusCode::NOT_FOUND => Err(FetchError::NotFound),
+        StatusCode::FORBIDDEN => Err(FetchError::Forbidden),
+        StatusCode::TOO_MANY_REQUESTS => {
+            let retry_after = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                .unwrap_or(DEFAULT_RETRY_AFTER);
+            Err(FetchError::RateLimited { retry_after })
+        }
+        s => Err(FetchError::Status(s)),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = httpdate::parse_http_date("Fri, 27 Nov 2026 16:00:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 17:00:00 GMT", now),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 15:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn only_server_errors_and_transport_trouble_are_retryable() {
+        assert!(FetchError::Status(StatusCode::SERVICE_UNAVAILABLE).is_retryable());
+        assert!(FetchError::Transport("reset".into()).is_retryable());
+        assert!(!FetchError::NotFound.is_retryable());
+        assert!(!FetchError::Forbidden.is_retryable());
+        assert!(
+            !FetchError::RateLimited {
+                retry_after: DEFAULT_RETRY_AFTER
+            }
+            .is_retryable()
+        );
+    }
+}

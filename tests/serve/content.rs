@@ -1,0 +1,133 @@
+//! Response metadata per file type: freshclam and proxies in between must
+//! see binary databases as opaque bytes, and a zero-byte cdiff is a
+//! deliberate "fetch the whole CVD" signal that must reach the client as is.
+
+use super::util::Conn;
+use crate::support::{TestServer, fixture};
+
+#[test]
+fn content_types_follow_extensions() {
+    let s = TestServer::builder()
+        .file("bytecode.cvd", &fixture("bytecode-268.cvd"))
+        .file("bytecode.cld", b"cld")
+        .file("daily-27000.cdiff", b"ClamAV-Diff:27000:1:")
+        .file("daily-27000.cdiff.sign", b"#clamsign-1.0\n")
+        .file("bytecode-268.cvd.sign", b"#clamsign-1.0\n")
+        .file("dns.txt", b"txt")
+        .file("index.html", b"<p>hi</p>")
+        .start();
+    for (path, ct) in [
+        ("/bytecode.cvd", "application/octet-stream"),
+        ("/bytecode.cld", "application/octet-stream"),
+        ("/daily-27000.cdiff", "application/octet-stream"),
+        ("/daily-27000.cdiff.sign", "application/octet-stream"),
+        ("/bytecode-268.cvd.sign", "application/octet-stream"),
+        ("/dns.txt", "text/plain; charset=utf-8"),
+        ("/index.html", "text/html; charset=utf-8"),
+    ] {
+        let r = s.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        assert_eq!(
+            s.request("HEAD", path, &[]).header("content-type"),
+            Some(ct),
+            "HEAD {path}"
+        );
+    }
+}
+
+#[test]
+fn zero_byte_cdiff_is_200_with_content_length_0() {
+    let s = TestServer::serving(&[("daily-27001.cdiff", b""), ("dns.txt", b"record")]);
+    let mut c = Conn::open(s.addr);
+    let r = c.roundtrip("GET", "/daily-27001.cdiff", &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert!(r.body.is_empty());
+    let r = c.roundtrip("HEAD", "/daily-27001.cdiff", &[]);
+    assert_eq!((r.status, r.header("content-length")), (200, Some("0")));
+    // Framing stayed intact.
+    assert_eq!(c.roundtrip("GET", "/dns.txt", &[]).body, b"record");
+}
+
+#[test]
+fn file_body_is_exact_bytes() {
+    let cvd = fixture("bytecode-339.cvd");
+    let s = TestServer::serving(&[("bytecode.cvd", &cvd)]);
+    let r = s.get("/bytecode.cvd", &[]);
+    assert_eq!(r.header("content-length"), Some("281702"));
+    assert!(r.body == cvd, "body differs from the file");
+}
+
+/// Reads one `Connection: close` response to EOF, reporting how it ended.
+fn download(
+    addr: std::net::SocketAddr,
+    path: &str,
+    slow: bool,
+) -> (Vec<u8>, Option<std::io::Error>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(crate::support::DEADLINE)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; if slow { 4096 } else { 65536 }];
+    let mut reads = 0u32;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) => return (out, Some(e)),
+        }
+        reads += 1;
+        if slow && reads.is_multiple_of(16) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn concurrent_downloads_are_complete_and_exact() {
+    let cvd = fixture("bytecode-339.cvd");
+    let s = TestServer::serving(&[("bytecode.cvd", &cvd)]);
+    let addr = s.addr;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let cvd = cvd.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for i in 0..6 {
+                    let (raw, err) = download(addr, "/bytecode.cvd", (t + i) % 2 == 0);
+                    let head_end = raw
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(raw.len(), |p| p + 4);
+                    let body = &raw[head_end..];
+                    if !raw.starts_with(b"HTTP/1.1 200") || body != cvd.as_slice() || err.is_some()
+                    {
+                        failures.push(format!(
+                            "thread {t} download {i}: {:?}, {} of {} body bytes, ended by {err:?}",
+                            String::from_utf8_lossy(&raw[..raw.len().min(15)]),
+                            body.len(),
+                            cvd.len()
+                        ));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    if !failures.is_empty() {
+        let alive = std::net::TcpStream::connect(addr).is_ok();
+        panic!(
+            "{} of 48 downloads incomplete:\n{}\nserver still accepting: {alive}\nserver stderr:\n{}",
+            failures.len(),
+            failures.join("\n"),
+            s.stderr()
+        );
+    }
+}
