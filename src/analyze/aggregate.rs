@@ -292,15 +292,15 @@ impl Analyzer {
         self.files.add(file_key.as_ref(), e.bytes);
 
         let key = client_key(e.host, agent.uuid);
-        if let Some((db, _)) = classify::cdiff(name) {
+        if let Some((db, version)) = classify::cdiff(name) {
             let db = self.chains.intern(db);
             match e.status {
                 404 => {
                     let patch = self.chains.intern(name);
-                    self.chains.miss(key, db, patch, start);
+                    self.chains.miss(key, db, patch, version, start);
                     self.timeline.at(start).cdiff_404 += 1;
                 }
-                200 => self.chains.patched(key, db),
+                200 => self.chains.patched(key, db, version),
                 _ => {}
             }
         } else if let Some(db) = classify::whole_database(name)

@@ -52,6 +52,7 @@ struct Pending {
     first_miss: i64,
     last_miss: i64,
     patch: u32,
+    version: u32,
 }
 
 /// One completed chain.
@@ -145,8 +146,9 @@ impl Chains {
         self.names.get(id as usize).map_or("?", String::as_str)
     }
 
-    /// A `404` for a patch of database `db` (interned), named `patch`.
-    pub fn miss(&mut self, client: ClientKey, db: u32, patch: u32, t: i64) {
+    /// A `404` for patch number `version` of database `db` (interned),
+    /// named `patch` (interned).
+    pub fn miss(&mut self, client: ClientKey, db: u32, patch: u32, version: u32, t: i64) {
         self.latest = self.latest.max(t);
         if let Some(p) = self.pending.get_mut(&(client, db)) {
             if t - p.last_miss <= self.limits.window_secs {
@@ -157,6 +159,7 @@ impl Chains {
                 first_miss: t,
                 last_miss: t,
                 patch,
+                version,
             };
             return;
         }
@@ -171,6 +174,7 @@ impl Chains {
                 first_miss: t,
                 last_miss: t,
                 patch,
+                version,
             },
         );
     }
@@ -186,9 +190,17 @@ impl Chains {
         self.pending.len() < self.limits.pending_cap
     }
 
-    /// A patch of `db` was served (`200`): the client is not falling back.
-    pub fn patched(&mut self, client: ClientKey, db: u32) {
-        self.pending.remove(&(client, db));
+    /// Patch number `version` of `db` was served (`200`): if it is the one
+    /// that was missing (or a later one), the client is not falling back.
+    /// An earlier patch (fetched on the way) changes nothing.
+    pub fn patched(&mut self, client: ClientKey, db: u32, version: u32) {
+        if self
+            .pending
+            .get(&(client, db))
+            .is_some_and(|p| version >= p.version)
+        {
+            self.pending.remove(&(client, db));
+        }
     }
 
     /// A `200` for the whole database `db` (file `file`), of `bytes`.
@@ -307,7 +319,7 @@ mod tests {
         );
         let k = client_key(b"192.0.2.1", None);
         for t in [100, 100, 101] {
-            c.miss(k, db, patch, t);
+            c.miss(k, db, patch, 27654, t);
         }
         assert!(c.whole(k, b"192.0.2.1", db, file, 103, 60_000_000));
         assert!(
@@ -321,11 +333,17 @@ mod tests {
     fn no_chain_outside_the_window_or_after_a_served_patch() {
         let mut c = Chains::new(limits());
         let k = client_key(b"h", None);
-        c.miss(k, 0, 1, 100);
+        c.miss(k, 0, 1, 5, 100);
         assert!(!c.whole(k, b"h", 0, 2, 100 + 601, 1));
-        c.miss(k, 0, 1, 1000);
-        c.patched(k, 0);
-        assert!(!c.whole(k, b"h", 0, 2, 1001, 1));
+        c.miss(k, 0, 1, 5, 1000);
+        c.patched(k, 0, 4);
+        assert!(
+            c.whole(k, b"h", 0, 2, 1001, 1),
+            "an older patch does not help"
+        );
+        c.miss(k, 0, 1, 5, 2000);
+        c.patched(k, 0, 5);
+        assert!(!c.whole(k, b"h", 0, 2, 2001, 1));
     }
 
     #[test]
@@ -333,7 +351,7 @@ mod tests {
         let mut c = Chains::new(limits());
         for i in 0..1000i64 {
             let k = client_key(&i.to_le_bytes(), None);
-            c.miss(k, 0, 1, i);
+            c.miss(k, 0, 1, 5, i);
             c.whole(k, b"h", 0, 2, i + 1, 5);
             let (p, cl) = c.table_sizes();
             assert!(p <= 8 && cl <= 4);

@@ -10,6 +10,7 @@ pub mod text;
 use std::collections::{HashMap, HashSet};
 
 use super::aggregate::{Analyzer, InputSummary, Limits, MalformedExample, TableSizes};
+use super::chains::Chain;
 use super::classify::Class;
 use super::episodes::{self, Baseline};
 use super::parse::ParseError;
@@ -244,6 +245,9 @@ impl Analyzer {
         let total_bytes: u64 = a.class_bytes.iter().sum();
         let verdicts = a.sizes.verdicts();
         let top = a.options.top;
+        // Chains in time order, each episode takes its slice.
+        let mut chains: Vec<(u64, Chain)> = a.chains.each().map(|(k, c)| (k, *c)).collect();
+        chains.sort_unstable_by_key(|(_, c)| c.time);
 
         let episodes = found
             .iter()
@@ -255,7 +259,9 @@ impl Analyzer {
                     }
                 }
                 let ep_bytes: u64 = class_bytes.iter().sum();
-                let fallback = episode_fallback(&a, e.start, e.end);
+                let lo = chains.partition_point(|(_, c)| c.time < e.start);
+                let hi = chains.partition_point(|(_, c)| c.time < e.end);
+                let fallback = episode_fallback(&a, &chains[lo..hi], &verdicts);
                 let mut r = EpisodeReport {
                     start: e.start,
                     end: e.end,
@@ -392,33 +398,37 @@ fn all_fallback(a: &Analyzer, top: usize) -> Fallback {
     }
 }
 
-fn episode_fallback(a: &Analyzer, start: i64, end: i64) -> Option<EpisodeFallback> {
+fn episode_fallback(
+    a: &Analyzer,
+    chains: &[(u64, Chain)],
+    verdicts: &[FileVerdict],
+) -> Option<EpisodeFallback> {
     let mut per_patch: HashMap<(u32, u32), HashSet<u64>> = HashMap::new();
     let mut all = HashSet::new();
-    for (client, chain) in a
-        .chains
-        .each()
-        .filter(|(_, c)| c.time >= start && c.time < end)
-    {
+    for (client, chain) in chains {
         per_patch
             .entry((chain.patch, chain.file))
             .or_default()
-            .insert(client);
-        all.insert(client);
+            .insert(*client);
+        all.insert(*client);
     }
     let (&(patch, file), clients) = per_patch
         .iter()
         .max_by(|x, y| x.1.len().cmp(&y.1.len()).then(y.0.cmp(x.0)))?;
     let (mut downloads, mut bytes, mut aborted, mut wasted) = (0u64, 0u64, 0u64, 0u64);
     let file_name = a.chains.name(file);
-    for (_, chain) in a
-        .chains
-        .each()
-        .filter(|(k, c)| c.time >= start && c.time < end && c.patch == patch && clients.contains(k))
+    let full = verdicts
+        .iter()
+        .find(|v| v.file == file_name)
+        .map(|v| v.full_sizes.as_slice());
+    for (_, chain) in chains
+        .iter()
+        .filter(|(k, c)| c.patch == patch && clients.contains(k))
     {
         downloads += 1;
         bytes = bytes.saturating_add(chain.bytes);
-        if !a.sizes.is_complete(file_name, chain.bytes) {
+        let largest = full.and_then(|f| f.first()).copied().unwrap_or(0);
+        if !full.is_some_and(|f| f.contains(&chain.bytes)) && chain.bytes < largest {
             aborted += 1;
             wasted = wasted.saturating_add(chain.bytes);
         }
