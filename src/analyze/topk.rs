@@ -134,7 +134,7 @@ impl<K: Hash + Eq + Clone> TopK<K> {
     /// The `n` largest keys by the ranked quantity, largest first.
     pub fn top(&self, n: usize) -> Vec<(K, Counter)> {
         let mut all: Vec<(K, Counter)> = self.map.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        all.sort_unstable_by(|a, b| self.value(&b.1).cmp(&self.value(&a.1)));
+        all.sort_unstable_by_key(|(_, c)| std::cmp::Reverse(self.value(c)));
         all.truncate(n);
         all
     }
