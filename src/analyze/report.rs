@@ -569,7 +569,8 @@ pub fn percent(part: u64, whole: u64) -> f64 {
 
 /// `88 %`.
 pub fn pct(p: f64) -> String {
-    if p > 0.0 && p < 1.0 {
+    // One decimal where rounding would claim "0 %" or "100 %" falsely.
+    if (p > 0.0 && p < 1.0) || (99.5..100.0).contains(&p) {
         format!("{p:.1} %")
     } else {
         format!("{p:.0} %")
