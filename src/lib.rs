@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod analyze;
 pub mod atomic_file;
 pub mod body;
 pub mod cli;
