@@ -29,6 +29,10 @@ pub enum Command {
     /// publish atomically. Exits 0 only when the served set is complete,
     /// verified and at the newest version upstream advertises.
     Sync(SyncCommandArgs),
+    /// Explain a traffic incident from access logs (combined format from
+    /// cvdmirror, Apache or nginx; plain or gzip): timeline, episodes,
+    /// fallback chains, top clients and files, and a plain-language summary.
+    Analyze(crate::analyze::AnalyzeArgs),
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to generate completions for.

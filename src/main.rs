@@ -28,6 +28,13 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             run(cvdmirror::command::serve::run(*args))
         }
+        Command::Analyze(args) => match cvdmirror::analyze::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cvdmirror: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Sync(args) => {
             init_tracing(args.log_format);
             run(cvdmirror::command::sync::run(args))

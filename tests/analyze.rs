@@ -388,14 +388,6 @@ fn a_flood_of_distinct_keys_stays_inside_the_bounds() {
     flood_stays_inside_the_bounds(4 * 60_000);
 }
 
-/// Two million lines: about a minute unoptimised, seconds with `--release`:
-/// `cargo test --release --test analyze -- --ignored`.
-#[test]
-#[ignore = "2 million lines; run with --release -- --ignored"]
-fn two_million_lines_stay_inside_the_bounds() {
-    flood_stays_inside_the_bounds(2_000_000);
-}
-
 fn flood_stays_inside_the_bounds(lines: u64) {
     let limits = Limits {
         buckets: 2000,

@@ -97,7 +97,8 @@ fn parse_args() -> Result<Args, String> {
             "--header" => a.headers.push(val),
             "--source" => {
                 for s in val.split(',').filter(|s| !s.is_empty()) {
-                    a.sources.push(s.parse().map_err(|e| format!("--source {s}: {e}"))?);
+                    a.sources
+                        .push(s.parse().map_err(|e| format!("--source {s}: {e}"))?);
                 }
             }
             "--concurrency" => a.concurrency = num(&val)? as usize,
@@ -112,7 +113,8 @@ fn parse_args() -> Result<Args, String> {
             "--hold-secs" => a.hold = Duration::from_secs(num(&val)?),
             "--pids" => {
                 for p in val.split(',').filter(|s| !s.is_empty()) {
-                    a.pids.push(p.parse().map_err(|e| format!("--pids {p}: {e}"))?);
+                    a.pids
+                        .push(p.parse().map_err(|e| format!("--pids {p}: {e}"))?);
                 }
             }
             _ => return Err(format!("unknown flag {flag}")),
@@ -128,7 +130,9 @@ fn parse_args() -> Result<Args, String> {
         a.sources.push(a.addr.ip());
     }
     if a.conns == 0 || a.conns > MAX_CONNS || a.concurrency == 0 || a.connect_parallel == 0 {
-        return Err(format!("--conns must be 1..={MAX_CONNS}; --concurrency, --connect-parallel > 0"));
+        return Err(format!(
+            "--conns must be 1..={MAX_CONNS}; --concurrency, --connect-parallel > 0"
+        ));
     }
     if a.read_chunk == 0 || a.interval.is_zero() {
         return Err("--read-chunk and --interval-ms must be > 0".into());
@@ -150,7 +154,11 @@ fn request(a: &Args, close: bool) -> Vec<u8> {
 }
 
 async fn connect(a: &Args, source: IpAddr, rcvbuf: Option<u32>) -> std::io::Result<TcpStream> {
-    let sock = if a.addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let sock = if a.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     if let Some(b) = rcvbuf {
         // Before connect(), so the advertised window scale matches the small buffer.
         sock.set_recv_buffer_size(b)?;
@@ -177,11 +185,17 @@ async fn read_head(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(u16, u
         }
         let n = s.read(&mut buf[have..]).await?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before head"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before head",
+            ));
         }
         have += n;
         if buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
-            let line = buf[..have].split(|&c| c == b'\n').next().unwrap_or_default();
+            let line = buf[..have]
+                .split(|&c| c == b'\n')
+                .next()
+                .unwrap_or_default();
             let code = std::str::from_utf8(line)
                 .ok()
                 .and_then(|l| l.split_whitespace().nth(1))
@@ -328,7 +342,13 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
     let t0 = Instant::now();
     let mut tasks = Vec::with_capacity(a.conns);
     for i in 0..a.conns {
-        let (a, req, stats, stop, gate) = (a.clone(), req.clone(), stats.clone(), stop.clone(), gate.clone());
+        let (a, req, stats, stop, gate) = (
+            a.clone(),
+            req.clone(),
+            stats.clone(),
+            stop.clone(),
+            gate.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let src = a.sources[i % a.sources.len()];
             let opened = async {
@@ -338,7 +358,9 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
                 let mut head = vec![0u8; 8192];
                 let (code, n) = timeout(RESPONSE_TIMEOUT, read_head(&mut s, &mut head))
                     .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "head timeout"))??;
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "head timeout")
+                    })??;
                 Ok::<_, std::io::Error>((s, code, n))
             };
             let (mut s, code, n) = match opened.await {
@@ -357,7 +379,10 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
             stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
             // Spread the readers over the interval so wake-ups are not in lockstep.
             let nanos = a.interval.as_nanos() as u64;
-            sleep(Duration::from_nanos((i as u64).wrapping_mul(2_654_435_761) % nanos.max(1))).await;
+            sleep(Duration::from_nanos(
+                (i as u64).wrapping_mul(2_654_435_761) % nanos.max(1),
+            ))
+            .await;
             let mut buf = vec![0u8; a.read_chunk];
             while !stop.load(Ordering::Relaxed) && Instant::now() < hard_end {
                 match s.read(&mut buf).await {
@@ -420,7 +445,11 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
         .map(|m| m.iter().map(|(k, v)| format!(" status_{k}={v}")).collect())
         .unwrap_or_default();
     let per_conn = |peak: u64, base: u64| {
-        if alive == 0 { 0.0 } else { peak.saturating_sub(base) as f64 / alive as f64 }
+        if alive == 0 {
+            0.0
+        } else {
+            peak.saturating_sub(base) as f64 / alive as f64
+        }
     };
     Ok(format!(
         "RESULT mode=slow conns={} established={est} alive={alive} failed={} status_200={} \
@@ -446,7 +475,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cvdmirror-loadgen: runtime: {e}");
@@ -455,7 +487,11 @@ fn main() -> ExitCode {
     };
     let res = rt.block_on(async {
         let work = async {
-            if args.mode == "close" { run_close(args.clone()).await } else { run_slow(args.clone()).await }
+            if args.mode == "close" {
+                run_close(args.clone()).await
+            } else {
+                run_slow(args.clone()).await
+            }
         };
         timeout(MAX_RUN + Duration::from_secs(30), work)
             .await
