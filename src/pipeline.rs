@@ -174,6 +174,7 @@ impl Pipeline {
         };
         let opened = match file::open(site, &relative) {
             Ok(opened) => opened,
+            Err(file::OpenError::Overloaded(_)) => return respond::overloaded(),
             Err(e) => return respond::status(e.status()),
         };
         let served = match opened {

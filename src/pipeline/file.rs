@@ -105,6 +105,9 @@ pub enum OpenError {
     /// Missing, outside the root, unreadable, or not a regular file: `404`.
     #[error("not found")]
     NotFound,
+    /// Out of file descriptors or memory: `503`, come back later.
+    #[error("overloaded: {0}")]
+    Overloaded(io::Error),
     /// Anything else: `500`.
     #[error("cannot open: {0}")]
     Io(#[from] io::Error),
@@ -116,6 +119,7 @@ impl OpenError {
     pub fn status(&self) -> StatusCode {
         match self {
             OpenError::NotFound => StatusCode::NOT_FOUND,
+            OpenError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             OpenError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -222,7 +226,17 @@ fn classify(e: io::Error, site: &Site, relative: &Path) -> OpenError {
         _ if matches!(e.raw_os_error(), Some(code) if code == Errno::XDEV.raw_os_error() || code == Errno::LOOP.raw_os_error() || code == Errno::NAMETOOLONG.raw_os_error()) => {
             OpenError::NotFound
         }
-        _ => OpenError::Io(e),
+        // EMFILE/ENFILE/ENOMEM: a herd exhausted descriptors; tell clients
+        // to come back instead of failing them (freshclam retries 5xx at once).
+        _ if matches!(e.raw_os_error(), Some(code) if code == Errno::MFILE.raw_os_error() || code == Errno::NFILE.raw_os_error() || code == Errno::NOMEM.raw_os_error()) =>
+        {
+            tracing::warn!(site = %site.name, path = %relative.display(), error = %e, "out of file descriptors; answering 503 (raise LimitNOFILE or lower max_connections)");
+            OpenError::Overloaded(e)
+        }
+        _ => {
+            tracing::error!(site = %site.name, path = %relative.display(), error = %e, "cannot open file; answering 500");
+            OpenError::Io(e)
+        }
     }
 }
 

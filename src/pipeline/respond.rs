@@ -42,6 +42,18 @@ pub fn over_connection_limit() -> Response<ResponseBody> {
     response
 }
 
+/// `503` when the process ran out of descriptors: a jittered `Retry-After`
+/// spreads the clients that come back.
+pub fn overloaded() -> Response<ResponseBody> {
+    use rand::RngExt;
+    let mut response = status(StatusCode::SERVICE_UNAVAILABLE);
+    let seconds = rand::rng().random_range(30..=300u32);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
 /// `304` with the validators a cache needs to refresh its entry.
 pub fn not_modified(v: &Validators) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::empty());
