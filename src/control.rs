@@ -13,6 +13,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -23,15 +24,18 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::ResponseBody;
 use crate::hooks::{Completion, Hook};
-use crate::limits::{self, AdmissionGuard, ClientKey, Decision, Limits, Planned};
+use crate::limits::{self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, Planned};
 use crate::pipeline::{Exchange, FileKind};
-use crate::shape::{self, FlowSpec, Rate, Shaper};
+use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
 
 /// Admission and pacing for every response.
 pub struct Control {
     shaper: Shaper,
     limits: ArcSwap<Limits>,
     client_rate: ArcSwap<Option<Rate>>,
+    /// False when no cap and no limit is configured: then every response
+    /// passes untouched and costs one atomic load.
+    active: AtomicBool,
 }
 
 /// What `admit` leaves for `wrap_body` and `complete`.
@@ -45,12 +49,19 @@ struct Admission {
 
 impl Control {
     /// Control with `shaper` (whose pacer the caller runs) and `limits`.
-    pub fn new(shaper: Shaper, limits: Arc<Limits>, client_rate: Option<Rate>) -> Self {
+    pub fn new(shaper: Shaper, limits: Arc<Limits>, shape: &ShapeConfig) -> Self {
+        let active = AtomicBool::new(is_active(shape, limits.config()));
         Self {
             shaper,
             limits: ArcSwap::new(limits),
-            client_rate: ArcSwap::from_pointee(client_rate),
+            client_rate: ArcSwap::from_pointee(shape.client_rate),
+            active,
         }
+    }
+
+    /// Whether anything is configured that needs the hook.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// The shaper, for stats and the link guard.
@@ -63,16 +74,15 @@ impl Control {
         self.limits.load_full()
     }
 
-    /// Applies new limits (config reload), carrying usage over; transfers
-    /// in flight keep the slots they were admitted with.
-    pub fn set_limits(&self, limits: Arc<Limits>) {
+    /// Applies new limits and shaping settings (config reload), carrying
+    /// quota usage over; transfers in flight keep the slots they were
+    /// admitted with. The shaper itself is reconfigured by the caller.
+    pub fn reconfigure(&self, limits: Arc<Limits>, shape: &ShapeConfig) {
         limits.restore(&self.limits.load().state());
+        self.active
+            .store(is_active(shape, limits.config()), Ordering::Relaxed);
         self.limits.store(limits);
-    }
-
-    /// Applies a new per-client cap (config reload).
-    pub fn set_client_rate(&self, rate: Option<Rate>) {
-        self.client_rate.store(Arc::new(rate));
+        self.client_rate.store(Arc::new(shape.client_rate));
     }
 }
 
@@ -152,6 +162,25 @@ impl Hook for Control {
             drop(limits::lock(&admission.guard).take());
         }
     }
+}
+
+/// Whether any cap or limit is configured.
+fn is_active(shape: &ShapeConfig, limits: &LimitsConfig) -> bool {
+    let shaping = shape.link_rate.is_some()
+        || shape.client_rate.is_some()
+        || shape.link_guard.is_some()
+        || shape.sites.values().any(|s| s.rate.is_some())
+        || shape
+            .classes
+            .iter()
+            .any(|c| c.rate.is_some() || c.client_rate.is_some());
+    let admission = limits.requests.is_some()
+        || limits.client_connections.is_some()
+        || limits.site_connections.is_some()
+        || limits.site_quota.is_some()
+        || limits.client_quota.is_some()
+        || limits.herd.is_some();
+    shaping || admission
 }
 
 /// Charges every byte to the quotas as it leaves, so a long transfer counts

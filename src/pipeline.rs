@@ -192,7 +192,8 @@ impl Pipeline {
             kind: served.kind,
             size: served.len,
         });
-        let validators = &served.validators;
+        let meta = Arc::clone(&served.meta);
+        let validators = &meta.validators;
         let honor_range = match conditional::evaluate(req.method(), req.headers(), validators) {
             conditional::Outcome::PreconditionFailed => {
                 return respond::precondition_failed(validators);

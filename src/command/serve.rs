@@ -78,7 +78,7 @@ fn start_control(config: &Config, shutdown: &CancellationToken) -> anyhow::Resul
     let control = Arc::new(Control::new(
         shaper.clone(),
         Arc::new(limits),
-        config.shape.client_rate,
+        &config.shape,
     ));
     if let Some(link) = config.shape.link_rate {
         tracing::info!(%link, "link cap in force");
@@ -340,8 +340,7 @@ async fn reload_on_hangup(
                 if let Err(e) = control.shaper().reconfigure(config.shape.clone()) {
                     tracing::error!(error = %e.0, "new shaping rejected; keeping the previous shaping");
                 }
-                control.set_limits(Arc::new(limits));
-                control.set_client_rate(config.shape.client_rate);
+                control.reconfigure(Arc::new(limits), &config.shape);
                 tracing::info!("configuration reloaded");
             }
             Err(e) => {

@@ -115,10 +115,10 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     fn validators() -> Validators {
-        Validators {
-            etag: "\"abc\"".into(),
-            last_modified: UNIX_EPOCH + Duration::from_secs(1_440_082_241),
-        }
+        Validators::new(
+            "\"abc\"".into(),
+            UNIX_EPOCH + Duration::from_secs(1_440_082_241),
+        )
     }
 
     fn eval(pairs: &[(&'static str, &str)]) -> Outcome {

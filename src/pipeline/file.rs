@@ -10,15 +10,16 @@
 //! same bytes answer freshclam's `Range: bytes=0-511` header check without a
 //! second read.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, StatusCode};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
@@ -71,6 +72,83 @@ pub struct Validators {
     pub etag: String,
     /// Last modification, whole seconds.
     pub last_modified: SystemTime,
+    /// `etag` as a header value, formatted once.
+    pub etag_header: HeaderValue,
+    /// `last_modified` as an HTTP date header value, formatted once.
+    pub last_modified_header: HeaderValue,
+}
+
+impl Validators {
+    /// Validators with their header values.
+    pub fn new(etag: String, last_modified: SystemTime) -> Self {
+        let etag_header =
+            HeaderValue::try_from(etag.as_str()).unwrap_or(HeaderValue::from_static("\"0\""));
+        let last_modified_header = HeaderValue::try_from(httpdate::fmt_http_date(last_modified))
+            .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"));
+        Self {
+            etag,
+            last_modified,
+            etag_header,
+            last_modified_header,
+        }
+    }
+}
+
+/// What is derived from a file's content: computed once per version of the
+/// file (same inode, size and mtime) and shared by every request for it.
+#[derive(Debug)]
+pub struct FileMeta {
+    /// Its validators.
+    pub validators: Validators,
+    /// The first bytes (CVD/CLD header), when it has one.
+    pub head: Option<Bytes>,
+}
+
+/// Recently served files' [`FileMeta`], per site. A header check or a `304`
+/// then costs an `open` and an `fstat`, like nginx without
+/// `open_file_cache`, but no read and no parsing.
+#[derive(Debug, Default)]
+pub struct MetaCache {
+    entries: Mutex<HashMap<FileId, (FileVersion, Arc<FileMeta>)>>,
+}
+
+/// A file's identity: device and inode.
+type FileId = (u64, u64);
+/// A version of it: mtime in nanoseconds and size.
+type FileVersion = (u128, u64);
+
+/// Files remembered per site before the cache starts over.
+const META_CACHE_ENTRIES: usize = 4096;
+
+impl MetaCache {
+    fn get_or_insert(
+        &self,
+        meta: &std::fs::Metadata,
+        compute: impl FnOnce() -> FileMeta,
+    ) -> Arc<FileMeta> {
+        let key = (meta.dev(), meta.ino());
+        let version = (mtime_nanos(meta), meta.len());
+        let entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((cached_version, cached)) = entries.get(&key)
+            && *cached_version == version
+        {
+            return Arc::clone(cached);
+        }
+        drop(entries);
+        let computed = Arc::new(compute());
+        let mut entries = self
+            .entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= META_CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (version, Arc::clone(&computed)));
+        computed
+    }
 }
 
 /// A regular file ready to be sent.
@@ -82,12 +160,10 @@ pub struct ServedFile {
     pub len: u64,
     /// Its kind.
     pub kind: FileKind,
-    /// Its validators.
-    pub validators: Validators,
+    /// Validators and header, shared with other requests for this version.
+    pub meta: Arc<FileMeta>,
     /// `Content-Type` value.
     pub content_type: &'static str,
-    /// The first bytes (CVD/CLD header), when already read.
-    pub head: Option<Bytes>,
 }
 
 /// What the path named.
@@ -136,6 +212,21 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
         return Err(OpenError::NotFound);
     }
     let kind = FileKind::of(relative);
+    let meta_info = site
+        .meta_cache
+        .get_or_insert(&meta, || file_meta(&file, &meta, kind));
+    Ok(Opened::File(ServedFile {
+        file: Arc::new(file),
+        len: meta.len(),
+        kind,
+        meta: meta_info,
+        content_type: content_type(relative),
+    }))
+}
+
+/// Reads what the response headers need: for a CVD/CLD, its 512-byte
+/// header, whose build time is the `Last-Modified`.
+fn file_meta(file: &File, meta: &std::fs::Metadata, kind: FileKind) -> FileMeta {
     let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
     let mut last_modified = whole_seconds(mtime);
     let mut head = None;
@@ -151,20 +242,13 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
     let etag = format!(
         "\"{:x}-{:x}-{:x}\"",
         meta.ino(),
-        mtime_nanos(&meta),
+        mtime_nanos(meta),
         meta.len()
     );
-    Ok(Opened::File(ServedFile {
-        file: Arc::new(file),
-        len: meta.len(),
-        kind,
-        validators: Validators {
-            etag,
-            last_modified,
-        },
-        content_type: content_type(relative),
+    FileMeta {
+        validators: Validators::new(etag, last_modified),
         head,
-    }))
+    }
 }
 
 fn open_beneath(site: &Site, relative: &Path) -> Result<File, OpenError> {

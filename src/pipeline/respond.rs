@@ -90,7 +90,7 @@ pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Respon
     let body = if head_only || count == 0 {
         ResponseBody::empty()
     } else {
-        match &served.head {
+        match &served.meta.head {
             Some(head) if start + count <= head.len() as u64 => {
                 ResponseBody::bytes(head.slice(start as usize..(start + count) as usize))
             }
@@ -99,7 +99,7 @@ pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Respon
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    insert_validators(&mut response, &served.validators);
+    insert_validators(&mut response, &served.meta.validators);
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -125,11 +125,8 @@ pub fn add_common_headers<B>(response: &mut Response<B>) {
 
 fn insert_validators(response: &mut Response<ResponseBody>, v: &Validators) {
     let headers = response.headers_mut();
-    headers.insert(header::ETAG, header_value(v.etag.clone()));
-    headers.insert(
-        header::LAST_MODIFIED,
-        header_value(httpdate::fmt_http_date(v.last_modified)),
-    );
+    headers.insert(header::ETAG, v.etag_header.clone());
+    headers.insert(header::LAST_MODIFIED, v.last_modified_header.clone());
 }
 
 /// Our own formatted values are always valid header text.

@@ -25,6 +25,8 @@ pub struct Site {
     pub root_dir: File,
     /// Whether directories are listed.
     pub directory_listing: bool,
+    /// Validators and headers of recently served files.
+    pub meta_cache: super::file::MetaCache,
 }
 
 /// All sites and the host lookup.
@@ -107,6 +109,7 @@ impl Site {
             root: config.root.clone(),
             root_dir,
             directory_listing: config.directory_listing,
+            meta_cache: Default::default(),
         })
     }
 }
