@@ -7,6 +7,7 @@
 //! rejected while the running one stays) with a reason a person can act on.
 
 mod file;
+pub mod observe;
 mod services;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -59,6 +60,8 @@ pub struct Config {
     pub beacon: Option<BeaconSettings>,
     /// Admin API, if enabled.
     pub admin: Option<AdminSettings>,
+    /// Status page, metrics and alerts.
+    pub observe: crate::observe::ObserveConfig,
 }
 
 /// One virtual host.
@@ -307,6 +310,7 @@ impl Resolver<'_> {
             sync: self.sync(args, file.sync)?,
             beacon: self.beacon(args, file.beacon)?,
             admin: self.admin(args, file.admin)?,
+            observe: self.observe(file.observe, file.alerts)?,
         })
     }
 

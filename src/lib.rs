@@ -19,6 +19,7 @@ pub mod config;
 pub mod cvd;
 pub mod dns;
 pub mod hooks;
+pub mod observe;
 pub mod pipeline;
 pub mod server;
 pub mod sync;

@@ -18,6 +18,7 @@ use crate::cli::ServeArgs;
 use crate::config::{Config, DEFAULT_ROOT};
 use crate::dns::{Beacon, BeaconConfig, VersionRecord};
 use crate::hooks::Hooks;
+use crate::observe::Observer;
 use crate::server::{Server, listen};
 use crate::sync::schedule::{self, HealHook, Trigger};
 use crate::sync::{Engine, SyncStatus, publish};
@@ -30,11 +31,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let access_log = AccessLog::start(&config.access_log)?;
     let mut hooks = Hooks::new();
     hooks.push(Arc::new(access_log.clone()));
+    let observer = Observer::new(config.observe.clone());
+    hooks.push(observer.hook());
 
     let sync = start_sync(&config, &mut hooks, &shutdown)?;
+    if let Some(sync) = &sync {
+        observer.attach_sync(sync.status.clone(), Arc::clone(&sync.trigger));
+    }
     let server = Arc::new(Server::new(&config, hooks)?);
+    let weak = Arc::downgrade(&server);
+    observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
+    observer.start(&shutdown);
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
-    let admin = start_admin(&config, sync.as_ref(), &shutdown)?;
+    let admin = start_admin(&config, sync.as_ref(), &observer, &shutdown)?;
     let beacon = start_beacon(&config, sync.as_ref(), &shutdown).await?;
 
     announce(&config, &listeners, admin, beacon)?;
@@ -107,6 +116,7 @@ fn start_sync(
 fn start_admin(
     config: &Config,
     sync: Option<&RunningSync>,
+    observer: &Arc<Observer>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<std::net::SocketAddr>> {
     let Some(settings) = &config.admin else {
@@ -134,7 +144,9 @@ fn start_admin(
         status: s.status.clone(),
         trigger: Arc::clone(&s.trigger),
     });
-    let admin = Arc::new(Admin::new(token, databases, handle, complete));
+    let admin = Arc::new(
+        Admin::new(token, databases, handle, complete).with_observer(Arc::clone(observer)),
+    );
     let listener = listen::bind(settings.listen)
         .with_context(|| format!("cannot listen on {} (admin)", settings.listen))?;
     let addr = listener.local_addr()?;

@@ -174,6 +174,7 @@ mod tests {
                 .sync,
             beacon: None,
             admin: None,
+            observe: Default::default(),
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");
