@@ -220,10 +220,13 @@ impl Observer {
                 }
             });
         }
+        // The first sample is the baseline of every rate: take it now, before
+        // the server announces itself, so no early transfer escapes the rates.
+        self.tick(Instant::now(), SystemTime::now());
         let observer = Arc::clone(self);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(TICK);
+            let mut ticks = tokio::time::interval_at(Instant::now() + TICK, TICK);
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

@@ -70,7 +70,7 @@ impl Collector for ObserverCollector {
 
         family(
             e,
-            "cvdmirror_requests_total",
+            "cvdmirror_requests",
             "Requests completed, by site, request class and status code.",
             MetricType::Counter,
             traffic.codes().into_iter().map(|((site, class, code), n)| {
@@ -87,7 +87,7 @@ impl Collector for ObserverCollector {
         let sites = traffic.sites();
         family(
             e,
-            "cvdmirror_sent_bytes_total",
+            "cvdmirror_sent_bytes",
             "Response body bytes handed to client connections, counted as they are sent.",
             MetricType::Counter,
             sites.iter().flat_map(|(site, counters)| {
@@ -173,7 +173,7 @@ impl ObserverCollector {
         let tally = sync.tally();
         family(
             e,
-            "cvdmirror_sync_passes_total",
+            "cvdmirror_sync_passes",
             "Sync passes seen since start, by result.",
             MetricType::Counter,
             [("ok", tally.ok), ("failed", tally.failed)]
@@ -248,7 +248,7 @@ impl ObserverCollector {
             }),
         )?;
         ConstCounter::new(sync.trigger.heal_requests()).encode(e.encode_descriptor(
-            "cvdmirror_sync_heal_requests_total",
+            "cvdmirror_sync_heal_requests",
             "Sync passes requested because clients asked for cdiffs past the published version.",
             None,
             MetricType::Counter,
