@@ -39,7 +39,7 @@ pub struct Headline {
 /// `status()` is rendered generically by the page: an object becomes a
 /// titled section of key/value rows; a field holding an array of objects
 /// becomes a table (one column per key of the first row); numbers whose key
-/// ends in `_bps` are shown as bit rates, `_bytes` as sizes.
+/// ends in `_bytes_per_s` are shown as bit rates, `_bytes` as sizes.
 pub trait StatusSource: Send + Sync + 'static {
     /// Section name and metric prefix: lower-case, `[a-z0-9_]`, e.g. `shaping`.
     fn name(&self) -> &str;

@@ -267,7 +267,7 @@ fn headline(f: &Facts<'_>) -> Headline {
     }
     // The link sentence stays first; the rest by severity.
     let (first, rest) = parts.split_at_mut(1);
-    rest.sort_by(|a, b| b.level.cmp(&a.level));
+    rest.sort_by_key(|p| std::cmp::Reverse(p.level));
     let text = first
         .iter()
         .chain(rest.iter())

@@ -38,8 +38,15 @@ fn receiver() -> (String, mpsc::Receiver<serde_json::Value>) {
             }
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
-            let status = if n == 0 { "500 Internal Server Error" } else { "204 No Content" };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let status = if n == 0 {
+                "500 Internal Server Error"
+            } else {
+                "204 No Content"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             if tx.send(serde_json::from_slice(&body).unwrap()).is_err() {
                 return;
             }
@@ -75,7 +82,12 @@ fn a_saturated_link_fires_once_retries_and_resolves() {
     for fired in [&first, &retried] {
         assert_eq!(fired["alert"], "link_saturated", "{fired:#}");
         assert_eq!(fired["state"], "firing");
-        assert!(fired["summary"].as_str().unwrap().contains("% of its capacity"));
+        assert!(
+            fired["summary"]
+                .as_str()
+                .unwrap()
+                .contains("% of its capacity")
+        );
         assert_eq!(fired["values"]["capacity_bps"], 8000);
     }
     assert_eq!(first, retried, "the retry carries the same event");

@@ -16,8 +16,13 @@ fn class<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value
 
 /// The value of the metric line starting with `series ` (exact labels).
 fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 #[test]
@@ -60,13 +65,25 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     let s = server.status_when("nine requests", |s| s["totals"]["requests"] == 9);
     assert_eq!(s["totals"]["bytes"], sent, "{s:#}");
     let check = class(&s, "check");
-    assert_eq!((check["requests"].as_u64(), check["bytes"].as_u64()), (Some(5), Some(1536)));
+    assert_eq!(
+        (check["requests"].as_u64(), check["bytes"].as_u64()),
+        (Some(5), Some(1536))
+    );
     let whole = class(&s, "cvd");
-    assert_eq!((whole["requests"].as_u64(), whole["bytes"].as_u64()), (Some(1), Some(cvd.len() as u64)));
+    assert_eq!(
+        (whole["requests"].as_u64(), whole["bytes"].as_u64()),
+        (Some(1), Some(cvd.len() as u64))
+    );
     let missing = class(&s, "not_found");
-    assert_eq!((missing["requests"].as_u64(), missing["bytes"].as_u64()), (Some(2), Some(not_found_bytes)));
+    assert_eq!(
+        (missing["requests"].as_u64(), missing["bytes"].as_u64()),
+        (Some(2), Some(not_found_bytes))
+    );
     let error = class(&s, "error");
-    assert_eq!((error["requests"].as_u64(), error["bytes"].as_u64()), (Some(1), Some(error_bytes)));
+    assert_eq!(
+        (error["requests"].as_u64(), error["bytes"].as_u64()),
+        (Some(1), Some(error_bytes))
+    );
     for other in ["cdiff", "sign", "cld", "other", "refused"] {
         assert_eq!(class(&s, other)["requests"], 0, "{other}");
     }
@@ -92,16 +109,25 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     assert_eq!(s["clients"]["top"][0]["client"], "127.0.0.1");
     assert_eq!(s["clients"]["top"][0]["requests"], 9);
     assert_eq!(s["active_transfers"], 0);
-    assert!(s["ready"].is_boolean(), "readiness is part of the admin status");
+    assert!(
+        s["ready"].is_boolean(),
+        "readiness is part of the admin status"
+    );
 
     let m = server.admin("GET", "/metrics", &[]);
     assert_eq!(m.status, 200);
-    assert!(m.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(
+        m.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = String::from_utf8(m.body).unwrap();
     let requests_at = |site: &str, class: &str, code: u16| {
         metric(
             &text,
-            &format!("cvdmirror_requests_total{{site=\"{site}\",class=\"{class}\",code=\"{code}\"}}"),
+            &format!(
+                "cvdmirror_requests_total{{site=\"{site}\",class=\"{class}\",code=\"{code}\"}}"
+            ),
         )
     };
     let requests = |class: &str, code: u16| requests_at("default", class, code);
@@ -111,13 +137,19 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     assert_eq!(requests("not_found", 404), Some(2.0));
     assert_eq!(requests_at("-", "error", 405), Some(1.0));
     let bytes = |class: &str| {
-        metric(&text, &format!("cvdmirror_sent_bytes_total{{site=\"default\",class=\"{class}\"}}"))
+        metric(
+            &text,
+            &format!("cvdmirror_sent_bytes_total{{site=\"default\",class=\"{class}\"}}"),
+        )
     };
     assert_eq!(bytes("check"), Some(1536.0));
     assert_eq!(bytes("cvd"), Some(cvd.len() as f64));
     assert_eq!(bytes("not_found"), Some(not_found_bytes as f64));
     assert_eq!(
-        metric(&text, "cvdmirror_request_duration_seconds_count{class=\"check\"}"),
+        metric(
+            &text,
+            "cvdmirror_request_duration_seconds_count{class=\"check\"}"
+        ),
         Some(5.0)
     );
     assert_eq!(metric(&text, "cvdmirror_active_transfers"), Some(0.0));
@@ -127,14 +159,22 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     assert_eq!(server.admin("GET", "/reset", &[]).status, 405);
     assert_eq!(server.admin("POST", "/reset", &[]).status, 401);
     let auth = format!("Bearer {TOKEN}");
-    assert_eq!(server.admin("POST", "/reset", &[("Authorization", &auth)]).status, 200);
+    assert_eq!(
+        server
+            .admin("POST", "/reset", &[("Authorization", &auth)])
+            .status,
+        200
+    );
     let s = server.status();
     assert_eq!(s["totals"]["requests"], 0);
     assert_eq!(s["totals"]["bytes"], 0);
     assert!(s["files"].as_array().unwrap().is_empty());
     let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
     assert_eq!(
-        metric(&text, "cvdmirror_sent_bytes_total{site=\"default\",class=\"cvd\"}"),
+        metric(
+            &text,
+            "cvdmirror_sent_bytes_total{site=\"default\",class=\"cvd\"}"
+        ),
         Some(cvd.len() as f64)
     );
 }
@@ -148,7 +188,11 @@ fn the_public_status_is_read_only_and_hides_clients() {
     assert_eq!(server.request("GET", "/a.txt", &[]).status, 200);
     let page = server.request("GET", "/_status", &[]);
     assert_eq!(page.status, 200);
-    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
     let json = server.request("GET", "/_status/status.json", &[]);
     assert_eq!(json.status, 200);
     let s: serde_json::Value = serde_json::from_slice(&json.body).unwrap();

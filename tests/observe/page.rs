@@ -70,7 +70,9 @@ fn console_errors(stderr: &str) -> Vec<&str> {
 /// The text of the element with `id` in a dumped DOM.
 fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("id=\"{id}\"");
-    let at = dom.find(&open).unwrap_or_else(|| panic!("no #{id} in {dom}"));
+    let at = dom
+        .find(&open)
+        .unwrap_or_else(|| panic!("no #{id} in {dom}"));
     let rest = &dom[at..];
     let start = rest.find('>').unwrap() + 1;
     let end = rest[start..].find('<').unwrap() + start;
@@ -100,7 +102,10 @@ fn the_status_page_renders_live_numbers_without_errors() {
 
     let first = browse(&url, &["--dump-dom"]);
     let stderr = String::from_utf8_lossy(&first.stderr);
-    assert!(console_errors(&stderr).is_empty(), "console errors: {stderr}");
+    assert!(
+        console_errors(&stderr).is_empty(),
+        "console errors: {stderr}"
+    );
     let dom = String::from_utf8(first.stdout).unwrap();
     assert_eq!(text_of(&dom, "k-req"), "9", "{dom}");
     assert_ne!(text_of(&dom, "headline"), "Waiting for the first status…");
@@ -110,7 +115,10 @@ fn the_status_page_renders_live_numbers_without_errors() {
         .and_then(|r| r.split('"').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(renders >= 2, "the page redrew itself {renders} times, without reloads");
+    assert!(
+        renders >= 2,
+        "the page redrew itself {renders} times, without reloads"
+    );
     assert!(dom.contains("/bytecode.cvd"), "top files missing");
 
     // More traffic: the numbers on the page follow.
@@ -125,7 +133,13 @@ fn the_status_page_renders_live_numbers_without_errors() {
     assert_eq!(text_of(&dom, "k-req"), "15");
     let third = browse(&url, &[&format!("--screenshot={}", shot.display())]);
     let stderr = String::from_utf8_lossy(&third.stderr);
-    assert!(console_errors(&stderr).is_empty(), "console errors: {stderr}");
+    assert!(
+        console_errors(&stderr).is_empty(),
+        "console errors: {stderr}"
+    );
     let png = std::fs::read(&shot).expect("screenshot written");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "screenshot looks empty");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "screenshot looks empty"
+    );
 }

@@ -133,14 +133,21 @@ impl Observed {
     }
 
     /// Polls `/status.json` until `done` holds (or fails at the deadline).
-    pub fn status_when(&self, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub fn status_when(
+        &self,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let s = self.status();
             if done(&s) {
                 return s;
             }
-            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}: {s:#}");
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {what}: {s:#}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
