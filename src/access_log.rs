@@ -149,7 +149,7 @@ fn writer(sink: &Sink) -> Box<dyn Write> {
 /// One combined-format line, newline included.
 pub fn format_line(exchange: &Exchange, completion: &Completion) -> String {
     let mut line = String::with_capacity(256);
-    let _ = write!(line, "{} - - [", exchange.peer.ip());
+    let _ = write!(line, "{} - - [", exchange.client);
     clf_time(&mut line, exchange.received);
     line.push_str("] \"");
     escape_into(&mut line, exchange.method.as_str().as_bytes());
@@ -241,6 +241,8 @@ mod tests {
             received: UNIX_EPOCH + Duration::from_secs(1_440_082_241),
             started: tokio::time::Instant::now(),
             file: None,
+            client: "192.0.2.7".parse().unwrap(),
+            extensions: http::Extensions::new(),
         }
     }
 

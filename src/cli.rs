@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mirror over HTTP (defaults: ./mirror on port 8080, IPv4 and IPv6).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bring the mirror up to date from upstream once: verify every file,
     /// publish atomically. Exits 0 only when the served set is complete,
     /// verified and at the newest version upstream advertises.
@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, short = 'c', env = "CVDMIRROR_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address to listen on; repeat for several (default: [::]:8080 and 0.0.0.0:8080).
+    /// Address to listen on; repeat for several (default: `[::]:8080` and `0.0.0.0:8080`).
     /// In the environment variable, separate addresses with commas.
     #[arg(
         long,
@@ -56,7 +56,7 @@ pub struct ServeArgs {
     )]
     pub listen: Vec<SocketAddr>,
 
-    /// Directory served to clients whose Host matches no [[site]] (default: ./mirror, created if missing).
+    /// Directory served to clients whose Host matches no `[[site]]` (default: ./mirror, created if missing).
     #[arg(long, short = 'r', env = "CVDMIRROR_ROOT", value_name = "DIR")]
     pub root: Option<PathBuf>,
 
@@ -101,6 +101,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CVDMIRROR_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Total cap for everything the mirror sends, with units (`80Mbit`,
+    /// `10MB/s`). Also `[shape] link_rate`.
+    #[arg(long, env = "CVDMIRROR_LINK_RATE", value_name = "RATE")]
+    pub link_rate: Option<crate::shape::Rate>,
+
+    /// Cap of each client (IPv4 address, IPv6 /64), e.g. `10Mbit`. Also `[shape] client_rate`.
+    #[arg(long, env = "CVDMIRROR_CLIENT_RATE", value_name = "RATE")]
+    pub client_rate: Option<crate::shape::Rate>,
+
+    /// Herd gate: admit a whole-CVD download only while each admitted one
+    /// keeps at least this rate; others get 429 with a jittered Retry-After.
+    /// Also `[limits.herd] bulk_min_rate`.
+    #[arg(long, env = "CVDMIRROR_BULK_MIN_RATE", value_name = "RATE")]
+    pub bulk_min_rate: Option<crate::shape::Rate>,
+
     /// Upstream settings (shared with `cvdmirror sync`).
     #[command(flatten)]
     pub sync: SyncArgs,
@@ -130,7 +145,7 @@ pub struct SyncCommandArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct SyncArgs {
     /// Upstream base URL: the official CDN, another mirror, or another
-    /// cvdmirror (default: https://database.clamav.net).
+    /// cvdmirror (default: `https://database.clamav.net`).
     #[arg(long, env = "CVDMIRROR_UPSTREAM", value_name = "URL")]
     pub upstream: Option<String>,
 

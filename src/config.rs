@@ -6,6 +6,7 @@
 //! that caused it, so a bad config refuses to start (or, on `SIGHUP`, is
 //! rejected while the running one stays) with a reason a person can act on.
 
+mod control;
 mod file;
 pub mod observe;
 mod services;
@@ -60,6 +61,10 @@ pub struct Config {
     pub beacon: Option<BeaconSettings>,
     /// Admin API, if enabled.
     pub admin: Option<AdminSettings>,
+    /// Bandwidth shaping.
+    pub shape: crate::shape::ShapeConfig,
+    /// Admission limits.
+    pub admission: crate::limits::LimitsConfig,
     /// Status page, metrics and alerts.
     pub observe: crate::observe::ObserveConfig,
 }
@@ -212,6 +217,7 @@ impl Resolver<'_> {
             (None, Some(root)) => self.relative_to_file(root.get_ref()),
             (None, None) => PathBuf::from(DEFAULT_ROOT),
         };
+        let default_site_root = default_root.clone();
         let default_site = SiteConfig {
             name: "default".into(),
             hosts: Vec::new(),
@@ -310,6 +316,8 @@ impl Resolver<'_> {
             sync: self.sync(args, file.sync)?,
             beacon: self.beacon(args, file.beacon)?,
             admin: self.admin(args, file.admin)?,
+            shape: self.shape(args, file.shape)?,
+            admission: self.limits(args, file.limits, &default_site_root)?,
             observe: self.observe(file.observe, file.alerts)?,
         })
     }

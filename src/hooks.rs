@@ -30,11 +30,12 @@ pub struct Completion {
 pub trait Hook: Send + Sync + 'static {
     /// Called after the pipeline chose a response, before it is sent. Return
     /// `Some` to send another response instead (e.g. `429` from admission
-    /// control).
+    /// control). A hook may add headers to `planned` and keep per-exchange
+    /// state in `exchange.extensions` for its `wrap_body` and `complete`.
     fn admit(
         &self,
-        exchange: &Exchange,
-        planned: &Response<ResponseBody>,
+        exchange: &mut Exchange,
+        planned: &mut Response<ResponseBody>,
     ) -> Option<Response<ResponseBody>> {
         let _ = (exchange, planned);
         None

@@ -11,15 +11,19 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod analyze;
 pub mod atomic_file;
 pub mod body;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod cvd;
 pub mod dns;
 pub mod hooks;
+pub mod limits;
 pub mod observe;
 pub mod pipeline;
 pub mod server;
+pub mod shape;
 pub mod sync;

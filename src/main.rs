@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         }
         Command::Serve(args) => {
             init_tracing(args.log_format);
-            run(cvdmirror::command::serve::run(args))
+            run(cvdmirror::command::serve::run(*args))
         }
         Command::Sync(args) => {
             init_tracing(args.log_format);

@@ -69,6 +69,8 @@ pub struct ObserveConfig {
     pub webhook: Option<WebhookConfig>,
     /// This mirror's name in alerts (the host name by default).
     pub name: String,
+    /// How addresses group into clients (`[limits] clients`).
+    pub clients: client::Grouping,
 }
 
 impl Default for ObserveConfig {
@@ -80,6 +82,7 @@ impl Default for ObserveConfig {
             alerts: AlertConfig::default(),
             webhook: None,
             name: "cvdmirror".into(),
+            clients: client::Grouping::default(),
         }
     }
 }
@@ -134,8 +137,9 @@ impl Observer {
             registry.register_collector(Box::new(metrics::ObserverCollector::new(weak.clone())));
             Observer {
                 alerts: Mutex::new(Alerts::new(config.alerts.clone(), config.name.clone())),
+                traffic: Traffic::with_grouping(config.clients),
                 config,
-                traffic: Traffic::new(),
+
                 history: Mutex::default(),
                 live: Mutex::default(),
                 sources: RwLock::default(),

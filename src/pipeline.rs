@@ -1,13 +1,13 @@
 //! The request pipeline: every request passes the same ordered stages, each
 //! its own module with one job.
 //!
-//! 1. [`method`]: only GET and HEAD exist here (`405` otherwise).
-//! 2. [`site`]: the Host header picks the virtual host.
-//! 3. [`path`]: the target is decoded exactly once and checked (`400`/`404`).
-//! 4. [`file`]: the file is opened beneath the site root, never outside it,
+//! 1. `method`: only GET and HEAD exist here (`405` otherwise).
+//! 2. [`site`](mod@site): the Host header picks the virtual host.
+//! 3. [`path`](mod@path): the target is decoded exactly once and checked (`400`/`404`).
+//! 4. [`file`](mod@file): the file is opened beneath the site root, never outside it,
 //!    and its validators are read (a CVD's `Last-Modified` is its build time).
-//! 5. [`conditional`]: RFC 9110 preconditions (`304`, `412`).
-//! 6. [`range`]: a single byte range (`206`, `416`).
+//! 5. [`conditional`](mod@conditional): RFC 9110 preconditions (`304`, `412`).
+//! 6. [`range`](mod@range): a single byte range (`206`, `416`).
 //! 7. [`Hook`](crate::hooks::Hook)s: admission control may answer instead;
 //!    body wrappers pace and count; completion goes to the access log and
 //!    metrics.
@@ -25,7 +25,7 @@ pub mod range;
 mod respond;
 pub mod site;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use crate::body::ResponseBody;
 use crate::hooks::Hooks;
+use crate::limits::TrustedProxies;
 pub use complete::CompletionBody;
 pub use file::FileKind;
 pub use site::Router;
@@ -54,8 +55,10 @@ pub struct ConnectionInfo {
 /// One request and what the pipeline learned about it; shared with hooks.
 #[derive(Debug, Clone)]
 pub struct Exchange {
-    /// The client's address.
+    /// The connection's remote address.
     pub peer: SocketAddr,
+    /// The client's address: the peer, or what a trusted proxy forwarded.
+    pub client: IpAddr,
     /// Request method.
     pub method: Method,
     /// The request target as received (for the log).
@@ -74,6 +77,8 @@ pub struct Exchange {
     pub started: Instant,
     /// The file served, if any.
     pub file: Option<ServedFileInfo>,
+    /// State hooks keep for this exchange (see [`crate::hooks::Hook::admit`]).
+    pub extensions: http::Extensions,
 }
 
 /// What hooks may want to know about the file being sent.
@@ -89,18 +94,26 @@ pub struct ServedFileInfo {
 pub struct Pipeline {
     router: ArcSwap<Router>,
     hooks: Hooks,
+    proxies: ArcSwap<TrustedProxies>,
     /// Site name of requests refused before a site is chosen.
     unnamed_site: Arc<str>,
 }
 
 impl Pipeline {
-    /// A pipeline over `router`, calling `hooks` in order.
-    pub fn new(router: Router, hooks: Hooks) -> Self {
+    /// A pipeline over `router`, calling `hooks` in order; forwarding
+    /// headers are believed from `proxies` only.
+    pub fn new(router: Router, hooks: Hooks, proxies: TrustedProxies) -> Self {
         Self {
             router: ArcSwap::from_pointee(router),
             hooks,
+            proxies: ArcSwap::from_pointee(proxies),
             unnamed_site: Arc::from("-"),
         }
+    }
+
+    /// Replaces the trusted proxies (config reload).
+    pub fn set_proxies(&self, proxies: TrustedProxies) {
+        self.proxies.store(Arc::new(proxies));
     }
 
     /// Replaces the sites (config reload); requests in flight keep the old ones.
@@ -112,6 +125,7 @@ impl Pipeline {
     pub fn handle<B>(&self, req: &Request<B>, conn: &ConnectionInfo) -> Response<CompletionBody> {
         let mut exchange = Exchange {
             peer: conn.peer,
+            client: self.proxies.load().client_ip(conn.peer, req.headers()),
             method: req.method().clone(),
             target: req.uri().clone(),
             version: req.version(),
@@ -121,6 +135,7 @@ impl Pipeline {
             received: SystemTime::now(),
             started: Instant::now(),
             file: None,
+            extensions: http::Extensions::new(),
         };
         let mut response = if conn.over_limit {
             respond::over_connection_limit()
@@ -128,7 +143,7 @@ impl Pipeline {
             self.respond(req, &mut exchange)
         };
         for hook in self.hooks.iter() {
-            if let Some(other) = hook.admit(&exchange, &response) {
+            if let Some(other) = hook.admit(&mut exchange, &mut response) {
                 response = other;
                 break;
             }

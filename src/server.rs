@@ -49,7 +49,11 @@ impl Server {
     pub fn new(config: &Config, hooks: Hooks) -> io::Result<Self> {
         let router = Router::build(config)?;
         Ok(Self {
-            pipeline: Arc::new(Pipeline::new(router, hooks)),
+            pipeline: Arc::new(Pipeline::new(
+                router,
+                hooks,
+                config.admission.proxies.clone(),
+            )),
             settings: ArcSwap::from_pointee(Settings {
                 limits: config.limits,
                 shutdown_grace: config.shutdown_grace,
@@ -64,6 +68,7 @@ impl Server {
     pub fn reload(&self, config: &Config) -> io::Result<()> {
         let router = Router::build(config)?;
         self.pipeline.set_router(router);
+        self.pipeline.set_proxies(config.admission.proxies.clone());
         self.settings.store(Arc::new(Settings {
             limits: config.limits,
             shutdown_grace: config.shutdown_grace,

@@ -16,10 +16,13 @@ use crate::access_log::AccessLog;
 use crate::admin::{Admin, SyncHandle};
 use crate::cli::ServeArgs;
 use crate::config::{Config, DEFAULT_ROOT};
+use crate::control::Control;
 use crate::dns::{Beacon, BeaconConfig, VersionRecord};
 use crate::hooks::Hooks;
-use crate::observe::Observer;
+use crate::limits::Limits;
+use crate::observe::{ObserveConfig, Observer};
 use crate::server::{Server, listen};
+use crate::shape::{LinkGuard, Shaper};
 use crate::sync::schedule::{self, HealHook, Trigger};
 use crate::sync::{Engine, SyncStatus, publish};
 
@@ -29,9 +32,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     prepare_default_root(&config)?;
     let shutdown = CancellationToken::new();
     let access_log = AccessLog::start(&config.access_log)?;
+    let control = start_control(&config, &shutdown)?;
     let mut hooks = Hooks::new();
+    hooks.push(Arc::clone(&control) as Arc<dyn crate::hooks::Hook>);
     hooks.push(Arc::new(access_log.clone()));
-    let observer = Observer::new(config.observe.clone());
+    let observer = Observer::new(ObserveConfig {
+        clients: config.admission.clients,
+        ..config.observe.clone()
+    });
+    observer.set_link_capacity(config.shape.link_rate.map(|r| r.bytes_per_sec()));
     hooks.push(observer.hook());
 
     let sync = start_sync(&config, &mut hooks, &shutdown)?;
@@ -47,7 +56,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let beacon = start_beacon(&config, sync.as_ref(), &shutdown).await?;
 
     announce(&config, &listeners, admin, beacon)?;
-    let reloader = tokio::spawn(reload_on_hangup(args, Arc::clone(&server), access_log));
+    let reloader = tokio::spawn(reload_on_hangup(
+        args,
+        Arc::clone(&server),
+        access_log,
+        Arc::clone(&control),
+    ));
     let signals = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -62,6 +76,58 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     reloader.abort();
     signals.abort();
     result.context("server failed")
+}
+
+/// Builds traffic control and starts its background tasks: the pacer, the
+/// periodic save of quota usage, and the link guard.
+fn start_control(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Control>> {
+    let shaper =
+        Shaper::new(config.shape.clone()).map_err(|e| anyhow::anyhow!("[shape]: {}", e.0))?;
+    shaper.spawn_pacer(shutdown.clone().cancelled_owned());
+    let limits = Limits::new(config.admission.clone())?;
+    if let Err(e) = limits.load() {
+        tracing::warn!(error = %e, "quota usage could not be loaded; starting from zero");
+    }
+    let control = Arc::new(Control::new(
+        shaper.clone(),
+        Arc::new(limits),
+        config.shape.client_rate,
+    ));
+    if let Some(link) = config.shape.link_rate {
+        tracing::info!(%link, "link cap in force");
+    }
+    if let Some(guard) = &config.shape.link_guard {
+        tracing::info!(interface = %guard.interface, capacity = %guard.capacity, reserve = %guard.reserve, "link guard watching the interface");
+        let guard = LinkGuard::new(guard.clone());
+        tokio::spawn(guard.run(
+            shaper,
+            config.shape.link_rate,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
+    let persist = Arc::clone(&control);
+    let interval = config.admission.save_interval;
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                _ = ticker.tick() => false,
+            };
+            let limits = persist.limits();
+            limits.maintain();
+            let saved = tokio::task::spawn_blocking(move || limits.save()).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!(error = %e, "cannot save quota usage");
+            }
+            if stopping {
+                return;
+            }
+        }
+    });
+    Ok(control)
 }
 
 /// The sync engine and how to reach it, when `serve` runs one.
@@ -257,7 +323,12 @@ fn announce(
     Ok(())
 }
 
-async fn reload_on_hangup(args: ServeArgs, server: Arc<Server>, access_log: AccessLog) {
+async fn reload_on_hangup(
+    args: ServeArgs,
+    server: Arc<Server>,
+    access_log: AccessLog,
+    control: Arc<Control>,
+) {
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP; reload is unavailable");
         return;
@@ -270,12 +341,24 @@ async fn reload_on_hangup(args: ServeArgs, server: Arc<Server>, access_log: Acce
                 if Some(&config.listen) != listen.as_ref() {
                     tracing::warn!("listen addresses changed; they take effect after a restart");
                 }
-                match server.reload(&config) {
-                    Ok(()) => tracing::info!("configuration reloaded"),
+                let limits = match Limits::new(config.admission.clone()) {
+                    Ok(limits) => limits,
                     Err(e) => {
-                        tracing::error!(error = %e, "reload failed; keeping the running configuration")
+                        tracing::error!(error = %e, "new limits rejected; keeping the running configuration");
+                        continue;
                     }
+                };
+                // Everything that can still fail first, so a rejected reload changes nothing.
+                if let Err(e) = server.reload(&config) {
+                    tracing::error!(error = %e, "reload failed; keeping the running configuration");
+                    continue;
                 }
+                if let Err(e) = control.shaper().reconfigure(config.shape.clone()) {
+                    tracing::error!(error = %e.0, "new shaping rejected; keeping the previous shaping");
+                }
+                control.set_limits(Arc::new(limits));
+                control.set_client_rate(config.shape.client_rate);
+                tracing::info!("configuration reloaded");
             }
             Err(e) => {
                 tracing::error!(error = %e, "new configuration rejected; keeping the running one")

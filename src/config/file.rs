@@ -43,6 +43,10 @@ pub struct FileConfig {
     pub beacon: Option<FileBeacon>,
     /// Admin API.
     pub admin: Option<FileAdmin>,
+    /// Bandwidth shaping.
+    pub shape: Option<Spanned<crate::shape::ShapeConfig>>,
+    /// Admission limits.
+    pub limits: Option<Spanned<crate::limits::LimitsConfig>>,
     /// Status page and metrics.
     pub observe: Option<FileObserve>,
     /// Alert rules and webhook.
@@ -142,6 +146,9 @@ pub struct FileSync {
     /// Wait for a required cdiff missing upstream.
     #[serde(default, with = "humantime_serde::option")]
     pub missing_cdiff_grace: Option<Duration>,
+    /// First retry delay after a retryable error.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_base: Option<Duration>,
 }
 
 /// The `[beacon]` table.

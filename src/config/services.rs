@@ -41,6 +41,8 @@ pub struct SyncSettings {
     pub max_requests_per_file_per_hour: u32,
     /// Wait for a required cdiff missing upstream.
     pub missing_cdiff_grace: Duration,
+    /// First retry delay after a retryable error.
+    pub retry_base: Duration,
 }
 
 impl SyncSettings {
@@ -57,6 +59,7 @@ impl SyncSettings {
         config.attempts = self.attempts;
         config.max_requests_per_file_per_hour = self.max_requests_per_file_per_hour;
         config.missing_cdiff_grace = self.missing_cdiff_grace;
+        config.retry_base = self.retry_base;
         config
     }
 }
@@ -209,6 +212,7 @@ impl Resolver<'_> {
             missing_cdiff_grace: file
                 .missing_cdiff_grace
                 .unwrap_or(sync::DEFAULT_MISSING_CDIFF_GRACE),
+            retry_base: file.retry_base.unwrap_or(Duration::from_secs(2)),
         })
     }
 

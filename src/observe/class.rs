@@ -134,6 +134,7 @@ pub(crate) mod tests {
     pub(crate) fn exchange(peer: &str, path: &str, kind: Option<FileKind>) -> Exchange {
         Exchange {
             peer: peer.parse().unwrap(),
+            client: peer.parse::<std::net::SocketAddr>().unwrap().ip(),
             method: Method::GET,
             target: path.parse().unwrap(),
             version: http::Version::HTTP_11,
@@ -146,6 +147,7 @@ pub(crate) mod tests {
                 kind,
                 size: 1_000_000,
             }),
+            extensions: http::Extensions::new(),
         }
     }
 

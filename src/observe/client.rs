@@ -1,47 +1,21 @@
-//! Who a client is, for accounting: one IPv4 address, or one IPv6 /64.
-//!
-//! An IPv6 host usually owns a whole /64 and can pick a new address from it
-//! for every request, so counting addresses would both split one client into
-//! thousands and let the per-client tables grow without bound. The limits
-//! module is building the shared `limits::ClientKey` with the same rule;
-//! until it lands this small local function stands in for it (replace it
-//! then, so accounting and limits agree on who a client is).
+//! Who a client is, for accounting: the same [`ClientKey`] the limits module
+//! uses (one IPv4 address, or one IPv6 /64 by default, as configured in
+//! `[limits] clients`), so the status page's client tables and the limits'
+//! decisions always talk about the same clients. An IPv6 host can pick a
+//! new address from its /64 for every request; counting addresses would
+//! split one client into thousands and let the tables grow without bound.
 
-use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 
-/// The accounting identity of a client address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientKey(IpAddr);
+pub use crate::limits::ClientKey;
+use crate::limits::ClientPrefixes;
 
-impl ClientKey {
-    /// The key of `ip`: IPv4 (also when IPv4-mapped) as is, IPv6 masked to /64.
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => ClientKey(IpAddr::V4(v4)),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => ClientKey(IpAddr::V4(v4)),
-                None => {
-                    let masked = u128::from(v6) & !((1u128 << 64) - 1);
-                    ClientKey(IpAddr::V6(Ipv6Addr::from(masked)))
-                }
-            },
-        }
-    }
+/// How addresses are grouped into clients.
+pub type Grouping = ClientPrefixes;
 
-    /// The (masked) address.
-    pub fn ip(self) -> IpAddr {
-        self.0
-    }
-}
-
-impl fmt::Display for ClientKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            IpAddr::V4(v4) => write!(f, "{v4}"),
-            IpAddr::V6(v6) => write!(f, "{v6}/64"),
-        }
-    }
+/// The key of `ip` under `grouping`.
+pub fn key(grouping: &Grouping, ip: IpAddr) -> ClientKey {
+    grouping.key(ip)
 }
 
 #[cfg(test)]
@@ -50,14 +24,14 @@ mod tests {
 
     #[test]
     fn ipv6_groups_by_64_and_mapped_v4_is_v4() {
-        let a = ClientKey::of("2001:db8:1:2:aaaa::1".parse().unwrap());
-        let b = ClientKey::of("2001:db8:1:2:bbbb::9".parse().unwrap());
-        let c = ClientKey::of("2001:db8:1:3::1".parse().unwrap());
+        let g = Grouping::default();
+        let a = key(&g, "2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = key(&g, "2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = key(&g, "2001:db8:1:3::1".parse().unwrap());
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert_eq!(a.to_string(), "2001:db8:1:2::/64");
-        let mapped = ClientKey::of("::ffff:192.0.2.7".parse().unwrap());
-        assert_eq!(mapped.to_string(), "192.0.2.7");
-        assert_eq!(mapped, ClientKey::of("192.0.2.7".parse().unwrap()));
+        let mapped = key(&g, "::ffff:192.0.2.7".parse().unwrap());
+        assert_eq!(mapped, key(&g, "192.0.2.7".parse().unwrap()));
     }
 }

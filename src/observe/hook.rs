@@ -76,8 +76,8 @@ impl ObserveHook {
 impl Hook for ObserveHook {
     fn admit(
         &self,
-        exchange: &Exchange,
-        planned: &Response<ResponseBody>,
+        exchange: &mut Exchange,
+        planned: &mut Response<ResponseBody>,
     ) -> Option<Response<ResponseBody>> {
         // Only where the pipeline found no file: a real file wins.
         if planned.status() != StatusCode::NOT_FOUND {

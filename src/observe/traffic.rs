@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::class::RequestClass;
-use super::client::ClientKey;
+use super::client::{self, ClientKey, Grouping};
 use super::distinct::Windowed;
 use super::topk::TopK;
 use crate::hooks::Completion;
@@ -121,6 +121,7 @@ pub struct Traffic {
     tables: Mutex<Tables>,
     baseline: Mutex<Baseline>,
     durations: [Histogram; RequestClass::COUNT],
+    grouping: Grouping,
 }
 
 impl Default for Traffic {
@@ -146,9 +147,15 @@ fn unix_minute(t: SystemTime) -> u64 {
 }
 
 impl Traffic {
-    /// Empty counters.
+    /// Empty counters, clients grouped the default way.
     pub fn new() -> Self {
+        Self::with_grouping(Grouping::default())
+    }
+
+    /// Empty counters, clients grouped by `grouping`.
+    pub fn with_grouping(grouping: Grouping) -> Self {
         Self {
+            grouping,
             sites: RwLock::default(),
             codes: Mutex::default(),
             cdiff_not_found: AtomicU64::new(0),
@@ -192,7 +199,7 @@ impl Traffic {
             transfer: Arc::clone(&transfer),
             flushed: 0,
             site: Arc::clone(&exchange.site),
-            client: ClientKey::of(exchange.peer.ip()),
+            client: client::key(&self.grouping, exchange.client),
             file: exchange
                 .file
                 .as_ref()
@@ -257,7 +264,7 @@ impl Traffic {
             .or_default() += 1;
         self.durations[class.index()].observe(completion.duration.as_secs_f64());
 
-        let client = ClientKey::of(exchange.peer.ip());
+        let client = client::key(&self.grouping, exchange.client);
         let minute = unix_minute(exchange.received);
         let mut tables = lock(&self.tables);
         tables.attribute(client, file.as_ref(), remainder, 1);
@@ -476,7 +483,7 @@ mod tests {
         t.sent(300_000);
         traffic.flush();
         let live = traffic.take_live_clients();
-        let who = ClientKey::of("192.0.2.1".parse().unwrap());
+        let who = client::key(&Grouping::default(), "192.0.2.1".parse().unwrap());
         assert_eq!(
             live[&who],
             LiveClient {

@@ -174,6 +174,8 @@ mod tests {
                 .sync,
             beacon: None,
             admin: None,
+            shape: Default::default(),
+            admission: Default::default(),
             observe: Default::default(),
         };
         let router = Router::build(&config).unwrap();

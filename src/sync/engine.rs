@@ -26,6 +26,8 @@ use crate::cvd::{self, Expected, TrustedKeys, VerifyError};
 
 /// How long a `403` stops all requests upstream.
 const FORBIDDEN_COOL_DOWN: Duration = Duration::from_secs(24 * 3600);
+/// How long history cdiffs upstream lacked are not asked for again.
+const HISTORY_RETRY: Duration = Duration::from_secs(24 * 3600);
 /// Longest wait between retries inside one pass.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 
@@ -297,12 +299,13 @@ impl Engine {
             None => {}
         }
         std::fs::create_dir_all(publish::staging_dir(&self.config.root))?;
-        let (advertised, record) = self
-            .config
-            .versions
-            .lookup(&self.upstream, &self.config.databases)
-            .await
-            .map_err(SyncError::Versions)?;
+        let (advertised, record) = match &self.config.versions {
+            VersionSource::Http => (self.header_versions(state).await?, None),
+            dns => dns
+                .lookup(&self.config.databases)
+                .await
+                .map_err(SyncError::Versions)?,
+        };
         self.status.send_modify(|s| {
             s.advertised = advertised.clone();
             s.advertised_record = record;
@@ -369,12 +372,13 @@ impl Engine {
             Plan::Update(update) => update,
         };
         let mut update = update;
+        let now = unix_now();
         update.cdiffs.retain(|&v| {
             v > update.required_above
                 || state
                     .file(&format!("{db}-{v}.cdiff"))
                     .missing_since
-                    .is_none()
+                    .is_none_or(|since| now.saturating_sub(since) >= HISTORY_RETRY.as_secs())
         });
         if update.cdiffs.is_empty() && !update.cvd {
             self.prune(state, db)?;
@@ -422,9 +426,11 @@ impl Engine {
                     return Ok(report);
                 }
             }
-            self.fetch_signature(state, &format!("{db}-{version}.cvd.sign"), progress)
+            let sign = self
+                .fetch_signature(state, &format!("{db}-{version}.cvd.sign"), progress)
                 .await?;
             publish::publish(&root, &[], Some(&staged))?;
+            publish::publish(&root, sign.as_slice(), None)?;
             report.fetched.push(name);
             report.after = Some(version);
         }
@@ -448,8 +454,13 @@ impl Engine {
         if self.config.root.join(&name).exists() {
             return Ok(Ok(()));
         }
-        if !required && state.file(&name).missing_since.is_some() {
-            // History upstream does not have: asked once, never again.
+        if !required
+            && state
+                .file(&name)
+                .missing_since
+                .is_some_and(|since| unix_now().saturating_sub(since) < HISTORY_RETRY.as_secs())
+        {
+            // History upstream lacked recently: not asked again before a day passed.
             return Ok(Ok(()));
         }
         match self
@@ -458,9 +469,12 @@ impl Engine {
         {
             Ok((staged, _)) => {
                 state.file(&name).missing_since = None;
-                self.fetch_signature(state, &format!("{name}.sign"), progress)
+                let sign = self
+                    .fetch_signature(state, &format!("{name}.sign"), progress)
                     .await?;
                 publish::publish(&self.config.root, &[staged], None)?;
+                // A signature is published only beside the file it signs.
+                publish::publish(&self.config.root, sign.as_slice(), None)?;
                 state.published_at.insert(name.clone(), unix_now());
                 report.fetched.push(name);
                 Ok(Ok(()))
@@ -468,11 +482,12 @@ impl Engine {
             Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
             Err(FileError::Fetch(FetchError::NotFound)) => {
                 let now = unix_now();
-                let since = *state.file(&name).missing_since.get_or_insert(now);
                 if !required {
-                    tracing::debug!(file = %name, "cdiff history not available upstream; not asked again");
+                    state.file(&name).missing_since = Some(now);
+                    tracing::debug!(file = %name, "cdiff history not available upstream; asking again in a day");
                     return Ok(Ok(()));
                 }
+                let since = *state.file(&name).missing_since.get_or_insert(now);
                 let missing_for = Duration::from_secs(now.saturating_sub(since));
                 if missing_for >= self.config.missing_cdiff_grace {
                     tracing::warn!(file = %name, missing_for = %humantime::format_duration(missing_for), "required cdiff still missing upstream after the grace period; publishing without it (clients at older versions will download the whole CVD, as they would from upstream)");
@@ -497,24 +512,26 @@ impl Engine {
         state: &mut SyncState,
         name: &str,
         progress: &dyn Progress,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<Staged>, SyncError> {
         let dest = publish::staging_dir(&self.config.root).join(format!("{name}.part"));
         match self.fetch_raw(state, name, &dest, 1, progress).await {
             Ok(()) => {
                 let looks_right =
                     std::fs::read(&dest).is_ok_and(|b| b.starts_with(b"#clamsign-1.0"));
                 if looks_right {
-                    std::fs::rename(&dest, self.config.root.join(name))?;
-                } else {
-                    tracing::warn!(file = name, "not a ClamAV signature file; discarded");
-                    let _ = std::fs::remove_file(&dest);
+                    return Ok(Some(Staged {
+                        path: dest,
+                        name: name.to_owned(),
+                    }));
                 }
-                Ok(())
+                tracing::warn!(file = name, "not a ClamAV signature file; discarded");
+                let _ = std::fs::remove_file(&dest);
+                Ok(None)
             }
             Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
             Err(_) => {
                 let _ = std::fs::remove_file(&dest);
-                Ok(())
+                Ok(None)
             }
         }
     }
@@ -621,6 +638,51 @@ impl Engine {
             }
         }
         Err(FileError::Budget)
+    }
+
+    /// Versions from `Range: bytes=0-511` of each CVD, under the same
+    /// cool-downs, budget and `403` handling as downloads.
+    async fn header_versions(
+        &self,
+        state: &mut SyncState,
+    ) -> Result<BTreeMap<String, u32>, SyncError> {
+        let mut versions = BTreeMap::new();
+        for db in &self.config.databases {
+            let name = format!("{db}.cvd");
+            let now = unix_now();
+            let file = state.file(&name);
+            if let Some(until) = file.cool_down_until.filter(|&until| until > now) {
+                return Err(SyncError::Versions(format!(
+                    "{name}: {}",
+                    FileError::CoolingDown(until)
+                )));
+            }
+            file.recent_requests
+                .retain(|&t| now.saturating_sub(t) < 3600);
+            if file.recent_requests.len() >= self.config.max_requests_per_file_per_hour as usize {
+                return Err(SyncError::Versions(format!(
+                    "{name}: {}",
+                    FileError::Budget
+                )));
+            }
+            file.recent_requests.push(now);
+            match self.upstream.cvd_header(db).await {
+                Ok(header) => {
+                    versions.insert(db.clone(), header.version);
+                }
+                Err(FetchError::Forbidden) => return Err(self.forbidden(state)),
+                Err(FetchError::RateLimited { retry_after }) => {
+                    state.file(&name).cool_down_until = Some(now + retry_after.as_secs());
+                    let _ = self.state_file.save(state);
+                    return Err(SyncError::Versions(format!(
+                        "{name} header: rate limited by upstream (429); cooling down for {}",
+                        humantime::format_duration(retry_after)
+                    )));
+                }
+                Err(e) => return Err(SyncError::Versions(format!("{name} header: {e}"))),
+            }
+        }
+        Ok(versions)
     }
 
     fn forbidden(&self, state: &mut SyncState) -> SyncError {

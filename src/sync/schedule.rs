@@ -228,6 +228,8 @@ mod tests {
             received: std::time::SystemTime::now(),
             started: Instant::now(),
             file: None,
+            client: "192.0.2.7".parse().unwrap(),
+            extensions: http::Extensions::new(),
         };
         let not_found = Completion {
             status: StatusCode::NOT_FOUND,

@@ -199,6 +199,8 @@ impl Upstream {
     }
 }
 
+/// The error with every underlying cause, so a log says *what* broke
+/// ("connection reset by peer"), not only that decoding a body failed.
 fn transport(e: reqwest::Error) -> FetchError {
     let kind = if e.is_timeout() {
         "timed out"
@@ -207,7 +209,14 @@ fn transport(e: reqwest::Error) -> FetchError {
     } else {
         "error"
     };
-    FetchError::Transport(format!("{kind}: {e}"))
+    let mut message = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    FetchError::Transport(message)
 }
 
 /// Maps a status to success or the outcome the engine acts on.

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::upstream::Upstream;
 use crate::dns;
 
 /// How to learn the newest versions.
@@ -31,11 +30,11 @@ pub const DEFAULT_DNS_NAME: &str = "current.cvd.clamav.net";
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl VersionSource {
-    /// Versions of `databases` (and the whole TXT record in DNS mode); a
-    /// database the source does not know is an error.
+    /// Versions of `databases` and the whole TXT record, in DNS mode (empty
+    /// in HTTP mode, where the engine reads CVD headers itself); a database
+    /// the record does not list is an error.
     pub async fn lookup(
         &self,
-        upstream: &Upstream,
         databases: &[String],
     ) -> Result<(BTreeMap<String, u32>, Option<dns::VersionRecord>), String> {
         let mut versions = BTreeMap::new();
@@ -53,15 +52,9 @@ impl VersionSource {
                 }
                 txt = Some(record);
             }
-            VersionSource::Http => {
-                for db in databases {
-                    let header = upstream
-                        .cvd_header(db)
-                        .await
-                        .map_err(|e| format!("{db}.cvd header: {e}"))?;
-                    versions.insert(db.clone(), header.version);
-                }
-            }
+            // Header checks go through the engine, which applies the same
+            // cool-downs, budget and 403 handling as any other request.
+            VersionSource::Http => {}
         }
         Ok((versions, txt))
     }

@@ -106,7 +106,7 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     assert_eq!(site("-")["bytes"], error_bytes);
     assert_eq!(s["files"][0]["file"], "/bytecode.cvd");
     assert_eq!(s["files"][0]["bytes"], 1536 + cvd.len() as u64);
-    assert_eq!(s["clients"]["top"][0]["client"], "127.0.0.1");
+    assert_eq!(s["clients"]["top"][0]["client"], "127.0.0.1/32");
     assert_eq!(s["clients"]["top"][0]["requests"], 9);
     assert_eq!(s["active_transfers"], 0);
     assert!(

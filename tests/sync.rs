@@ -1,0 +1,31 @@
+//! Integration tests of `cvdmirror sync` against a fake upstream with fault
+//! injection: the engine's promises (verified, atomic, polite, crash-safe)
+//! checked from outside, on the real binary, plus the real clients that
+//! consume what it publishes (freshclam) and its peer (cvdupdate).
+//!
+//! One test binary; see docs/testing-sync.md for what each module proves.
+
+// A test crate: a panic with context *is* the failure report, so helpers
+// unwrap like `#[test]` bodies do, and deadlines use real time (the children
+// run on the wall clock, not a paused tokio one).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "sync/crash.rs"]
+mod crash;
+#[path = "sync/cvdupdate.rs"]
+mod cvdupdate;
+#[path = "sync/etiquette.rs"]
+mod etiquette;
+#[path = "sync/faults.rs"]
+mod faults;
+#[path = "sync/freshclam.rs"]
+mod freshclam;
+#[path = "sync/genuine.rs"]
+mod genuine;
+#[path = "sync/upstream.rs"]
+mod upstream;
+#[path = "sync/world.rs"]
+mod world;
