@@ -1,6 +1,8 @@
 //! The admin API, on its own listener (loopback by default, never the
-//! public port): liveness, readiness, sync status, and the authenticated
-//! "update now" push that upstream mirrors conventionally receive.
+//! public port): liveness, readiness, the live status page (`/`),
+//! `/status.json`, Prometheus `/metrics`, and the authenticated actions:
+//! the "update now" push that upstream mirrors conventionally receive
+//! (`POST /sync`) and `POST /reset` of the status page's counters.
 //!
 //! Reading is open (it is bound to loopback unless the operator decides
 //! otherwise); every action that changes something is a `POST` carrying the
@@ -23,6 +25,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::observe::Observer;
 use crate::sync::SyncStatus;
 use crate::sync::schedule::Trigger;
 
@@ -32,6 +35,7 @@ pub struct Admin {
     databases: Vec<String>,
     sync: Option<SyncHandle>,
     ready_without_sync: Box<dyn Fn() -> bool + Send + Sync>,
+    observer: Option<Arc<Observer>>,
 }
 
 /// The running sync engine, when `serve` runs one.
@@ -56,7 +60,14 @@ impl Admin {
             databases,
             sync,
             ready_without_sync,
+            observer: None,
         }
+    }
+
+    /// Serves `observer`'s page, status and metrics, and its reset action.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Reads the token file: one line, surrounding whitespace ignored, not empty.
@@ -128,9 +139,14 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/ready") => self.ready(),
             (&Method::GET | &Method::HEAD, "/status.json") => self.status_json(),
+            (&Method::GET | &Method::HEAD, "/") => self.page(),
+            (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),
             (&Method::POST, "/sync") => self.authorized(req).unwrap_or_else(|| self.push_sync()),
-            (_, "/healthz" | "/ready" | "/status.json") => not_allowed("GET, HEAD"),
-            (_, "/sync") => not_allowed("POST"),
+            (&Method::POST, "/reset") => self.authorized(req).unwrap_or_else(|| self.reset()),
+            (_, "/healthz" | "/ready" | "/status.json" | "/" | "/metrics") => {
+                not_allowed("GET, HEAD")
+            }
+            (_, "/sync" | "/reset") => not_allowed("POST"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -177,6 +193,43 @@ impl Admin {
         }
     }
 
+    fn page(&self) -> Response<Full<Bytes>> {
+        if self.observer.is_none() {
+            return text(StatusCode::NOT_FOUND, "not found\n");
+        }
+        let mut response = respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from_static(crate::observe::page::HTML.as_bytes()),
+        );
+        response.headers_mut().insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(crate::observe::page::CSP),
+        );
+        response
+    }
+
+    fn metrics(&self) -> Response<Full<Bytes>> {
+        match &self.observer {
+            Some(observer) => respond(
+                StatusCode::OK,
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                Bytes::from(observer.metrics_text()),
+            ),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn reset(&self) -> Response<Full<Bytes>> {
+        match &self.observer {
+            Some(observer) => {
+                observer.reset();
+                json(StatusCode::OK, "{\"reset\":true}\n".into())
+            }
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
     fn ready(&self) -> Response<Full<Bytes>> {
         let reasons = self.not_ready_reasons();
         if reasons.is_empty() {
@@ -206,6 +259,16 @@ impl Admin {
     }
 
     fn status_json(&self) -> Response<Full<Bytes>> {
+        if let Some(observer) = &self.observer {
+            let mut body = crate::observe::status::build(observer, false);
+            if let Some(map) = body.as_object_mut() {
+                map.insert(
+                    "ready".into(),
+                    serde_json::Value::Bool(self.not_ready_reasons().is_empty()),
+                );
+            }
+            return json(StatusCode::OK, format!("{body}\n"));
+        }
         let body = match &self.sync {
             Some(sync) => {
                 let status = sync.status.borrow().clone();
@@ -312,6 +375,29 @@ mod tests {
         );
         let get = Request::get("/sync").body(()).unwrap();
         assert_eq!(a.handle(&get).status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn reset_is_a_post_with_the_token_and_pages_are_gets() {
+        let observer = Observer::new(crate::observe::ObserveConfig::default());
+        let a = admin(Some("s3cret"), None).with_observer(observer);
+        let reset = |auth: Option<&str>| {
+            let mut b = Request::post("/reset");
+            if let Some(auth) = auth {
+                b = b.header(header::AUTHORIZATION, auth);
+            }
+            a.handle(&b.body(()).unwrap()).status()
+        };
+        assert_eq!(reset(None), StatusCode::UNAUTHORIZED);
+        assert_eq!(reset(Some("Bearer s3cret")), StatusCode::OK);
+        let get = |path: &str| a.handle(&Request::get(path).body(()).unwrap());
+        assert_eq!(get("/reset").status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(get("/").status(), StatusCode::OK);
+        assert_eq!(get("/metrics").status(), StatusCode::OK);
+        let status = get("/status.json");
+        assert_eq!(status.status(), StatusCode::OK);
+        let post = Request::post("/metrics").body(()).unwrap();
+        assert_eq!(a.handle(&post).status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 mod control;
 mod file;
+pub mod observe;
 mod services;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -64,6 +65,8 @@ pub struct Config {
     pub shape: crate::shape::ShapeConfig,
     /// Admission limits.
     pub admission: crate::limits::LimitsConfig,
+    /// Status page, metrics and alerts.
+    pub observe: crate::observe::ObserveConfig,
 }
 
 /// One virtual host.
@@ -315,6 +318,7 @@ impl Resolver<'_> {
             admin: self.admin(args, file.admin)?,
             shape: self.shape(args, file.shape)?,
             admission: self.limits(args, file.limits, &default_site_root)?,
+            observe: self.observe(file.observe, file.alerts)?,
         })
     }
 

@@ -22,6 +22,7 @@ pub mod cvd;
 pub mod dns;
 pub mod hooks;
 pub mod limits;
+pub mod observe;
 pub mod pipeline;
 pub mod server;
 pub mod shape;

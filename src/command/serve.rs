@@ -20,6 +20,7 @@ use crate::control::Control;
 use crate::dns::{Beacon, BeaconConfig, VersionRecord};
 use crate::hooks::Hooks;
 use crate::limits::Limits;
+use crate::observe::{ObserveConfig, Observer};
 use crate::server::{Server, listen};
 use crate::shape::{LinkGuard, Shaper};
 use crate::sync::schedule::{self, HealHook, Trigger};
@@ -35,11 +36,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut hooks = Hooks::new();
     hooks.push(Arc::clone(&control) as Arc<dyn crate::hooks::Hook>);
     hooks.push(Arc::new(access_log.clone()));
+    let observer = Observer::new(ObserveConfig {
+        clients: config.admission.clients,
+        ..config.observe.clone()
+    });
+    observer.set_link_capacity(config.shape.link_rate.map(|r| r.bytes_per_sec()));
+    hooks.push(observer.hook());
 
     let sync = start_sync(&config, &mut hooks, &shutdown)?;
+    if let Some(sync) = &sync {
+        observer.attach_sync(sync.status.clone(), Arc::clone(&sync.trigger));
+    }
     let server = Arc::new(Server::new(&config, hooks)?);
+    let weak = Arc::downgrade(&server);
+    observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
+    observer.start(&shutdown);
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
-    let admin = start_admin(&config, sync.as_ref(), &shutdown)?;
+    let admin = start_admin(&config, sync.as_ref(), &observer, &shutdown)?;
     let beacon = start_beacon(&config, sync.as_ref(), &shutdown).await?;
 
     announce(&config, &listeners, admin, beacon)?;
@@ -169,6 +182,7 @@ fn start_sync(
 fn start_admin(
     config: &Config,
     sync: Option<&RunningSync>,
+    observer: &Arc<Observer>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<std::net::SocketAddr>> {
     let Some(settings) = &config.admin else {
@@ -196,7 +210,9 @@ fn start_admin(
         status: s.status.clone(),
         trigger: Arc::clone(&s.trigger),
     });
-    let admin = Arc::new(Admin::new(token, databases, handle, complete));
+    let admin = Arc::new(
+        Admin::new(token, databases, handle, complete).with_observer(Arc::clone(observer)),
+    );
     let listener = listen::bind(settings.listen)
         .with_context(|| format!("cannot listen on {} (admin)", settings.listen))?;
     let addr = listener.local_addr()?;

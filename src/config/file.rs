@@ -47,6 +47,66 @@ pub struct FileConfig {
     pub shape: Option<Spanned<crate::shape::ShapeConfig>>,
     /// Admission limits.
     pub limits: Option<Spanned<crate::limits::LimitsConfig>>,
+    /// Status page and metrics.
+    pub observe: Option<FileObserve>,
+    /// Alert rules and webhook.
+    pub alerts: Option<FileAlerts>,
+}
+
+/// The `[observe]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileObserve {
+    /// Serve the read-only status page on the public listener too.
+    pub public_status: Option<bool>,
+    /// Its path there.
+    pub public_path: Option<Spanned<String>>,
+    /// Show client addresses in the public view.
+    pub public_clients: Option<bool>,
+    /// Rows of the top tables.
+    pub top: Option<Spanned<usize>>,
+    /// This mirror's name in alerts.
+    pub name: Option<String>,
+}
+
+/// The `[alerts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAlerts {
+    /// Link capacity, e.g. `"100Mbit"`.
+    pub link_capacity: Option<Spanned<String>>,
+    /// Share of capacity that counts as saturated, in percent.
+    pub link_threshold_percent: Option<Spanned<f64>>,
+    /// How long saturation must last.
+    #[serde(default, with = "humantime_serde::option")]
+    pub link_for: Option<Duration>,
+    /// Herd: multiple of the baseline.
+    pub herd_factor: Option<Spanned<f64>>,
+    /// Herd: floor per minute.
+    pub herd_min_per_minute: Option<u64>,
+    /// Versions behind upstream that count.
+    pub behind_versions: Option<u32>,
+    /// For how long.
+    #[serde(default, with = "humantime_serde::option")]
+    pub behind_for: Option<Duration>,
+    /// Consecutive failed sync passes.
+    pub sync_failures: Option<u32>,
+    /// How long a quota alert holds after the last event.
+    #[serde(default, with = "humantime_serde::option")]
+    pub quota_hold: Option<Duration>,
+    /// Clear time before an alert resolves.
+    #[serde(default, with = "humantime_serde::option")]
+    pub clear_for: Option<Duration>,
+    /// Webhook URL.
+    pub webhook: Option<Spanned<String>>,
+    /// Time limit of one webhook attempt.
+    #[serde(default, with = "humantime_serde::option")]
+    pub webhook_timeout: Option<Duration>,
+    /// Attempts per event.
+    pub webhook_attempts: Option<Spanned<u32>>,
+    /// First retry delay.
+    #[serde(default, with = "humantime_serde::option")]
+    pub webhook_retry: Option<Duration>,
 }
 
 /// The `[sync]` table.

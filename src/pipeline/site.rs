@@ -179,6 +179,7 @@ mod tests {
             admin: None,
             shape: Default::default(),
             admission: Default::default(),
+            observe: Default::default(),
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");

@@ -1,0 +1,393 @@
+//! Observation: what the mirror is doing, live, and a warning before anyone
+//! calls.
+//!
+//! The incident this project answers went unnoticed for an hour and a half
+//! and unexplained forever. An [`Observer`] is fed by a [`Hook`] on every
+//! exchange (bytes counted as they are sent, requests as they end), samples
+//! rates once a second, keeps the last hour in ten-second buckets, and
+//! serves it all as `/metrics` (Prometheus), `/status.json` and a live
+//! status page on the admin listener (and, read-only, on the public one if
+//! configured). Alert rules run on the same tick and post to a webhook.
+//!
+//! Other subsystems plug in through [`StatusSource`] (their section of the
+//! page and JSON, their metrics, a headline) and a few direct feeds:
+//! [`Observer::set_link_capacity`] (shaping knows the cap) and
+//! [`Observer::quota_exhausted`] (limits knows when a quota runs out).
+
+pub mod alerts;
+pub mod class;
+pub mod client;
+pub mod distinct;
+pub mod history;
+pub mod hook;
+pub mod metrics;
+pub mod page;
+pub mod source;
+pub mod status;
+pub mod sync_view;
+pub mod topk;
+pub mod traffic;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::hooks::Hook;
+use crate::sync::SyncStatus;
+use crate::sync::schedule::Trigger;
+use alerts::deliver::{self, Outbox, WebhookConfig};
+use alerts::{AlertConfig, AlertEvent, Alerts, Inputs};
+use class::RequestClass;
+use client::ClientKey;
+use history::{History, Rates, Totals};
+pub use source::{Headline, Level, StatusSource};
+use sync_view::SyncView;
+use traffic::Traffic;
+
+/// How often rates are sampled and alerts evaluated.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Clients listed with their live rate.
+const LIVE_ROWS: usize = 50;
+
+/// Settings of observation (`[observe]` and `[alerts]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveConfig {
+    /// Serve the read-only page and JSON on the public listener at this path.
+    pub public_path: Option<String>,
+    /// Whether the public view lists client addresses.
+    pub public_clients: bool,
+    /// Rows in the top-clients and top-files tables.
+    pub top: usize,
+    /// Alert thresholds.
+    pub alerts: AlertConfig,
+    /// Where alerts are posted.
+    pub webhook: Option<WebhookConfig>,
+    /// This mirror's name in alerts (the host name by default).
+    pub name: String,
+    /// How addresses group into clients (`[limits] clients`).
+    pub clients: client::Grouping,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        Self {
+            public_path: None,
+            public_clients: false,
+            top: 20,
+            alerts: AlertConfig::default(),
+            webhook: None,
+            name: "cvdmirror".into(),
+            clients: client::Grouping::default(),
+        }
+    }
+}
+
+/// One client's live rate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRow {
+    /// Who.
+    pub client: ClientKey,
+    /// Bytes per second over the last tick.
+    pub bytes_per_s: f64,
+    /// Transfers running.
+    pub transfers: u64,
+}
+
+/// Everything observed, shared by the hook, the sampler and the admin API.
+pub struct Observer {
+    config: ObserveConfig,
+    traffic: Traffic,
+    history: Mutex<History>,
+    live: Mutex<(Option<Instant>, Vec<LiveRow>)>,
+    sources: RwLock<Vec<Arc<dyn StatusSource>>>,
+    registry: Mutex<Registry>,
+    /// Bytes/s from shaping; 0 = not provided.
+    link_capacity: AtomicU64,
+    connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
+    sync: OnceLock<Arc<SyncView>>,
+    alerts: Mutex<Alerts>,
+    outbox: Outbox,
+    pending: Mutex<Option<mpsc::Receiver<AlertEvent>>>,
+    started: SystemTime,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observer {
+    /// An observer with `config`; start its tasks with [`Observer::start`].
+    pub fn new(config: ObserveConfig) -> Arc<Self> {
+        let (outbox, pending) = deliver::outbox();
+        Arc::new_cyclic(|weak| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(metrics::ObserverCollector::new(weak.clone())));
+            Observer {
+                alerts: Mutex::new(Alerts::new(config.alerts.clone(), config.name.clone())),
+                traffic: Traffic::with_grouping(config.clients),
+                config,
+
+                history: Mutex::default(),
+                live: Mutex::default(),
+                sources: RwLock::default(),
+                registry: Mutex::new(registry),
+                link_capacity: AtomicU64::new(0),
+                connections: OnceLock::new(),
+                sync: OnceLock::new(),
+                outbox,
+                pending: Mutex::new(Some(pending)),
+                started: SystemTime::now(),
+            }
+        })
+    }
+
+    /// The hook to add to the server's [`Hooks`](crate::hooks::Hooks).
+    pub fn hook(self: &Arc<Self>) -> Arc<dyn Hook> {
+        Arc::new(hook::ObserveHook::new(Arc::clone(self)))
+    }
+
+    /// Adds a source: its section appears on the page and in the JSON, its
+    /// metrics (registered now, prefixed `cvdmirror_<name>_`) in `/metrics`.
+    pub fn add_source(&self, source: Arc<dyn StatusSource>) {
+        {
+            let mut registry = lock(&self.registry);
+            let prefixed =
+                registry.sub_registry_with_prefix(format!("cvdmirror_{}", source.name()));
+            source.register_metrics(prefixed);
+        }
+        self.sources
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(source);
+    }
+
+    /// The link capacity in bytes/s as shaping enforces it (`None`: fall
+    /// back to `[alerts] link_capacity`).
+    pub fn set_link_capacity(&self, bytes_per_second: Option<u64>) {
+        self.link_capacity
+            .store(bytes_per_second.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The capacity alerts and the headline use now, bytes/s.
+    pub fn link_capacity(&self) -> Option<u64> {
+        match self.link_capacity.load(Ordering::Relaxed) {
+            0 => self.config.alerts.link_capacity,
+            cap => Some(cap),
+        }
+    }
+
+    /// Raises (or prolongs) the `quota_exhausted` alert; `subject` says
+    /// whose quota, e.g. `"site default: 50 GB/day"`.
+    pub fn quota_exhausted(&self, subject: impl Into<String>) {
+        lock(&self.alerts).quota_exhausted(Instant::now(), subject.into());
+    }
+
+    /// Where open client connections are counted (the server, once built).
+    pub fn set_connections(&self, count: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.connections.set(Box::new(count));
+    }
+
+    /// Follows the sync engine (call before [`Observer::start`]).
+    pub fn attach_sync(&self, status: watch::Receiver<SyncStatus>, trigger: Arc<Trigger>) {
+        let _ = self.sync.set(Arc::new(SyncView::new(status, trigger)));
+    }
+
+    /// Starts the sampler, alert delivery and the sync follower.
+    pub fn start(self: &Arc<Self>, shutdown: &CancellationToken) {
+        if let Some(events) = lock(&self.pending).take() {
+            tokio::spawn(deliver::run(
+                events,
+                self.config.webhook.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(sync) = self.sync.get() {
+            let sync = Arc::clone(sync);
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = sync.follow() => {}
+                }
+            });
+        }
+        // The first sample is the baseline of every rate: take it now, before
+        // the server announces itself, so no early transfer escapes the rates.
+        self.tick(Instant::now(), SystemTime::now());
+        let observer = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(Instant::now() + TICK, TICK);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    now = ticks.tick() => observer.tick(now, SystemTime::now()),
+                }
+            }
+        });
+    }
+
+    /// One sampler tick at `now`: flush, rates, history, alerts.
+    pub fn tick(&self, now: Instant, wall: SystemTime) {
+        self.traffic.flush();
+        let mut totals = Totals {
+            cdiff_not_found: self.traffic.cdiff_not_found(),
+            ..Totals::default()
+        };
+        for (site, counters) in self.traffic.sites() {
+            let (bytes, requests) = counters.load();
+            for i in 0..RequestClass::COUNT {
+                totals.bytes[i] += bytes[i];
+                totals.requests[i] += requests[i];
+            }
+            totals.site_bytes.insert(site, bytes.iter().sum());
+        }
+        let inputs = {
+            let mut history = lock(&self.history);
+            history.record(now, wall, totals);
+            let minute = history.window(now, Duration::from_secs(60));
+            let (buckets, older) = history.before(Duration::from_secs(60));
+            let herd =
+                |b: &history::Bucket| b.requests[RequestClass::Cvd.index()] + b.cdiff_not_found;
+            // A baseline needs at least five minutes of history.
+            let baseline = (buckets >= 30).then(|| herd(&older) as f64 * 6.0 / buckets as f64);
+            let (behind, sync_failures) = self.sync.get().map_or((0, 0), |s| {
+                let behind = s
+                    .status
+                    .borrow()
+                    .behind()
+                    .values()
+                    .copied()
+                    .max()
+                    .unwrap_or(0);
+                (behind, s.tally().consecutive_failures)
+            });
+            Inputs {
+                link_rate: history.rates().total,
+                link_capacity: match self.link_capacity.load(Ordering::Relaxed) {
+                    0 => None,
+                    cap => Some(cap),
+                },
+                herd_last_minute: herd(&minute),
+                herd_baseline: baseline,
+                behind,
+                sync_failures,
+            }
+        };
+        self.update_live(now);
+        let events = lock(&self.alerts).evaluate(now, wall, &inputs);
+        for event in events {
+            self.outbox.send(event);
+        }
+    }
+
+    fn update_live(&self, now: Instant) {
+        let clients = self.traffic.take_live_clients();
+        let mut live = lock(&self.live);
+        let secs = live
+            .0
+            .replace(now)
+            .map_or(TICK.as_secs_f64(), |then| {
+                now.duration_since(then).as_secs_f64()
+            })
+            .max(0.001);
+        let mut rows: Vec<LiveRow> = clients
+            .into_iter()
+            .map(|(client, l)| LiveRow {
+                client,
+                bytes_per_s: l.bytes as f64 / secs,
+                transfers: l.transfers,
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            b.bytes_per_s
+                .total_cmp(&a.bytes_per_s)
+                .then(b.transfers.cmp(&a.transfers))
+        });
+        rows.truncate(LIVE_ROWS);
+        live.1 = rows;
+    }
+
+    /// Starts the status page's counters, tables and history afresh.
+    pub fn reset(&self) {
+        self.traffic.reset();
+        lock(&self.history).clear();
+        lock(&self.live).1.clear();
+        tracing::info!("observation counters reset through the admin API");
+    }
+
+    /// The Prometheus text exposition.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        let registry = lock(&self.registry);
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    /// `/status.json` as text; `public` hides what the public must not see.
+    pub fn status_json_text(&self, public: bool) -> String {
+        let mut text = status::build(self, public).to_string();
+        text.push('\n');
+        text
+    }
+
+    /// The traffic counters.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// Rates of the last tick.
+    pub fn rates(&self) -> Rates {
+        lock(&self.history).rates().clone()
+    }
+
+    /// Open client connections, if the server is attached.
+    pub fn connections(&self) -> Option<usize> {
+        self.connections.get().map(|f| f())
+    }
+
+    /// The sync engine, if one runs.
+    pub fn sync(&self) -> Option<&SyncView> {
+        self.sync.get().map(AsRef::as_ref)
+    }
+
+    /// Every alert rule and whether it fires.
+    pub fn alert_names(&self) -> Vec<(&'static str, bool)> {
+        let active = lock(&self.alerts).active();
+        [
+            "link_saturated",
+            "herd",
+            "mirror_behind",
+            "sync_failing",
+            "quota_exhausted",
+        ]
+        .into_iter()
+        .map(|name| (name, active.iter().any(|a| a.alert == name)))
+        .collect()
+    }
+
+    /// The public path, when the public page is on.
+    pub fn public_path(&self) -> Option<&str> {
+        self.config.public_path.as_deref()
+    }
+
+    fn config(&self) -> &ObserveConfig {
+        &self.config
+    }
+}

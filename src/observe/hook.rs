@@ -1,0 +1,133 @@
+//! The observation hook: every exchange is registered when its body is
+//! wrapped, every chunk is counted as it leaves, and the completion closes
+//! the books.
+//!
+//! The same hook answers the public status page when
+//! `[observe] public_status` is on: the pipeline refuses dot-paths, so the
+//! page lives at a plain path (`/_status` by default), and the hook's
+//! `admit` replaces the pipeline's answer for exactly that path (and
+//! `<path>/status.json`) with the read-only page or JSON. Nothing that
+//! changes state is reachable from the public listener.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+
+use super::Observer;
+use super::traffic::Transfer;
+use crate::body::ResponseBody;
+use crate::hooks::{Completion, Hook};
+use crate::pipeline::Exchange;
+
+/// The [`Hook`] that feeds an [`Observer`].
+pub struct ObserveHook {
+    observer: Arc<Observer>,
+}
+
+impl ObserveHook {
+    /// Feeds `observer`.
+    pub fn new(observer: Arc<Observer>) -> Self {
+        Self { observer }
+    }
+
+    fn public_answer(&self, exchange: &Exchange) -> Option<Response<ResponseBody>> {
+        let path = self.observer.public_path()?;
+        if exchange.method != Method::GET && exchange.method != Method::HEAD {
+            return None;
+        }
+        let target = exchange.target.path();
+        let (content_type, body) = if target == path || target.strip_prefix(path) == Some("/") {
+            (
+                "text/html; charset=utf-8",
+                Bytes::from_static(super::page::HTML.as_bytes()),
+            )
+        } else if target.strip_prefix(path) == Some("/status.json") {
+            (
+                "application/json",
+                Bytes::from(self.observer.status_json_text(true)),
+            )
+        } else {
+            return None;
+        };
+        let body = if exchange.method == Method::HEAD {
+            ResponseBody::empty()
+        } else {
+            ResponseBody::bytes(body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(super::page::CSP),
+        );
+        Some(response)
+    }
+}
+
+impl Hook for ObserveHook {
+    fn admit(
+        &self,
+        exchange: &mut Exchange,
+        planned: &mut Response<ResponseBody>,
+    ) -> Option<Response<ResponseBody>> {
+        // Only where the pipeline found no file: a real file wins.
+        if planned.status() != StatusCode::NOT_FOUND {
+            return None;
+        }
+        self.public_answer(exchange)
+    }
+
+    fn wrap_body(&self, exchange: &Arc<Exchange>, body: ResponseBody) -> ResponseBody {
+        let len = body.size_hint().exact();
+        let transfer = self.observer.traffic().begin(exchange, len);
+        ResponseBody::boxed(CountingBody {
+            inner: body,
+            transfer,
+        })
+    }
+
+    fn complete(&self, exchange: &Exchange, completion: &Completion) {
+        self.observer.traffic().finish(exchange, completion);
+    }
+}
+
+/// Counts each chunk as it is handed to the connection.
+struct CountingBody {
+    inner: ResponseBody,
+    transfer: Arc<Transfer>,
+}
+
+impl Body for CountingBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.transfer.sent(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,257 @@
+//! `/metrics`: the observer's state in the Prometheus text format.
+//!
+//! Everything the observer counts is read at scrape time by one
+//! [`Collector`], from the lifetime counters (so the admin reset of the
+//! status page never makes a Prometheus counter go backwards). Sources
+//! added with [`Observer::add_source`] register their own metrics in a
+//! sub-registry of the same registry, so one scrape sees all of them.
+//!
+//! Cardinality is bounded on purpose: labels are sites (from the config),
+//! classes (nine), status codes and database names; never clients or files,
+//! whose tables live on the status page instead.
+
+use std::sync::Weak;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use super::Observer;
+use super::class::RequestClass;
+
+/// Reads the observer at scrape time.
+#[derive(Debug)]
+pub struct ObserverCollector {
+    observer: Weak<Observer>,
+}
+
+impl ObserverCollector {
+    /// Collects from `observer` while it lives.
+    pub fn new(observer: Weak<Observer>) -> Self {
+        Self { observer }
+    }
+}
+
+type Labels<'a> = Vec<(&'static str, String)>;
+
+fn family<'a, M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (Labels<'a>, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+impl Collector for ObserverCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(observer) = self.observer.upgrade() else {
+            return Ok(());
+        };
+        let traffic = observer.traffic();
+        traffic.flush();
+        let e = &mut encoder;
+
+        family(
+            e,
+            "cvdmirror_requests",
+            "Requests completed, by site, request class and status code.",
+            MetricType::Counter,
+            traffic.codes().into_iter().map(|((site, class, code), n)| {
+                (
+                    vec![
+                        ("site", site.to_string()),
+                        ("class", class.as_str().to_owned()),
+                        ("code", code.to_string()),
+                    ],
+                    ConstCounter::new(n),
+                )
+            }),
+        )?;
+        let sites = traffic.sites();
+        family(
+            e,
+            "cvdmirror_sent_bytes",
+            "Response body bytes handed to client connections, counted as they are sent.",
+            MetricType::Counter,
+            sites.iter().flat_map(|(site, counters)| {
+                let (bytes, _) = counters.load();
+                RequestClass::ALL.into_iter().map(move |class| {
+                    (
+                        vec![
+                            ("site", site.to_string()),
+                            ("class", class.as_str().to_owned()),
+                        ],
+                        ConstCounter::new(bytes[class.index()]),
+                    )
+                })
+            }),
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "cvdmirror_request_duration_seconds",
+                "Time from request head to the last body byte, by request class.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for class in RequestClass::ALL {
+                let labels = vec![("class", class.as_str().to_owned())];
+                traffic.durations()[class.index()].encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        gauge(
+            e,
+            "cvdmirror_active_transfers",
+            "Responses being sent right now.",
+            traffic.active_transfers() as f64,
+        )?;
+        if let Some(connections) = observer.connections() {
+            gauge(
+                e,
+                "cvdmirror_connections",
+                "Client connections open right now.",
+                connections as f64,
+            )?;
+        }
+        let rates = observer.rates();
+        gauge(
+            e,
+            "cvdmirror_throughput_bytes_per_second",
+            "Bytes sent per second over the last sampler tick (1 s).",
+            rates.total,
+        )?;
+        if let Some(capacity) = observer.link_capacity() {
+            gauge(
+                e,
+                "cvdmirror_link_capacity_bytes_per_second",
+                "The link capacity alerts compare against (from shaping or [alerts] link_capacity).",
+                capacity as f64,
+            )?;
+        }
+        family(
+            e,
+            "cvdmirror_alert_firing",
+            "1 while an alert is firing.",
+            MetricType::Gauge,
+            observer.alert_names().into_iter().map(|(name, firing)| {
+                (
+                    vec![("alert", name.to_owned())],
+                    ConstGauge::new(i64::from(firing)),
+                )
+            }),
+        )?;
+        self.encode_sync(e, &observer)
+    }
+}
+
+impl ObserverCollector {
+    fn encode_sync(
+        &self,
+        e: &mut DescriptorEncoder,
+        observer: &Observer,
+    ) -> Result<(), std::fmt::Error> {
+        let Some(sync) = observer.sync() else {
+            return Ok(());
+        };
+        let status = sync.status.borrow().clone();
+        let tally = sync.tally();
+        family(
+            e,
+            "cvdmirror_sync_passes",
+            "Sync passes seen since start, by result.",
+            MetricType::Counter,
+            [("ok", tally.ok), ("failed", tally.failed)]
+                .into_iter()
+                .map(|(result, n)| (vec![("result", result.to_owned())], ConstCounter::new(n))),
+        )?;
+        gauge(
+            e,
+            "cvdmirror_sync_consecutive_failures",
+            "Failed sync passes since the last success.",
+            f64::from(tally.consecutive_failures),
+        )?;
+        if let Some(t) = tally.last_success {
+            gauge(
+                e,
+                "cvdmirror_sync_last_success_timestamp_seconds",
+                "Unix time the last successful sync pass finished.",
+                t as f64,
+            )?;
+        }
+        gauge(
+            e,
+            "cvdmirror_sync_running",
+            "1 while a sync pass runs.",
+            f64::from(u8::from(status.running)),
+        )?;
+        let behind = status.behind();
+        let databases: Vec<&String> = status
+            .published
+            .keys()
+            .chain(status.advertised.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let per_db = |values: &dyn Fn(&str) -> Option<u32>| {
+            databases
+                .iter()
+                .filter_map(|db| {
+                    values(db).map(|v| {
+                        (
+                            vec![("database", (*db).clone())],
+                            ConstGauge::new(i64::from(v)),
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        family(
+            e,
+            "cvdmirror_database_published_version",
+            "Version of each database this mirror serves.",
+            MetricType::Gauge,
+            per_db(&|db| status.published.get(db).copied()),
+        )?;
+        family(
+            e,
+            "cvdmirror_database_advertised_version",
+            "Version upstream advertised at the last pass.",
+            MetricType::Gauge,
+            per_db(&|db| status.advertised.get(db).copied()),
+        )?;
+        family(
+            e,
+            "cvdmirror_database_versions_behind",
+            "Versions each database lags upstream by.",
+            MetricType::Gauge,
+            per_db(&|db| {
+                status
+                    .advertised
+                    .contains_key(db)
+                    .then(|| behind.get(db).copied().unwrap_or(0))
+            }),
+        )?;
+        ConstCounter::new(sync.trigger.heal_requests()).encode(e.encode_descriptor(
+            "cvdmirror_sync_heal_requests",
+            "Sync passes requested because clients asked for cdiffs past the published version.",
+            None,
+            MetricType::Counter,
+        )?)
+    }
+}
