@@ -25,6 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use crate::body::ResponseBody;
 use crate::hooks::{Completion, Hook};
 use crate::limits::{self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, Planned};
+use crate::observe::{Headline, Level, StatusSource};
 use crate::pipeline::{Exchange, FileKind};
 use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
 
@@ -219,5 +220,38 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Traffic control on the status page and in metrics: the shaper's tree
+/// (link, sites, classes, clients: rates, caps, waiting flows) and the
+/// limits (herd gate, quotas, request rates, connection slots).
+impl StatusSource for Control {
+    fn name(&self) -> &str {
+        "traffic_control"
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let limits = self.limits();
+        let snapshot = self.shaper.snapshot();
+        serde_json::json!({
+            "active": self.is_active(),
+            "link_cap_bytes_per_s": self.shaper.link_rate().map(|r| r.bytes_per_sec()),
+            "link_rate_bytes_per_s": snapshot.link.rate,
+            "waiting_flows": self.shaper.waiting_flows(),
+            "shaping": snapshot,
+            "limits": limits.status(),
+        })
+    }
+
+    fn headline(&self) -> Option<Headline> {
+        let herd = self.limits().herd()?.stats();
+        (!herd.open).then(|| Headline {
+            level: Level::Warn,
+            text: format!(
+                "herd gate closed: {} whole-database downloads running, {} refused so far",
+                herd.active, herd.denied
+            ),
+        })
     }
 }

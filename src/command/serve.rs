@@ -50,6 +50,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = Arc::new(Server::new(&config, hooks)?);
     let weak = Arc::downgrade(&server);
     observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
+    observer.add_source(Arc::clone(&control) as Arc<dyn crate::observe::StatusSource>);
     observer.start(&shutdown);
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
     let admin = start_admin(&config, sync.as_ref(), &observer, &shutdown)?;
