@@ -232,15 +232,71 @@ impl StatusSource for Control {
     }
 
     fn status(&self) -> serde_json::Value {
-        let limits = self.limits();
+        use serde_json::json;
+        let limits = self.limits().status();
         let snapshot = self.shaper.snapshot();
-        serde_json::json!({
+        let cap = |c: Option<Rate>| c.map(|r| r.bytes_per_sec());
+        // Flat fields and arrays of rows: the page renders them as cards and tables.
+        let mut classes = Vec::new();
+        let mut clients = Vec::new();
+        for site in &snapshot.sites {
+            for class in &site.classes {
+                classes.push(json!({
+                    "site": site.node.name, "class": class.node.name, "priority": class.priority,
+                    "now_bytes_per_s": class.node.rate, "cap_bytes_per_s": cap(class.node.cap),
+                    "flows": class.node.active_flows, "waiting": class.node.waiting_flows, "sent_bytes": class.node.bytes,
+                }));
+                for client in &class.clients {
+                    clients.push(json!({
+                        "client": client.name, "class": class.node.name, "now_bytes_per_s": client.rate,
+                        "cap_bytes_per_s": cap(client.cap), "flows": client.active_flows, "waiting": client.waiting_flows,
+                    }));
+                }
+            }
+        }
+        clients.sort_by(|a, b| {
+            b["now_bytes_per_s"]
+                .as_f64()
+                .partial_cmp(&a["now_bytes_per_s"].as_f64())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        clients.truncate(20);
+        let herd = limits.herd.as_ref().map_or_else(
+            || "off".to_owned(),
+            |h| {
+                format!(
+                    "{} ({} running of {} allowed; {} admitted, {} refused)",
+                    if h.open { "open" } else { "closed" },
+                    h.active,
+                    h.capacity,
+                    h.admitted,
+                    h.denied
+                )
+            },
+        );
+        let refused: Vec<_> = limits
+            .refused
+            .iter()
+            .map(|(limit, n)| json!({ "limit": limit, "refused": n }))
+            .collect();
+        let quotas: Vec<_> = limits
+            .top_client_quotas
+            .iter()
+            .map(|(site, client, q)| {
+                json!({ "site": site, "client": client, "used_bytes": q.used, "allowed_now_bytes": q.allowed_now, "limit_bytes": q.limit })
+            })
+            .collect();
+        json!({
             "active": self.is_active(),
-            "link_cap_bytes_per_s": self.shaper.link_rate().map(|r| r.bytes_per_sec()),
-            "link_rate_bytes_per_s": snapshot.link.rate,
+            "link_cap_bytes_per_s": cap(snapshot.link.cap),
+            "link_now_bytes_per_s": snapshot.link.rate,
+            "link_guard_cap_bytes_per_s": cap(snapshot.guard_link_rate),
             "waiting_flows": self.shaper.waiting_flows(),
-            "shaping": snapshot,
-            "limits": limits.status(),
+            "herd_gate": herd,
+            "classes": classes,
+            "busiest_clients": clients,
+            "refused_by_limit": refused,
+            "client_quotas": quotas,
         })
     }
 
