@@ -24,7 +24,9 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::body::ResponseBody;
 use crate::hooks::{Completion, Hook};
-use crate::limits::{self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, Planned};
+use crate::limits::{
+    self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, LimitsConfigError, Planned,
+};
 use crate::observe::{Headline, Level, StatusSource};
 use crate::pipeline::{Exchange, FileKind};
 use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
@@ -32,7 +34,9 @@ use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
 /// Admission and pacing for every response.
 pub struct Control {
     shaper: Shaper,
-    limits: ArcSwap<Limits>,
+    // Shared with bodies in flight, which charge whatever limits are in
+    // force when their bytes leave, not those they started under.
+    limits: Arc<ArcSwap<Limits>>,
     client_rate: ArcSwap<Option<Rate>>,
     /// False when no cap and no limit is configured: then every response
     /// passes untouched and costs one atomic load.
@@ -54,7 +58,7 @@ impl Control {
         let active = AtomicBool::new(is_active(shape, limits.config()));
         Self {
             shaper,
-            limits: ArcSwap::new(limits),
+            limits: Arc::new(ArcSwap::new(limits)),
             client_rate: ArcSwap::from_pointee(shape.client_rate),
             active,
         }
@@ -75,15 +79,20 @@ impl Control {
         self.limits.load_full()
     }
 
-    /// Applies new limits and shaping settings (config reload), carrying
-    /// quota usage over; transfers in flight keep the slots they were
-    /// admitted with. The shaper itself is reconfigured by the caller.
-    pub fn reconfigure(&self, limits: Arc<Limits>, shape: &ShapeConfig) {
-        limits.restore(&self.limits.load().state());
+    /// Applies new limits and shaping settings (config reload), continuing
+    /// the live state (see [`Limits::reconfigured`]); transfers in flight
+    /// keep their slots. The shaper itself is reconfigured by the caller.
+    pub fn reconfigure(
+        &self,
+        config: LimitsConfig,
+        shape: &ShapeConfig,
+    ) -> Result<(), LimitsConfigError> {
+        let limits = Arc::new(self.limits.load().reconfigured(config)?);
         self.active
             .store(is_active(shape, limits.config()), Ordering::Relaxed);
         self.limits.store(limits);
         self.client_rate.store(Arc::new(shape.client_rate));
+        Ok(())
     }
 }
 
@@ -152,7 +161,7 @@ impl Hook for Control {
         let shaped = self.shaper.wrap(body, &spec);
         ResponseBody::boxed(Charged {
             inner: shaped,
-            limits: self.limits.load_full(),
+            limits: Arc::clone(&self.limits),
             site: Arc::clone(&exchange.site),
             client: admission.client,
         })
@@ -188,7 +197,7 @@ fn is_active(shape: &ShapeConfig, limits: &LimitsConfig) -> bool {
 /// while it runs, not only when it ends.
 struct Charged<B> {
     inner: B,
-    limits: Arc<Limits>,
+    limits: Arc<ArcSwap<Limits>>,
     site: Arc<str>,
     client: ClientKey,
 }
@@ -209,6 +218,7 @@ where
             && let Some(data) = frame.data_ref()
         {
             self.limits
+                .load()
                 .charge(&self.site, self.client, data.len() as u64);
         }
         polled

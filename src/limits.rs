@@ -248,6 +248,29 @@ impl Limits {
         })
     }
 
+    /// New limits for `config` that continue this instance's live state:
+    /// transfers admitted through the herd gate, held connection slots,
+    /// quota usage and the refusal counters carry over, so a reload
+    /// (`SIGHUP`, e.g. from logrotate) neither reopens a closed gate nor
+    /// forgets what was sent.
+    pub fn reconfigured(&self, config: LimitsConfig) -> Result<Self, LimitsConfigError> {
+        let mut next = Self::with_env(config, Arc::clone(&self.clock), Arc::clone(&self.random))?;
+        if let (Some(gate), Some(previous)) = (next.herd.as_mut(), self.herd.as_ref()) {
+            gate.adopt(previous);
+        }
+        next.conns.adopt(&self.conns);
+        next.restore(&self.state());
+        for (next, previous) in next
+            .refused
+            .iter()
+            .zip(&self.refused)
+            .chain(next.slowed.iter().zip(&self.slowed))
+        {
+            next.store(previous.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(next)
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &LimitsConfig {
         &self.config

@@ -342,13 +342,6 @@ async fn reload_on_hangup(
                 if Some(&config.listen) != listen.as_ref() {
                     tracing::warn!("listen addresses changed; they take effect after a restart");
                 }
-                let limits = match Limits::new(config.admission.clone()) {
-                    Ok(limits) => limits,
-                    Err(e) => {
-                        tracing::error!(error = %e, "new limits rejected; keeping the running configuration");
-                        continue;
-                    }
-                };
                 // Everything that can still fail first, so a rejected reload changes nothing.
                 if let Err(e) = server.reload(&config) {
                     tracing::error!(error = %e, "reload failed; keeping the running configuration");
@@ -357,7 +350,9 @@ async fn reload_on_hangup(
                 if let Err(e) = control.shaper().reconfigure(config.shape.clone()) {
                     tracing::error!(error = %e.0, "new shaping rejected; keeping the previous shaping");
                 }
-                control.reconfigure(Arc::new(limits), &config.shape);
+                if let Err(e) = control.reconfigure(config.admission.clone(), &config.shape) {
+                    tracing::error!(error = %e, "new limits rejected; keeping the running ones");
+                }
                 tracing::info!("configuration reloaded");
             }
             Err(e) => {

@@ -71,6 +71,12 @@ impl Concurrency {
         }
     }
 
+    /// Takes over `previous`'s held slots (config reload): guards it issued
+    /// are still counted here and release here.
+    pub fn adopt(&mut self, previous: &Concurrency) {
+        self.counts = Arc::clone(&previous.counts);
+    }
+
     /// Takes a slot for `client` on `site`, or says which limit is full.
     pub fn acquire(&self, site: &Arc<str>, client: ClientKey) -> Result<ConnGuard, ConnLimitHit> {
         let mut c = lock(&self.counts);

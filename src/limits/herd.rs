@@ -100,6 +100,16 @@ impl HerdGate {
         }
     }
 
+    /// Takes over `previous`'s running transfers and counters (config
+    /// reload): permits it issued are still counted here and release here.
+    pub fn adopt(&mut self, previous: &HerdGate) {
+        self.active = Arc::clone(&previous.active);
+        self.admitted
+            .store(previous.admitted.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.denied
+            .store(previous.denied.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     /// The policy.
     pub fn policy(&self) -> HerdPolicy {
         self.policy
