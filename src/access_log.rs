@@ -22,6 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
 
+use crate::calendar::civil_from_days;
 use crate::config::AccessLogTarget;
 use crate::hooks::{Completion, Hook};
 use crate::pipeline::Exchange;
@@ -207,20 +208,6 @@ fn clf_time(line: &mut String, t: SystemTime) {
         rem / 60 % 60,
         rem % 60
     );
-}
-
-/// Days since 1970-01-01 to (year, month 1-12, day 1-31); Howard Hinnant's algorithm.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

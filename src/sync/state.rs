@@ -3,8 +3,8 @@
 //! etiquette budget), partial downloads to resume, and when each cdiff was
 //! first published (for retention).
 //!
-//! The file is versioned and checksummed (`cvdmirror-sync-state 1 <sha256>`
-//! on the first line, JSON after it) and replaced atomically. Published
+//! The file is a [`state_file::StateFile`] (`cvdmirror-sync-state 1
+//! <sha256>` on the first line, JSON after it), replaced atomically. Published
 //! versions are deliberately *not* stored here: they are read from the
 //! served files themselves, so state can never disagree with what clients
 //! see. A corrupt state file is set aside and the engine starts afresh with
@@ -15,9 +15,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::atomic_file;
+use crate::state_file;
 
 const MAGIC: &str = "cvdmirror-sync-state";
 const FORMAT: u32 = 1;
@@ -75,81 +74,37 @@ pub struct PassRecord {
 /// The state file on disk.
 #[derive(Debug, Clone)]
 pub struct StateFile {
-    path: PathBuf,
+    file: state_file::StateFile,
 }
 
 impl StateFile {
     /// The state file at `path`.
     pub fn new(path: PathBuf) -> Self {
-        Self { path }
+        Self {
+            file: state_file::StateFile::new(path, MAGIC, FORMAT),
+        }
     }
 
     /// Reads the state; a missing file is an empty state, a corrupt one is
     /// moved aside (with a warning) and replaced by an empty state.
     pub fn load(&self) -> io::Result<SyncState> {
-        let bytes = match std::fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SyncState::default()),
-            Err(e) => return Err(e),
-        };
-        match decode(&bytes) {
-            Ok(state) => Ok(state),
-            Err(reason) => {
-                let aside = self.path.with_extension("corrupt");
-                tracing::warn!(path = %self.path.display(), %reason, aside = %aside.display(), "sync state unreadable; starting afresh");
-                std::fs::rename(&self.path, &aside)?;
-                Ok(SyncState::default())
-            }
-        }
+        self.file.load()
     }
 
     /// Writes the state atomically and durably.
     pub fn save(&self, state: &SyncState) -> io::Result<()> {
-        atomic_file::write(&self.path, &encode(state)?)
+        self.file.save(state)
     }
 
     /// Where it lives.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
-fn encode(state: &SyncState) -> io::Result<Vec<u8>> {
-    let body = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-    let mut out = format!("{MAGIC} {FORMAT} {}\n", hex(&Sha256::digest(&body))).into_bytes();
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
+#[cfg(test)]
 fn decode(bytes: &[u8]) -> Result<SyncState, String> {
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("no header line")?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| "header is not text")?;
-    let body = &bytes[newline + 1..];
-    let mut fields = header.split(' ');
-    if fields.next() != Some(MAGIC) {
-        return Err("not a cvdmirror sync state file".into());
-    }
-    let format: u32 = fields
-        .next()
-        .and_then(|f| f.parse().ok())
-        .ok_or("no format version")?;
-    if format != FORMAT {
-        return Err(format!(
-            "format {format} is not supported (this version reads {FORMAT})"
-        ));
-    }
-    let checksum = fields.next().ok_or("no checksum")?;
-    if checksum != hex(&Sha256::digest(body)) {
-        return Err("checksum mismatch".into());
-    }
-    serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    state_file::StateFile::new(PathBuf::new(), MAGIC, FORMAT).decode(bytes)
 }
 
 impl SyncState {
