@@ -30,6 +30,10 @@ use crate::limits::{
 use crate::observe::{Headline, Level, StatusSource};
 use crate::pipeline::{Exchange, FileKind};
 use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 
 /// Admission and pacing for every response.
 pub struct Control {
@@ -41,6 +45,20 @@ pub struct Control {
     /// False when no cap and no limit is configured: then every response
     /// passes untouched and costs one atomic load.
     active: AtomicBool,
+    /// Admission decisions, by outcome and refusing limit.
+    decisions: Family<DecisionLabels, Counter>,
+    /// Told when a quota refuses a request (the quota-exhausted alert).
+    on_quota_exhausted: ArcSwap<Option<QuotaListener>>,
+}
+
+/// Called with e.g. `client 192.0.2.7/32 on default` when a quota refuses.
+pub type QuotaListener = Box<dyn Fn(String) + Send + Sync>;
+
+/// Labels of `cvdmirror_traffic_control_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: &'static str,
+    limit: &'static str,
 }
 
 /// What `admit` leaves for `wrap_body` and `complete`.
@@ -61,7 +79,14 @@ impl Control {
             limits: Arc::new(ArcSwap::new(limits)),
             client_rate: ArcSwap::from_pointee(shape.client_rate),
             active,
+            decisions: Family::default(),
+            on_quota_exhausted: ArcSwap::from_pointee(None),
         }
+    }
+
+    /// Calls `listener` whenever a transfer quota refuses a request.
+    pub fn on_quota_exhausted(&self, listener: QuotaListener) {
+        self.on_quota_exhausted.store(Arc::new(Some(listener)));
     }
 
     /// Whether anything is configured that needs the hook.
@@ -128,6 +153,17 @@ impl Hook for Control {
         };
         match limits.admit(&request, available) {
             Decision::Serve(admitted) => {
+                let decision = if admitted.slow_to.is_some() {
+                    "slowed"
+                } else {
+                    "admitted"
+                };
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        decision,
+                        limit: "-",
+                    })
+                    .inc();
                 planned.headers_mut().extend(admitted.headers);
                 let slow_to = admitted.slow_to.and_then(Rate::from_bytes_per_sec);
                 exchange.extensions.insert(Admission {
@@ -139,6 +175,20 @@ impl Hook for Control {
                 None
             }
             Decision::Refuse(refusal) => {
+                let limit = refusal.limit.as_str();
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        decision: "refused",
+                        limit,
+                    })
+                    .inc();
+                if matches!(
+                    refusal.limit,
+                    limits::LimitKind::ClientQuota | limits::LimitKind::SiteQuota
+                ) && let Some(listener) = &**self.on_quota_exhausted.load()
+                {
+                    listener(format!("{limit} of {client} on {}", exchange.site));
+                }
                 tracing::debug!(client = %client, limit = ?refusal.limit, "request refused by a limit");
                 Some(refusal.into_response())
             }
@@ -308,6 +358,14 @@ impl StatusSource for Control {
             "refused_by_limit": refused,
             "client_quotas": quotas,
         })
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "decisions",
+            "Admission decisions: admitted, slowed, or refused by which limit",
+            self.decisions.clone(),
+        );
     }
 
     fn headline(&self) -> Option<Headline> {

@@ -51,6 +51,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let weak = Arc::downgrade(&server);
     observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
     observer.add_source(Arc::clone(&control) as Arc<dyn crate::observe::StatusSource>);
+    let alerts = Arc::clone(&observer);
+    control.on_quota_exhausted(Box::new(move |subject| alerts.quota_exhausted(subject)));
     observer.start(&shutdown);
     let listeners = listen::bind_all(&config.listen, config.listen_is_default)?;
     let admin = start_admin(&config, sync.as_ref(), &observer, &shutdown)?;
