@@ -20,6 +20,7 @@ pub mod command;
 pub mod config;
 pub mod control;
 pub mod cvd;
+pub mod demo;
 pub mod dns;
 pub mod hooks;
 pub mod limits;
