@@ -33,6 +33,9 @@ pub enum Command {
     /// cvdmirror, Apache or nginx; plain or gzip): timeline, episodes,
     /// fallback chains, top clients and files, and a plain-language summary.
     Analyze(crate::analyze::AnalyzeArgs),
+    /// Start a local test upstream, a mirror and a small herd on loopback,
+    /// narrate what happens, and stop: watch the status page react.
+    Demo(crate::demo::DemoArgs),
     /// Print a shell completion script to standard output.
     Completions {
         /// The shell to generate completions for.

@@ -35,6 +35,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo(args) => {
+            init_tracing(LogFormat::Text);
+            run(cvdmirror::demo::run(args))
+        }
         Command::Sync(args) => {
             init_tracing(args.log_format);
             run(cvdmirror::command::sync::run(args))
