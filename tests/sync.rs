@@ -25,6 +25,8 @@ mod faults;
 mod freshclam;
 #[path = "sync/genuine.rs"]
 mod genuine;
+#[path = "sync/serve.rs"]
+mod serve;
 #[path = "sync/upstream.rs"]
 mod upstream;
 #[path = "sync/world.rs"]

@@ -44,6 +44,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Every address it listens on.
     pub addrs: Vec<SocketAddr>,
+    /// Every line it printed on stdout up to `ready` (e.g. `admin on ...`).
+    pub startup: Vec<String>,
     /// Its temporary working directory (holds `root/` and `access.log` by default).
     pub dir: tempfile::TempDir,
     /// The directory it serves.
@@ -235,9 +237,11 @@ impl ServerBuilder {
         });
         let start = Instant::now();
         let mut addrs = Vec::new();
+        let mut startup = Vec::new();
         while start.elapsed() < DEADLINE {
             match line_rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(line) => {
+                    startup.push(line.clone());
                     if let Some(rest) = line.strip_prefix("listening on http://") {
                         addrs.push(rest.trim_end_matches('/').parse().unwrap());
                     }
@@ -262,6 +266,7 @@ impl ServerBuilder {
             child,
             addr: addrs[0],
             addrs,
+            startup,
             dir,
             root,
             access_log,
