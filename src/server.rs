@@ -9,6 +9,7 @@
 
 mod connection;
 pub mod listen;
+pub mod pacing;
 
 use std::future::Future;
 use std::io;
@@ -34,6 +35,24 @@ const MAX_REFUSING: usize = 1024;
 struct Settings {
     limits: ConnectionLimits,
     shutdown_grace: Duration,
+    /// `SO_MAX_PACING_RATE` for every client socket, bytes per second.
+    socket_pacing: Option<u64>,
+}
+
+impl Settings {
+    fn of(config: &Config) -> Self {
+        let shape = &config.shape;
+        let socket_pacing = shape
+            .kernel_pacing
+            .then(|| crate::shape::Rate::min_cap(shape.client_rate, shape.link_rate))
+            .flatten()
+            .map(|rate| rate.bytes_per_sec());
+        Self {
+            limits: config.limits,
+            shutdown_grace: config.shutdown_grace,
+            socket_pacing,
+        }
+    }
 }
 
 /// A configured server, ready to run on listeners.
@@ -54,10 +73,7 @@ impl Server {
                 hooks,
                 config.admission.proxies.clone(),
             )),
-            settings: ArcSwap::from_pointee(Settings {
-                limits: config.limits,
-                shutdown_grace: config.shutdown_grace,
-            }),
+            settings: ArcSwap::from_pointee(Settings::of(config)),
             active: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicUsize::new(0)),
         })
@@ -69,10 +85,7 @@ impl Server {
         let router = Router::build(config)?;
         self.pipeline.set_router(router);
         self.pipeline.set_proxies(config.admission.proxies.clone());
-        self.settings.store(Arc::new(Settings {
-            limits: config.limits,
-            shutdown_grace: config.shutdown_grace,
-        }));
+        self.settings.store(Arc::new(Settings::of(config)));
         Ok(())
     }
 
@@ -147,7 +160,13 @@ impl Server {
                     continue;
                 }
             };
-            let limits = self.settings.load().limits;
+            let settings = **self.settings.load();
+            let limits = settings.limits;
+            if let Some(rate) = settings.socket_pacing
+                && let Err(e) = pacing::set_max_pacing_rate(&stream, rate)
+            {
+                tracing::debug!(error = %e, "kernel pacing unavailable on this socket");
+            }
             let Some(guard) = self.admit_connection(limits.max_connections) else {
                 tracing::debug!(%peer, "refusing connection unanswered: too many refusals in flight");
                 continue;

@@ -47,6 +47,9 @@ pub struct ShapeConfig {
     pub client_rate: Option<Rate>,
     /// Lowers the link cap when other traffic on the host needs the link.
     pub link_guard: Option<crate::shape::LinkGuardConfig>,
+    /// Also let the kernel pace each client socket (`SO_MAX_PACING_RATE`)
+    /// at the client cap (else the link cap), for smoother packets.
+    pub kernel_pacing: bool,
 }
 
 /// Weight and cap of one site.
@@ -86,6 +89,7 @@ impl Default for ShapeConfig {
             default_class: "bulk".into(),
             client_rate: None,
             link_guard: None,
+            kernel_pacing: false,
         }
     }
 }
