@@ -8,8 +8,10 @@
 //! aborted download shows how far it got. Lines are written by one dedicated
 //! thread: request tasks only enqueue, never block on disk. The queue is
 //! bounded; if the disk cannot keep up, lines are dropped and counted rather
-//! than stalling the server. The writer flushes whenever the queue runs dry,
-//! so at low load a line is on disk as soon as the request ends.
+//! than stalling the server. The writer drains and flushes every 20 ms
+//! instead of being woken for each line (a wake-up per request cost more
+//! than everything else a `304` does), and [`AccessLog::finish`] drains it
+//! one last time at shutdown.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
@@ -17,7 +19,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderValue;
@@ -26,6 +28,9 @@ use crate::calendar::civil_from_days;
 use crate::config::AccessLogTarget;
 use crate::hooks::{Completion, Hook};
 use crate::pipeline::Exchange;
+
+/// How often the writer drains the queue and flushes.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE: usize = 64 * 1024;
@@ -40,6 +45,14 @@ enum Message {
 pub struct AccessLog {
     sender: Option<SyncSender<Message>>,
     dropped: Arc<AtomicU64>,
+    writer: Arc<Writer>,
+}
+
+/// The writer thread and how to stop it.
+#[derive(Default)]
+struct Writer {
+    stop: std::sync::atomic::AtomicBool,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl AccessLog {
@@ -52,18 +65,26 @@ impl AccessLog {
                 return Ok(Self {
                     sender: None,
                     dropped,
+                    writer: Arc::default(),
                 });
             }
             AccessLogTarget::Stdout => Sink::Stdout,
             AccessLogTarget::File(path) => Sink::File(path.clone(), open(path)?),
         };
         let (sender, receiver) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let writer = Arc::new(Writer::default());
+        let stop = Arc::clone(&writer);
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(sink, receiver))?;
+            .spawn(move || write_loop(sink, receiver, &stop.stop))?;
+        *writer
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(thread);
         Ok(Self {
             sender: Some(sender),
             dropped,
+            writer,
         })
     }
 
@@ -71,6 +92,20 @@ impl AccessLog {
     pub fn reopen(&self) {
         if let Some(sender) = &self.sender {
             let _ = sender.send(Message::Reopen);
+        }
+    }
+
+    /// Writes every queued line and stops the writer (at shutdown).
+    pub fn finish(&self) {
+        self.writer.stop.store(true, Ordering::Relaxed);
+        let thread = self
+            .writer
+            .thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
     }
 
@@ -107,11 +142,25 @@ fn open(path: &PathBuf) -> io::Result<File> {
         .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
 }
 
-fn write_loop(mut sink: Sink, receiver: Receiver<Message>) {
+fn write_loop(mut sink: Sink, receiver: Receiver<Message>, stop: &std::sync::atomic::AtomicBool) {
     let mut out: Box<dyn Write> = writer(&sink);
-    while let Ok(first) = receiver.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
+    loop {
+        // Drain on a short timer rather than being woken per line: a
+        // wake-up per request costs more than formatting the line (two
+        // context switches), and nginx writes without any.
+        let stopping = stop.load(Ordering::Relaxed);
+        if !stopping {
+            std::thread::sleep(DRAIN_EVERY);
+        }
+        loop {
+            let message = match receiver.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let _ = out.flush();
+                    return;
+                }
+            };
             match message {
                 Message::Line(line) => {
                     if let Err(e) = out.write_all(line.as_bytes()) {
@@ -131,9 +180,11 @@ fn write_loop(mut sink: Sink, receiver: Receiver<Message>) {
                     out = writer(&sink);
                 }
             }
-            next = receiver.try_recv().ok();
         }
         let _ = out.flush();
+        if stopping {
+            return;
+        }
     }
 }
 

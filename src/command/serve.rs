@@ -62,7 +62,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let reloader = tokio::spawn(reload_on_hangup(
         args,
         Arc::clone(&server),
-        access_log,
+        access_log.clone(),
         Arc::clone(&control),
     ));
     let signals = {
@@ -75,6 +75,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let result = Arc::clone(&server)
         .run(listeners, shutdown.clone().cancelled_owned())
         .await;
+    access_log.finish();
     shutdown.cancel();
     reloader.abort();
     signals.abort();
