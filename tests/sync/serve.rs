@@ -110,3 +110,48 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
 }
+
+#[test]
+fn another_cvdmirror_is_an_upstream() {
+    // Mirror chaining: a cvdmirror serving the genuine 268 is the upstream;
+    // its CVD headers are the version source (allowed: it is not the CDN).
+    let upstream =
+        TestServer::serving(&[("bytecode.cvd", &crate::support::fixture("bytecode-268.cvd"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mirror");
+    std::fs::create_dir(&root).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cvdmirror"))
+        .args(["sync", "--root"])
+        .arg(&root)
+        .args([
+            "--upstream",
+            &upstream.url(""),
+            "--version-check",
+            "http",
+            "--db",
+            DB,
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = std::fs::read(root.join("bytecode.cvd")).unwrap();
+    assert_eq!(
+        served,
+        crate::support::fixture("bytecode-268.cvd"),
+        "verified with the official keys and published as is"
+    );
+    let log = upstream.access_log_lines(2).join("\n");
+    assert!(
+        log.contains("\"GET /bytecode.cvd HTTP/1.1\" 206 512"),
+        "header check first: {log}"
+    );
+    assert!(
+        log.contains("\"GET /bytecode.cvd HTTP/1.1\" 200 78992"),
+        "then the whole CVD: {log}"
+    );
+}
