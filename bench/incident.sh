@@ -137,7 +137,7 @@ nsx tc qdisc add dev lo root tbf rate "${LINK}mbit" burst 32kb latency 50ms
 log "namespace $NS: lo at ${LINK} Mbit/s (tbf burst 32kb latency 50ms, MTU 1500)"
 tc_counters() { # -> "bytes dropped" sent through the shaped loopback so far
   nsx tc -s qdisc show dev lo | awk '/Sent/ { for (i = 1; i <= NF; i++) { if ($i == "Sent") b = $(i + 1); if ($i == "(dropped") d = $(i + 1) } }
-    END { sub(/,/, "", d); print b + 0, d + 0 }'
+    END { sub(/,/, "", d); printf "%.0f %.0f\n", b, d }'
 }
 
 # ---------------------------------------------------------------- data
