@@ -31,6 +31,7 @@
 #   INCIDENT_IDLE_SECS (15 / 8)    idle probe baseline per setup
 #   INCIDENT_SEED (1)              INCIDENT_APPEND (1 / 0): append to BENCHMARKS.md
 #   INCIDENT_OUT=FILE              also write the report here
+#   INCIDENT_SHAPE_BURST           e.g. 2ms: cvdmirror's [shape] burst (default 10ms)
 #   CVDMIRROR_BIN                  skip the build, use this binary
 #   INCIDENT_KEEP_TMP=1            keep the work directory
 #
@@ -262,6 +263,7 @@ root = "$WWW"
 [shape]
 link_rate = "${CAP}Mbit"
 EOF
+    [[ -z ${INCIDENT_SHAPE_BURST:-} ]] || echo "burst = \"$INCIDENT_SHAPE_BURST\""
     if [[ $3 == 1 ]]; then
       cat <<EOF
 
