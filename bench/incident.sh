@@ -104,6 +104,11 @@ cleanup() {
     for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$p" 2>/dev/null || true
   done
+  # Anything still inside our namespace was started by this script.
+  if [[ $NS_MADE == 1 ]]; then
+    for p in $(ip netns pids "$NS" 2>/dev/null); do kill -KILL "$p" 2>/dev/null || true; done
+    sleep 0.2
+  fi
   if [[ $NS_MADE == 1 ]]; then ip netns del "$NS" 2>/dev/null || log "warning: could not delete namespace $NS"; fi
   if [[ ${INCIDENT_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
   exit "$rc"
@@ -131,6 +136,8 @@ LOADGEN=$REPO/target/release/cvdmirror-loadgen
 # ---------------------------------------------------------------- namespace
 ip netns add "$NS"
 NS_MADE=1
+# For foreground commands only: "nsx cmd &" would give $! of a subshell, not
+# of cmd; background launches use "ip netns exec" directly, which execs cmd.
 nsx() { ip netns exec "$NS" "$@"; }
 nsx ip link set lo mtu 1500
 nsx ip link set lo up
@@ -285,14 +292,14 @@ start_setup() { # NAME INDEX
       WPORT[$name]=$((mp + 1))
       WHOST[$name]=localhost
       write_nginx_conf "$name" "$mp" "$((mp + 1))" "$([[ $name == nginx-limits ]] && echo 1 || echo 0)"
-      nsx nginx -p "$TMP/$name" -c "$TMP/$name/nginx.conf" -e "$TMP/$name/logs/error.log" &
+      ip netns exec "$NS" nginx -p "$TMP/$name" -c "$TMP/$name/nginx.conf" -e "$TMP/$name/logs/error.log" &
       p=$!
       ;;
     cvdmirror | cvdmirror-nogate)
       WPORT[$name]=$mp
       WHOST[$name]=$WWW_HOST
       write_cvd_conf "$name" "$mp" "$([[ $name == cvdmirror ]] && echo 1 || echo 0)"
-      nsx env TOKIO_WORKER_THREADS=2 "$CVD_BIN" serve -c "$TMP/$name/cvdmirror.toml" \
+      ip netns exec "$NS" env TOKIO_WORKER_THREADS=2 "$CVD_BIN" serve -c "$TMP/$name/cvdmirror.toml" \
         >"$TMP/$name/out.log" 2>"$TMP/$name/err.log" &
       p=$!
       ;;
@@ -384,7 +391,7 @@ run_setup() { # NAME INDEX
   bg=$(awk -v b="$(($(cpu_total_busy) - ib0))" -v t="$(($(cpu_total_all) - it0))" 'BEGIN { if (t > 0) printf "%.0f", b / t * 100; else print 0 }')
   log "$n: machine CPU busy during the idle baseline: ${bg}%"
   log "$n: idle probe n p50 p99 failures = $idle"
-  nsx "$LOADGEN" probe --addr "127.0.0.1:${WPORT[$n]}" --host "${WHOST[$n]}" --path /index.html \
+  ip netns exec "$NS" "$LOADGEN" probe --addr "127.0.0.1:${WPORT[$n]}" --host "${WHOST[$n]}" --path /index.html \
     --duration-secs $((DEADLINE + 30)) --out "$probe_file" >/dev/null &
   probe_pid=$!
   STARTED_PIDS+=("$probe_pid")
