@@ -25,9 +25,16 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::{Instant, sleep, timeout};
 
+mod herd;
+mod probe;
+
 const USAGE: &str = "\
 usage: cvdmirror-loadgen close --addr IP:PORT --path /P [--header 'K: V']... \\
            [--concurrency 16] [--duration 10] [--source IP,IP..]
+       cvdmirror-loadgen herd --addr IP:PORT --size BYTES --out PREFIX [--clients 300] \\
+           [--arrive-secs 60] [--deadline-secs 600] [--ims DATE] [--seed 1] .. (see herd.rs)
+       cvdmirror-loadgen probe --addr IP:PORT --out FILE [--host H] [--path /] \\
+           [--interval-ms 100] [--timeout-ms 2000] [--duration-secs 60]
        cvdmirror-loadgen slow --addr IP:PORT --path /P --conns 10000 \\
            [--source 127.0.0.1,127.0.0.2,..] [--rcvbuf 4096] [--read-chunk 4096] \\
            [--interval-ms 1000] [--connect-parallel 256] [--ramp-secs 60] \\
@@ -468,6 +475,12 @@ async fn run_slow(a: Arc<Args>) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
+    // The incident bench's modes (herd.rs, probe.rs) parse their own flags
+    // and run on one thread: the server under test needs the cores.
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(mode @ ("herd" | "probe")) = argv.first().map(String::as_str) {
+        return incident_mode(mode, &argv[1..]);
+    }
     let args = match parse_args() {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -507,6 +520,38 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("cvdmirror-loadgen: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `herd` or `probe` on a single-threaded runtime.
+fn incident_mode(mode: &str, args: &[String]) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cvdmirror-loadgen: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = rt.block_on(async {
+        if mode == "herd" {
+            herd::run(args).await
+        } else {
+            probe::run(args).await
+        }
+    });
+    rt.shutdown_background();
+    match res {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cvdmirror-loadgen {mode}: {e}\n{USAGE}");
+            ExitCode::from(2)
         }
     }
 }
