@@ -12,7 +12,7 @@
 //!
 //! Needs `freshclam` and `sigtool` (scripts/install-test-deps installs them)
 //! and root or a user who owns the temp dirs. When freshclam is missing the
-//! tests fail; they never skip. Tested with ClamAV 1.4.6 (Debian 12).
+//! tests fail; none is ever passed over. Tested with ClamAV 1.4.6 (Debian 12).
 
 // A test crate: a panic with context *is* the failure report, so helpers
 // unwrap like `#[test]` bodies do (clippy.toml allows it only in the latter).
