@@ -59,8 +59,12 @@ impl StateFile {
         }
     }
 
-    /// Writes the state atomically and durably (blocking).
+    /// Writes the state atomically and durably (blocking), creating its
+    /// directory on first use.
     pub fn save<T: Serialize>(&self, state: &T) -> io::Result<()> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         atomic_file::write(&self.path, &self.encode(state)?)
     }
 

@@ -122,6 +122,14 @@ fn start_control(config: &Config, shutdown: &CancellationToken) -> anyhow::Resul
             };
             let limits = persist.limits();
             limits.maintain();
+            // Only quota usage is persisted: nothing to write without quotas.
+            let config = limits.config();
+            if config.site_quota.is_none() && config.client_quota.is_none() {
+                if stopping {
+                    return;
+                }
+                continue;
+            }
             let saved = tokio::task::spawn_blocking(move || limits.save()).await;
             if let Ok(Err(e)) = saved {
                 tracing::warn!(error = %e, "cannot save quota usage");
