@@ -154,6 +154,52 @@ impl Body for ResponseBody {
     }
 }
 
+/// Wraps a body and reports the size of every data chunk as it is handed
+/// to the connection: how quotas are charged and traffic is counted while a
+/// transfer runs, not only when it ends.
+pub struct OnData<B, F> {
+    inner: B,
+    on_data: F,
+}
+
+impl<B, F> OnData<B, F> {
+    /// Calls `on_data(len)` for every chunk `inner` yields.
+    pub fn new(inner: B, on_data: F) -> Self {
+        Self { inner, on_data }
+    }
+}
+
+impl<B, F> Body for OnData<B, F>
+where
+    B: Body<Data = Bytes, Error = io::Error> + Unpin,
+    F: FnMut(usize) + Unpin,
+{
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            (this.on_data)(data.len());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A byte range of a file, read chunk by chunk.
 struct FileBody {
     file: Arc<File>,
@@ -264,6 +310,14 @@ mod tests {
         let chunk = body.next_chunk().unwrap().unwrap();
         // Other tests may hold chunks too; ours is always included.
         assert!(chunk_bytes_in_flight() >= chunk.len());
+    }
+
+    #[tokio::test]
+    async fn on_data_sees_every_chunk() {
+        let mut seen = 0usize;
+        let body = OnData::new(ResponseBody::bytes("hello"), |n| seen += n);
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!((&got[..], seen), (&b"hello"[..], 5));
     }
 
     #[test]

@@ -11,18 +11,14 @@
 //! quotas as it is sent; and when the exchange ends, its admission slot is
 //! released.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{Method, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 
-use crate::body::ResponseBody;
+use crate::body::{OnData, ResponseBody};
 use crate::hooks::{Completion, Hook};
 use crate::limits::{
     self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, LimitsConfigError, Planned,
@@ -209,12 +205,16 @@ impl Hook for Control {
             spec = spec.with_client_rate(rate);
         }
         let shaped = self.shaper.wrap(body, &spec);
-        ResponseBody::boxed(Charged {
-            inner: shaped,
-            limits: Arc::clone(&self.limits),
-            site: Arc::clone(&exchange.site),
-            client: admission.client,
-        })
+        // Charge whatever limits are in force when the bytes leave, so a
+        // reload mid-transfer keeps counting.
+        let (limits, site, client) = (
+            Arc::clone(&self.limits),
+            Arc::clone(&exchange.site),
+            admission.client,
+        );
+        ResponseBody::boxed(OnData::new(shaped, move |n| {
+            limits.load().charge(&site, client, n as u64)
+        }))
     }
 
     fn complete(&self, exchange: &Exchange, _completion: &Completion) {
@@ -241,46 +241,6 @@ fn is_active(shape: &ShapeConfig, limits: &LimitsConfig) -> bool {
         || limits.client_quota.is_some()
         || limits.herd.is_some();
     shaping || admission
-}
-
-/// Charges every byte to the quotas as it leaves, so a long transfer counts
-/// while it runs, not only when it ends.
-struct Charged<B> {
-    inner: B,
-    limits: Arc<ArcSwap<Limits>>,
-    site: Arc<str>,
-    client: ClientKey,
-}
-
-impl<B> Body for Charged<B>
-where
-    B: Body<Data = Bytes, Error = io::Error> + Unpin,
-{
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.limits
-                .load()
-                .charge(&self.site, self.client, data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Traffic control on the status page and in metrics: the shaper's tree

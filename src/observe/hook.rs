@@ -9,19 +9,15 @@
 //! `<path>/status.json`) with the read-only page or JSON. Nothing that
 //! changes state is reachable from the public listener.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 
 use super::Observer;
-use super::traffic::Transfer;
-use crate::body::ResponseBody;
+use crate::body::{OnData, ResponseBody};
 use crate::hooks::{Completion, Hook};
 use crate::pipeline::Exchange;
 
@@ -89,45 +85,11 @@ impl Hook for ObserveHook {
     fn wrap_body(&self, exchange: &Arc<Exchange>, body: ResponseBody) -> ResponseBody {
         let len = body.size_hint().exact();
         let transfer = self.observer.traffic().begin(exchange, len);
-        ResponseBody::boxed(CountingBody {
-            inner: body,
-            transfer,
-        })
+        // Counted as each chunk is handed over, so live rates are true.
+        ResponseBody::boxed(OnData::new(body, move |n| transfer.sent(n as u64)))
     }
 
     fn complete(&self, exchange: &Exchange, completion: &Completion) {
         self.observer.traffic().finish(exchange, completion);
-    }
-}
-
-/// Counts each chunk as it is handed to the connection.
-struct CountingBody {
-    inner: ResponseBody,
-    transfer: Arc<Transfer>,
-}
-
-impl Body for CountingBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.transfer.sent(data.len() as u64);
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
