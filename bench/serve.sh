@@ -36,8 +36,9 @@ UA='ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-
 # Several loopback source addresses, so 10k connections never run short of ports.
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_SCENARIOS=(check ims bulk memory)
 SCENARIOS=("$@")
@@ -51,13 +52,6 @@ done
 [[ $ACCESS_LOG == file || $ACCESS_LOG == off ]] || die "BENCH_ACCESS_LOG must be file or off"
 
 # ---------------------------------------------------------------- tools
-need() { # need COMMAND PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  log "installing $2"
-  if [[ -z ${APT_UPDATED:-} ]]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || die "could not install $2"
-}
 need nginx nginx
 need wrk wrk
 need curl curl
@@ -74,27 +68,11 @@ ulimit -n "$NOFILE" || die "cannot raise the open-file limit to $NOFILE"
   log "note: open-file limit $NOFILE < 2 x BENCH_SLOW_CONNS: a server holding one socket and one file per download may run out"
 
 # ---------------------------------------------------------------- cleanup
-TMP=$(mktemp -d /tmp/cvdbench.XXXXXX)
-STARTED_PIDS=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${STARTED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${STARTED_PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_tmp cvdbench
 
 # ---------------------------------------------------------------- build
 cd "$REPO"
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT (with local changes)"
+COMMIT=$(bench_commit "$REPO")
 CVD_PENDING=0
 if [[ -n ${CVDMIRROR_BIN:-} ]]; then
   CVD_BIN=$CVDMIRROR_BIN

@@ -38,8 +38,9 @@ FIXTURE_CACHE=${BENCH_FIXTURES:-/tmp/cvdmirror-syncbench-fixtures}
 DNS_NAME=current.cvd.clamav.net
 DB=daily
 
-log() { printf '[sync-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_NAME=sync-bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_SCENARIOS=(fresh incremental)
 SCENARIOS=("$@")
@@ -55,13 +56,6 @@ done
 [[ $(id -u) == 0 ]] || die "run as root: cvdupdate asks DNS only on port 53"
 
 # ---------------------------------------------------------------- tools
-need() { # need COMMAND PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  log "installing $2"
-  if [[ -z ${APT_UPDATED:-} ]]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || die "could not install $2"
-}
 need cvdupdate clamav-cvdupdate
 need nginx nginx
 need curl curl
@@ -73,28 +67,12 @@ command -v cargo >/dev/null 2>&1 || die "cargo is required"
 PY=/usr/bin/python3
 
 # ---------------------------------------------------------------- cleanup
-TMP=$(mktemp -d /tmp/cvdsyncbench.XXXXXX)
+bench_tmp cvdsyncbench
 chmod 755 "$TMP"
-STARTED_PIDS=()
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  for p in "${STARTED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for p in "${STARTED_PIDS[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
 cd "$REPO"
-COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$REPO" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT (with local changes)"
+COMMIT=$(bench_commit "$REPO")
 if [[ -n ${CVDMIRROR_BIN:-} ]]; then
   CVD_BIN=$CVDMIRROR_BIN
 else

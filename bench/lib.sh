@@ -1,0 +1,45 @@
+# shellcheck shell=bash
+# Shared by the benchmarks (bench/serve.sh, bench/sync.sh): logging, installing
+# what a bench needs, and cleaning up every process it started and its temp
+# directory on exit, failure or Ctrl-C. Source it after setting BENCH_NAME.
+
+log() { printf '[%s %(%H:%M:%S)T] %s\n' "${BENCH_NAME:-bench}" -1 "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+need() { # need COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2"
+  if [[ -z ${APT_UPDATED:-} ]]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  command -v "$1" >/dev/null 2>&1 || die "could not install $2"
+}
+
+# bench_tmp PREFIX: a temp dir in TMP, removed on exit (kept with
+# BENCH_KEEP_TMP=1); every pid added to STARTED_PIDS is stopped on exit.
+bench_tmp() {
+  TMP=$(mktemp -d "/tmp/$1.XXXXXX")
+  STARTED_PIDS=()
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+bench_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for p in "${STARTED_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+
+# bench_commit REPO: the commit measured, marked when the source differs from it.
+bench_commit() {
+  local commit
+  commit=$(git -C "$1" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$1" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
+  echo "$commit"
+}
