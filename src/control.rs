@@ -123,6 +123,11 @@ impl Hook for Control {
         exchange: &mut Exchange,
         planned: &mut Response<ResponseBody>,
     ) -> Option<Response<ResponseBody>> {
+        if !self.is_active() {
+            // Nothing configured: no admission state, and `wrap_body`
+            // leaves the body alone.
+            return None;
+        }
         let limits = self.limits.load();
         let client = limits.config().clients.key(exchange.client);
         let body_len = if exchange.method == Method::HEAD {
@@ -196,6 +201,10 @@ impl Hook for Control {
             // Refusals are a few bytes and must not wait behind anything.
             return body;
         };
+        if body.size_hint().exact() == Some(0) {
+            // `304`s, `HEAD`s and empty files have nothing to pace or charge.
+            return body;
+        }
         let mut spec = FlowSpec::new(
             Arc::clone(&exchange.site),
             Arc::clone(&admission.class),

@@ -172,14 +172,21 @@ impl Pipeline {
             Ok(relative) => relative,
             Err(e) => return respond::status(e.status()),
         };
+        // `/daily.cvd/` names a directory that does not exist.
+        let names_directory = req.uri().path().ends_with('/');
+        if !names_directory
+            && let Some(known) = file::lookup_known(site, &relative)
+            && let Some(response) = Self::answer_file(req, exchange, known)
+        {
+            return response;
+        }
         let opened = match file::open(site, &relative) {
             Ok(opened) => opened,
             Err(file::OpenError::Overloaded(_)) => return respond::overloaded(),
             Err(e) => return respond::status(e.status()),
         };
         let served = match opened {
-            // `/daily.cvd/` names a directory that does not exist.
-            file::Opened::File(_) if req.uri().path().ends_with('/') => {
+            file::Opened::File(_) if names_directory => {
                 return respond::status(StatusCode::NOT_FOUND);
             }
             file::Opened::File(served) => served,
@@ -188,17 +195,28 @@ impl Pipeline {
             }
             file::Opened::Directory(_) => return respond::status(StatusCode::NOT_FOUND),
         };
+        Self::answer_file(req, exchange, served)
+            .unwrap_or_else(|| respond::status(StatusCode::INTERNAL_SERVER_ERROR))
+    }
+
+    /// Preconditions, range and response for a regular file; `None` when
+    /// the file was not opened (`served.file` is `None`) and the answer
+    /// needs its bytes.
+    fn answer_file<B>(
+        req: &Request<B>,
+        exchange: &mut Exchange,
+        served: file::ServedFile,
+    ) -> Option<Response<ResponseBody>> {
         exchange.file = Some(ServedFileInfo {
             kind: served.kind,
             size: served.len,
         });
-        let meta = Arc::clone(&served.meta);
-        let validators = &meta.validators;
+        let validators = &served.meta.validators;
         let honor_range = match conditional::evaluate(req.method(), req.headers(), validators) {
             conditional::Outcome::PreconditionFailed => {
-                return respond::precondition_failed(validators);
+                return Some(respond::precondition_failed(validators));
             }
-            conditional::Outcome::NotModified => return respond::not_modified(validators),
+            conditional::Outcome::NotModified => return Some(respond::not_modified(validators)),
             conditional::Outcome::Proceed { honor_range } => {
                 honor_range && req.method() == Method::GET
             }
@@ -208,6 +226,10 @@ impl Pipeline {
         } else {
             range::Selection::Full
         };
-        respond::file(served, range, req.method() == Method::HEAD)
+        let head_only = req.method() == Method::HEAD;
+        if served.file.is_none() && !respond::needs_no_file(&served, range, head_only) {
+            return None;
+        }
+        Some(respond::file(served, range, head_only))
     }
 }

@@ -84,6 +84,10 @@ impl Hook for ObserveHook {
 
     fn wrap_body(&self, exchange: &Arc<Exchange>, body: ResponseBody) -> ResponseBody {
         let len = body.size_hint().exact();
+        if len == Some(0) {
+            // Nothing will be sent: `complete` books it without a transfer.
+            return body;
+        }
         let transfer = self.observer.traffic().begin(exchange, len);
         // Counted as each chunk is handed over, so live rates are true.
         ResponseBody::boxed(OnData::new(body, move |n| transfer.sent(n as u64)))

@@ -10,6 +10,7 @@
 //! counts are lower bounds, and [`TopK::forgotten_max`] says by how much at
 //! most a forgotten entry could have been undercounted.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -41,8 +42,14 @@ impl<K: Eq + Hash + Clone> TopK<K> {
         }
     }
 
-    /// Adds `bytes` and `requests` to `key`.
-    pub fn add(&mut self, key: &K, bytes: u64, requests: u64) {
+    /// Adds `bytes` and `requests` to `key` (borrowed: a key already in
+    /// the table costs no allocation).
+    pub fn add<Q>(&mut self, key: &Q, bytes: u64, requests: u64)
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ToOwned + ?Sized,
+        Q::Owned: Into<K>,
+    {
         if let Some(usage) = self.entries.get_mut(key) {
             usage.bytes += bytes;
             usage.requests += requests;
@@ -51,7 +58,8 @@ impl<K: Eq + Hash + Clone> TopK<K> {
         if self.entries.len() >= self.capacity * 2 {
             self.prune();
         }
-        self.entries.insert(key.clone(), Usage { bytes, requests });
+        self.entries
+            .insert(key.to_owned().into(), Usage { bytes, requests });
     }
 
     /// The `n` heaviest keys, heaviest first (ties in no particular order).
@@ -122,7 +130,7 @@ mod tests {
 
     #[test]
     fn keeps_heavy_hitters_under_a_herd_of_distinct_keys() {
-        let mut top = TopK::new(10);
+        let mut top: TopK<u64> = TopK::new(10);
         for round in 0..100u64 {
             // Three heavy clients in every round...
             for heavy in 0..3u64 {
@@ -153,7 +161,7 @@ mod tests {
 
     #[test]
     fn ties_at_the_cut_keep_exactly_the_capacity() {
-        let mut top = TopK::new(3);
+        let mut top: TopK<u32> = TopK::new(3);
         for k in 0..6u32 {
             top.add(&k, 7, 1);
         }

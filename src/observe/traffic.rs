@@ -227,7 +227,7 @@ impl Traffic {
             }
             running.flushed = sent;
             self.site(&running.site).bytes[class.index()].fetch_add(delta, Ordering::Relaxed);
-            tables.attribute(running.client, running.file.as_ref(), delta, 0);
+            tables.attribute(running.client, running.file.as_deref(), delta, 0);
         }
         for (client, transfers) in seen {
             if let Some(live) = tables.live_entry(client) {
@@ -240,13 +240,12 @@ impl Traffic {
     pub fn finish(&self, exchange: &Exchange, completion: &Completion) -> RequestClass {
         let class = RequestClass::classify(exchange, completion.status, completion.body_bytes);
         let running = lock(&self.active).remove(&key_of(exchange));
-        let (remainder, file) = match &running {
-            Some(r) => {
-                let sent = r.transfer.sent.load(Ordering::Relaxed);
-                (sent - r.flushed, r.file.clone())
-            }
-            None => (completion.body_bytes, None),
+        // Bodyless answers (`304`, `HEAD`) were never registered.
+        let remainder = match &running {
+            Some(r) => r.transfer.sent.load(Ordering::Relaxed) - r.flushed,
+            None => completion.body_bytes,
         };
+        let file = exchange.file.as_ref().map(|_| exchange.target.path());
         // Bytes flushed earlier stay under the provisional class, which for
         // a file body over 512 bytes is the final one.
         let counters = self.site(&exchange.site);
@@ -267,7 +266,7 @@ impl Traffic {
         let client = client::key(&self.grouping, exchange.client);
         let minute = unix_minute(exchange.received);
         let mut tables = lock(&self.tables);
-        tables.attribute(client, file.as_ref(), remainder, 1);
+        tables.attribute(client, file, remainder, 1);
         if let Some(d) = tables.distinct.as_mut() {
             d.insert(minute, &client);
         }
@@ -411,7 +410,7 @@ impl Traffic {
 }
 
 impl Tables {
-    fn attribute(&mut self, client: ClientKey, file: Option<&Arc<str>>, bytes: u64, requests: u64) {
+    fn attribute(&mut self, client: ClientKey, file: Option<&str>, bytes: u64, requests: u64) {
         if let Some(t) = self.clients.as_mut() {
             t.add(&client, bytes, requests);
         }

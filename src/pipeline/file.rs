@@ -104,18 +104,37 @@ pub struct FileMeta {
     pub head: Option<Bytes>,
 }
 
-/// Recently served files' [`FileMeta`], per site. A header check or a `304`
-/// then costs an `open` and an `fstat`, like nginx without
-/// `open_file_cache`, but no read and no parsing.
+/// Recently served files' [`FileMeta`], per site, by identity and by path.
+///
+/// By identity, a file opened again costs no read and no parsing. By path,
+/// a request whose path still names a file that was opened beneath the
+/// root before, in the same version, is answered without opening it at
+/// all: one `statx` of the path, compared on device, inode, size, mtime and
+/// ctime (see [`lookup_known`]). That is what a `304` and freshclam's
+/// 512-byte header check need, and both are most of a mirror's requests.
 #[derive(Debug, Default)]
 pub struct MetaCache {
     entries: Mutex<HashMap<FileId, (FileVersion, Arc<FileMeta>)>>,
+    known: Mutex<HashMap<PathBuf, Known>>,
 }
+
+/// A path last seen naming this version of a regular file beneath the root.
+#[derive(Debug, Clone)]
+struct Known {
+    stat: StatVersion,
+    meta: Arc<FileMeta>,
+}
+
+/// What must be unchanged for a path to still name the same content:
+/// device, inode, size, mtime and ctime (nanoseconds; ctime changes on any
+/// write or rename, even one that restores the mtime).
+type StatVersion = (u64, u64, u64, i128, i128);
 
 /// A file's identity: device and inode.
 type FileId = (u64, u64);
-/// A version of it: mtime in nanoseconds and size.
-type FileVersion = (u128, u64);
+/// A version of it: mtime and ctime in nanoseconds, and size (ctime moves
+/// on every write, even one that puts the mtime back).
+type FileVersion = (u128, i128, u64);
 
 /// Files remembered per site before the cache starts over.
 const META_CACHE_ENTRIES: usize = 4096;
@@ -127,7 +146,11 @@ impl MetaCache {
         compute: impl FnOnce() -> FileMeta,
     ) -> Arc<FileMeta> {
         let key = (meta.dev(), meta.ino());
-        let version = (mtime_nanos(meta), meta.len());
+        let version = (
+            mtime_nanos(meta),
+            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            meta.len(),
+        );
         let entries = self
             .entries
             .lock()
@@ -151,11 +174,54 @@ impl MetaCache {
     }
 }
 
+impl MetaCache {
+    fn known_entry(&self, relative: &Path) -> Option<Known> {
+        lock(&self.known).get(relative).cloned()
+    }
+
+    /// Notes that `relative` was opened beneath the root as this version.
+    fn remember(&self, relative: &Path, meta: &std::fs::Metadata, file_meta: &Arc<FileMeta>) {
+        let stat = (
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        );
+        let mut known = lock(&self.known);
+        if let Some(entry) = known.get_mut(relative) {
+            if entry.stat != stat {
+                *entry = Known {
+                    stat,
+                    meta: Arc::clone(file_meta),
+                };
+            }
+            return;
+        }
+        if known.len() >= META_CACHE_ENTRIES {
+            known.clear();
+        }
+        known.insert(
+            relative.to_path_buf(),
+            Known {
+                stat,
+                meta: Arc::clone(file_meta),
+            },
+        );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A regular file ready to be sent.
 #[derive(Debug)]
 pub struct ServedFile {
-    /// The open file.
-    pub file: Arc<File>,
+    /// The open file; `None` when it was recognized without opening (see
+    /// [`lookup_known`]), which answers only what needs no bytes past
+    /// [`FileMeta::head`].
+    pub file: Option<Arc<File>>,
     /// Its length.
     pub len: u64,
     /// Its kind.
@@ -215,13 +281,55 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
     let meta_info = site
         .meta_cache
         .get_or_insert(&meta, || file_meta(&file, &meta, kind));
+    site.meta_cache.remember(relative, &meta, &meta_info);
     Ok(Opened::File(ServedFile {
-        file: Arc::new(file),
+        file: Some(Arc::new(file)),
         len: meta.len(),
         kind,
         meta: meta_info,
         content_type: content_type(relative),
     }))
+}
+
+/// The file `relative` names, if it is a version this site opened beneath
+/// its root before: then what the response needs is known without opening
+/// it (the returned file is `None`).
+///
+/// `statx` follows the path as it is now, symlinks included, so on its own
+/// it proves nothing about containment; but it is trusted only when it
+/// lands on exactly the device and inode that `openat2(RESOLVE_BENEATH)`
+/// opened under this path, unchanged since. A path that now leads
+/// elsewhere (a swapped symlink, a renamed-in file) has another identity,
+/// misses, and takes the full [`open`].
+pub fn lookup_known(site: &Site, relative: &Path) -> Option<ServedFile> {
+    if relative.as_os_str().is_empty() {
+        return None;
+    }
+    let known = site.meta_cache.known_entry(relative)?;
+    let now = rustix::fs::statx(
+        &site.root_dir,
+        relative,
+        rustix::fs::AtFlags::empty(),
+        rustix::fs::StatxFlags::BASIC_STATS,
+    )
+    .ok()?;
+    let stat = (
+        rustix::fs::makedev(now.stx_dev_major, now.stx_dev_minor),
+        now.stx_ino,
+        now.stx_size,
+        i128::from(now.stx_mtime.tv_sec) * 1_000_000_000 + i128::from(now.stx_mtime.tv_nsec),
+        i128::from(now.stx_ctime.tv_sec) * 1_000_000_000 + i128::from(now.stx_ctime.tv_nsec),
+    );
+    if stat != known.stat {
+        return None;
+    }
+    Some(ServedFile {
+        file: None,
+        len: now.stx_size,
+        kind: FileKind::of(relative),
+        meta: known.meta,
+        content_type: content_type(relative),
+    })
 }
 
 /// Reads what the response headers need: for a CVD/CLD, its 512-byte

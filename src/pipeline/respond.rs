@@ -1,6 +1,8 @@
 //! Builds responses: one place decides the headers of every status, so a
 //! `304` always carries the validators and a `416` always says the length.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -69,7 +71,27 @@ pub fn precondition_failed(v: &Validators) -> Response<ResponseBody> {
     response
 }
 
-/// `200`, `206` or `416` for a file.
+/// Whether [`file`] can answer without the open file: the answer has no
+/// body, or the body lies within the cached header bytes.
+pub fn needs_no_file(served: &ServedFile, selection: Selection, head_only: bool) -> bool {
+    match selection {
+        Selection::Unsatisfiable => true,
+        _ if head_only => true,
+        Selection::Full => served.len == 0 || head_covers(served, 0, served.len),
+        Selection::Partial { start, end } => head_covers(served, start, end - start + 1),
+    }
+}
+
+fn head_covers(served: &ServedFile, start: u64, count: u64) -> bool {
+    served
+        .meta
+        .head
+        .as_ref()
+        .is_some_and(|head| start + count <= head.len() as u64)
+}
+
+/// `200`, `206` or `416` for a file. `served.file` may be `None` only where
+/// [`needs_no_file`] holds.
 pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Response<ResponseBody> {
     let len = served.len;
     let (status, start, count) = match selection {
@@ -90,11 +112,15 @@ pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Respon
     let body = if head_only || count == 0 {
         ResponseBody::empty()
     } else {
-        match &served.meta.head {
-            Some(head) if start + count <= head.len() as u64 => {
+        match (&served.meta.head, &served.file) {
+            (Some(head), _) if start + count <= head.len() as u64 => {
                 ResponseBody::bytes(head.slice(start as usize..(start + count) as usize))
             }
-            _ => ResponseBody::file(served.file.clone(), start, count),
+            (_, Some(file)) => ResponseBody::file(Arc::clone(file), start, count),
+            (_, None) => {
+                tracing::error!("a file recognized without opening it needs its bytes");
+                return self::status(StatusCode::INTERNAL_SERVER_ERROR);
+            }
         }
     };
     let mut response = Response::new(body);

@@ -484,3 +484,59 @@ fn cld_probe_is_404_when_absent() {
     );
     assert_eq!(r.status, 404);
 }
+
+/// Header checks and `304`s are answered without opening the file when its
+/// path still names the version opened before; a new version published the
+/// way sync does (rename over it) must be seen by the very next request.
+#[test]
+fn header_check_and_304_follow_a_renamed_in_version_at_once() {
+    let s = cvd_server();
+    let ims = http_date(STIME_268);
+    let range = [("Range", "bytes=0-511")];
+    // Warm: the first answers open the file and remember it.
+    for _ in 0..3 {
+        assert_eq!(
+            s.get("/bytecode.cvd", &[("If-Modified-Since", &ims)])
+                .status,
+            304
+        );
+        let r = s.get("/bytecode.cvd", &range);
+        assert_eq!(r.status, 206);
+        assert_body(&r.body, &fixture("bytecode-268.cvd")[..512], "268 header");
+    }
+    let tmp = s.root.join(".bytecode.cvd.tmp");
+    std::fs::write(&tmp, fixture("bytecode-339.cvd")).unwrap();
+    std::fs::rename(&tmp, s.root.join("bytecode.cvd")).unwrap();
+    let r = s.get("/bytecode.cvd", &range);
+    assert_eq!(r.status, 206);
+    assert_body(&r.body, &fixture("bytecode-339.cvd")[..512], "339 header");
+    let r = s.get("/bytecode.cvd", &[("If-Modified-Since", &ims)]);
+    assert_eq!(r.status, 200, "the newer version must not be answered 304");
+}
+
+/// An in-place rewrite that keeps the size and puts the mtime back (a
+/// careless `cp --preserve`, a restore) still changes the ctime: the cached
+/// header and validators must not outlive it.
+#[test]
+fn in_place_rewrite_with_restored_mtime_is_served_fresh() {
+    let old = vec![b'A'; 1024];
+    let s = TestServer::serving(&[("t.cvd", &old)]);
+    let path = s.root.join("t.cvd");
+    set_mtime(&path, 1_700_000_000);
+    let range = [("Range", "bytes=0-511")];
+    for _ in 0..3 {
+        let r = s.get("/t.cvd", &range);
+        assert_eq!((r.status, r.body.as_slice()), (206, &old[..512]));
+    }
+    // ctime has a clock tick's resolution: make sure it moves.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&path, vec![b'B'; 1024]).unwrap();
+    set_mtime(&path, 1_700_000_000);
+    let r = s.get("/t.cvd", &range);
+    assert_eq!(r.status, 206);
+    assert!(
+        r.body.iter().all(|&b| b == b'B'),
+        "stale header served: {:?}",
+        &r.body[..8]
+    );
+}

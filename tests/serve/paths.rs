@@ -485,3 +485,40 @@ fn fifo_in_root_is_404_and_does_not_hang_the_server() {
     let r = c.read_response(false);
     assert_eq!(r.status, 404, "FIFO");
 }
+
+/// A path answered before (and remembered, so later header checks and
+/// `304`s skip the open) is swapped for a symlink that leaves the root:
+/// the very next request must be refused, whatever it asks for. The
+/// outside file is an exact copy, so only identity can tell them apart.
+#[test]
+fn served_path_swapped_for_an_escaping_symlink_is_404() {
+    let s = server();
+    let outside = s.dir.path().join("copy.cvd");
+    std::fs::write(&outside, fixture("bytecode-268.cvd")).unwrap();
+    let lm = s
+        .get("/bytecode.cvd", &[])
+        .header("last-modified")
+        .unwrap()
+        .to_owned();
+    let checks: [&[(&str, &str)]; 3] = [
+        &[("Range", "bytes=0-511")],
+        &[("If-Modified-Since", &lm)],
+        &[],
+    ];
+    for _ in 0..3 {
+        for headers in checks {
+            assert!(matches!(
+                s.get("/bytecode.cvd", headers).status,
+                200 | 206 | 304
+            ));
+        }
+    }
+    std::fs::remove_file(s.root.join("bytecode.cvd")).unwrap();
+    symlink(&outside, s.root.join("bytecode.cvd")).unwrap();
+    for headers in checks {
+        let r = s.get("/bytecode.cvd", headers);
+        assert_eq!(r.status, 404, "{headers:?}");
+        let r = s.request("HEAD", "/bytecode.cvd", headers);
+        assert_eq!(r.status, 404, "HEAD {headers:?}");
+    }
+}
