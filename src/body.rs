@@ -32,6 +32,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Duration, Instant};
 
+use crate::sendfile::{MAX_SEGMENT, SendfileQueue};
+
 /// Smallest chunk read from a file: what a slow client pins.
 pub const MIN_CHUNK: usize = 16 * 1024;
 /// Largest chunk: what a fast client gets per write.
@@ -103,6 +105,14 @@ impl ResponseBody {
     pub fn file(file: Arc<File>, offset: u64, len: u64) -> Self {
         Self {
             inner: Inner::File(FileBody::new(file, offset, len)),
+        }
+    }
+
+    /// Makes a file body yield placeholders that `queue`'s connection sends
+    /// with `sendfile` (see [`crate::sendfile`]); other bodies are unchanged.
+    pub fn send_files_through(&mut self, queue: &SendfileQueue) {
+        if let Inner::File(file) = &mut self.inner {
+            file.sendfile = Some(queue.clone());
         }
     }
 
@@ -207,6 +217,8 @@ struct FileBody {
     remaining: u64,
     chunk: usize,
     last_poll: Option<Instant>,
+    /// Announce ranges here instead of reading them.
+    sendfile: Option<SendfileQueue>,
 }
 
 impl FileBody {
@@ -226,12 +238,21 @@ impl FileBody {
             remaining: len,
             chunk: MIN_CHUNK,
             last_poll: None,
+            sendfile: None,
         }
     }
 
     fn next_chunk(&mut self) -> Option<io::Result<Bytes>> {
         if self.remaining == 0 {
             return None;
+        }
+        if let Some(queue) = &self.sendfile {
+            // Nothing is read: the connection sends the range from the file.
+            let len = usize::try_from(self.remaining).map_or(MAX_SEGMENT, |r| r.min(MAX_SEGMENT));
+            let placeholder = queue.placeholder(Arc::clone(&self.file), self.offset, len);
+            self.offset += len as u64;
+            self.remaining -= len as u64;
+            return Some(Ok(placeholder));
         }
         let now = Instant::now();
         if let Some(last) = self.last_poll {

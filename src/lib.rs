@@ -26,6 +26,7 @@ pub mod hooks;
 pub mod limits;
 pub mod observe;
 pub mod pipeline;
+pub mod sendfile;
 pub mod server;
 pub mod shape;
 pub mod state_file;

@@ -7,11 +7,6 @@ use clap::{CommandFactory, Parser};
 use cvdmirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-// Many small, short-lived allocations per request across threads: mimalloc
-// is measurably faster than glibc malloc here and returns memory sooner.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -50,6 +50,9 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     /// The connection exceeded the connection limit: answer `503` and close.
     pub over_limit: bool,
+    /// Where file bodies announce ranges for the connection to `sendfile`;
+    /// `None` reads them into memory instead.
+    pub sendfile: Option<crate::sendfile::SendfileQueue>,
 }
 
 /// One request and what the pipeline learned about it; shared with hooks.
@@ -127,11 +130,11 @@ impl Pipeline {
             peer: conn.peer,
             client: self.proxies.load().client_ip(conn.peer, req.headers()),
             method: req.method().clone(),
-            target: req.uri().clone(),
+            target: owned_uri(req.uri()),
             version: req.version(),
             site: self.unnamed_site.clone(),
-            referer: req.headers().get(header::REFERER).cloned(),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            referer: req.headers().get(header::REFERER).map(owned_header),
+            user_agent: req.headers().get(header::USER_AGENT).map(owned_header),
             received: SystemTime::now(),
             started: Instant::now(),
             file: None,
@@ -149,6 +152,9 @@ impl Pipeline {
             }
         }
         respond::add_common_headers(&mut response);
+        if let Some(queue) = &conn.sendfile {
+            response.body_mut().send_files_through(queue);
+        }
         let exchange = Arc::new(exchange);
         let (parts, mut body) = response.into_parts();
         for hook in self.hooks.iter() {
@@ -232,4 +238,30 @@ impl Pipeline {
         }
         Some(respond::file(served, range, head_only))
     }
+}
+
+// What the exchange keeps of the request is copied out of hyper's read
+// buffer: a slice of it would pin the whole buffer for as long as the
+// response streams, and hyper would allocate a second one to watch for the
+// client's EOF meanwhile (8 KiB each, for every slow download).
+
+/// `uri` in its own allocation.
+fn owned_uri(uri: &http::Uri) -> http::Uri {
+    let copied = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(pq)) if uri.authority().is_none() => {
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                pq.as_str().as_bytes(),
+            ))
+            .ok()
+            .map(http::Uri::from)
+        }
+        _ => http::Uri::from_maybe_shared(bytes::Bytes::from(uri.to_string())).ok(),
+    };
+    copied.unwrap_or_else(|| uri.clone())
+}
+
+/// `value` in its own allocation.
+fn owned_header(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
+        .unwrap_or_else(|_| value.clone())
 }

@@ -177,6 +177,7 @@ impl Server {
                     peer,
                     local: local.unwrap_or(peer),
                     over_limit: guard.over_limit,
+                    sendfile: Some(crate::sendfile::SendfileQueue::default()),
                 },
                 pipeline: Arc::clone(&self.pipeline),
                 limits,

@@ -11,6 +11,7 @@
 //! second read.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -115,7 +116,8 @@ pub struct FileMeta {
 #[derive(Debug, Default)]
 pub struct MetaCache {
     entries: Mutex<HashMap<FileId, (FileVersion, Arc<FileMeta>)>>,
-    known: Mutex<HashMap<PathBuf, Known>>,
+    /// Keyed by the path's bytes (hashing a `Path` walks its components).
+    known: Mutex<HashMap<OsString, Known>>,
 }
 
 /// A path last seen naming this version of a regular file beneath the root.
@@ -176,7 +178,7 @@ impl MetaCache {
 
 impl MetaCache {
     fn known_entry(&self, relative: &Path) -> Option<Known> {
-        lock(&self.known).get(relative).cloned()
+        lock(&self.known).get(relative.as_os_str()).cloned()
     }
 
     /// Notes that `relative` was opened beneath the root as this version.
@@ -189,7 +191,7 @@ impl MetaCache {
             i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
         );
         let mut known = lock(&self.known);
-        if let Some(entry) = known.get_mut(relative) {
+        if let Some(entry) = known.get_mut(relative.as_os_str()) {
             if entry.stat != stat {
                 *entry = Known {
                     stat,
@@ -202,7 +204,7 @@ impl MetaCache {
             known.clear();
         }
         known.insert(
-            relative.to_path_buf(),
+            relative.as_os_str().to_owned(),
             Known {
                 stat,
                 meta: Arc::clone(file_meta),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ConnectionLimits;
 use crate::pipeline::{ConnectionInfo, Pipeline};
+use crate::sendfile::{SendfileQueue, SendfileStream};
 
 /// hyper's buffered output per connection (its minimum is 8 KiB).
 const WRITE_QUEUE: usize = 16 * 1024;
@@ -57,12 +58,16 @@ impl Connection {
             .max_header_size(limits.max_request_header_bytes)
             .writev(true)
             .half_close(false);
+        let io = match &info.sendfile {
+            Some(queue) => SendfileStream::new(stream, queue.clone()),
+            None => SendfileStream::new(stream, SendfileQueue::default()),
+        };
         let info = Arc::new(info);
         let service = service_fn(move |req: hyper::Request<Incoming>| {
             let response = pipeline.handle(&req, &info);
             async move { Ok::<_, Infallible>(response) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
