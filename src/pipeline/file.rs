@@ -16,7 +16,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -125,6 +125,9 @@ pub struct MetaCache {
 struct Known {
     stat: StatVersion,
     meta: Arc<FileMeta>,
+    /// The descriptor downloads of this version are reading, while any is:
+    /// a herd of ten thousand downloads of `daily.cvd` shares one.
+    open: Weak<File>,
 }
 
 /// What must be unchanged for a path to still name the same content:
@@ -182,7 +185,13 @@ impl MetaCache {
     }
 
     /// Notes that `relative` was opened beneath the root as this version.
-    fn remember(&self, relative: &Path, meta: &std::fs::Metadata, file_meta: &Arc<FileMeta>) {
+    fn remember(
+        &self,
+        relative: &Path,
+        meta: &std::fs::Metadata,
+        file_meta: &Arc<FileMeta>,
+        open: Weak<File>,
+    ) {
         let stat = (
             meta.dev(),
             meta.ino(),
@@ -192,12 +201,11 @@ impl MetaCache {
         );
         let mut known = lock(&self.known);
         if let Some(entry) = known.get_mut(relative.as_os_str()) {
-            if entry.stat != stat {
-                *entry = Known {
-                    stat,
-                    meta: Arc::clone(file_meta),
-                };
-            }
+            *entry = Known {
+                stat,
+                meta: Arc::clone(file_meta),
+                open,
+            };
             return;
         }
         if known.len() >= META_CACHE_ENTRIES {
@@ -208,6 +216,7 @@ impl MetaCache {
             Known {
                 stat,
                 meta: Arc::clone(file_meta),
+                open,
             },
         );
     }
@@ -283,9 +292,11 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
     let meta_info = site
         .meta_cache
         .get_or_insert(&meta, || file_meta(&file, &meta, kind));
-    site.meta_cache.remember(relative, &meta, &meta_info);
+    let file = Arc::new(file);
+    site.meta_cache
+        .remember(relative, &meta, &meta_info, Arc::downgrade(&file));
     Ok(Opened::File(ServedFile {
-        file: Some(Arc::new(file)),
+        file: Some(file),
         len: meta.len(),
         kind,
         meta: meta_info,
@@ -295,7 +306,8 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
 
 /// The file `relative` names, if it is a version this site opened beneath
 /// its root before: then what the response needs is known without opening
-/// it (the returned file is `None`).
+/// it. The returned file is the descriptor other downloads of this version
+/// still hold, or `None` when none is running.
 ///
 /// `statx` follows the path as it is now, symlinks included, so on its own
 /// it proves nothing about containment; but it is trusted only when it
@@ -326,7 +338,7 @@ pub fn lookup_known(site: &Site, relative: &Path) -> Option<ServedFile> {
         return None;
     }
     Some(ServedFile {
-        file: None,
+        file: known.open.upgrade(),
         len: now.stx_size,
         kind: FileKind::of(relative),
         meta: known.meta,

@@ -131,3 +131,52 @@ fn concurrent_downloads_are_complete_and_exact() {
         );
     }
 }
+
+/// Downloads of the same version of a file share one open descriptor: a
+/// herd of thousands of `daily.cvd` downloads must not run the process out
+/// of file descriptors (each would otherwise hold its own).
+#[test]
+fn concurrent_downloads_of_one_version_share_a_descriptor() {
+    use std::io::{Read, Write};
+    let big = vec![0x5au8; 64 << 20];
+    let s = TestServer::serving(&[("daily.cvd", &big)]);
+    let target = s.root.join("daily.cvd");
+    let open_on_target = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .map(|fds| {
+                fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+                    .filter(|link| *link == target)
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Clients that read the head and a little, then stop reading: their
+    // transfers stay open on the server.
+    let clients: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+            c.set_read_timeout(Some(crate::support::DEADLINE)).unwrap();
+            c.write_all(b"GET /daily.cvd HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut head = [0u8; 12];
+            c.read_exact(&mut head).unwrap();
+            assert_eq!(&head, b"HTTP/1.1 200");
+            c
+        })
+        .collect();
+    let open = open_on_target();
+    assert_eq!(
+        open, 1,
+        "20 running downloads hold {open} descriptors of the file"
+    );
+    drop(clients);
+    // A new version gets its own descriptor; the old one goes with its last download.
+    let deadline = std::time::Instant::now() + crate::support::DEADLINE;
+    while open_on_target() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "descriptor kept after the downloads ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -128,6 +128,11 @@ impl TestServer {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
