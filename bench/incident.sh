@@ -31,7 +31,8 @@
 #   INCIDENT_IDLE_SECS (15 / 8)    idle probe baseline per setup
 #   INCIDENT_SEED (1)              INCIDENT_APPEND (1 / 0): append to BENCHMARKS.md
 #   INCIDENT_OUT=FILE              also write the report here
-#   INCIDENT_SHAPE_BURST           e.g. 2ms: cvdmirror's [shape] burst (default 10ms)
+#   INCIDENT_SHAPE_BURST           e.g. 6ms: cvdmirror's [shape] burst (default 4ms;
+#                                  at least the 2 ms tick + 2ms)
 #   CVDMIRROR_BIN                  skip the build, use this binary
 #   INCIDENT_KEEP_TMP=1            keep the work directory
 #

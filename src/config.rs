@@ -322,6 +322,29 @@ impl Resolver<'_> {
         })
     }
 
+    /// The line `key = ...` of the table whose header is at `table`, if
+    /// the key is written there (a key left at its default has no line).
+    fn key_span(
+        &self,
+        table: &std::ops::Range<usize>,
+        key: &str,
+    ) -> Option<std::ops::Range<usize>> {
+        let text = self.text.get(table.start..)?;
+        let mut offset = table.start;
+        for (i, line) in text.split_inclusive('\n').enumerate() {
+            let line_start = line.trim_start();
+            if i > 0 && line_start.starts_with('[') {
+                return None;
+            }
+            let rest = line_start.strip_prefix(key).map(str::trim_start);
+            if rest.is_some_and(|r| r.starts_with('=')) {
+                return Some(offset..offset + line.len());
+            }
+            offset += line.len();
+        }
+        None
+    }
+
     /// Relative paths in the file are relative to the file, not the working directory.
     fn relative_to_file(&self, path: &Path) -> PathBuf {
         match self.path.and_then(Path::parent) {
@@ -388,6 +411,21 @@ mod tests {
     fn relative_roots_are_relative_to_the_file() {
         let c = resolve("root = \"db\"", ServeArgs::default()).unwrap();
         assert_eq!(c.default_site.root, PathBuf::from("/etc/db"));
+    }
+
+    #[test]
+    fn a_burst_that_cannot_reach_the_cap_names_its_line() {
+        let text =
+            "root = \"/x\"\n\n[shape]\nlink_rate = \"85Mbit\"\ntick = \"2ms\"\nburst = \"2ms\"\n";
+        let err = resolve(text, ServeArgs::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("line 6") && err.contains("burst 2ms cannot reach the cap"),
+            "{err}"
+        );
+        // A key left at its default has no line: the table's is named.
+        let text = "[shape]\nlink_rate = \"85Mbit\"\ntick = \"5ms\"\n";
+        let err = resolve(text, ServeArgs::default()).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("7ms"), "{err}");
     }
 
     #[test]

@@ -294,12 +294,14 @@ impl StatusSource for Control {
             || "off".to_owned(),
             |h| {
                 format!(
-                    "{} ({} running of {} allowed; {} admitted, {} refused)",
+                    "{} ({} running of {} allowed; {} admitted, {} refused; {} waiting, queue {} s)",
                     if h.open { "open" } else { "closed" },
                     h.active,
                     h.capacity,
                     h.admitted,
-                    h.denied
+                    h.denied,
+                    h.waiting,
+                    h.queue_secs
                 )
             },
         );
@@ -338,12 +340,12 @@ impl StatusSource for Control {
     }
 
     fn headline(&self) -> Option<Headline> {
-        let herd = self.limits().herd()?.stats();
+        let herd = self.limits().herd_stats()?;
         (!herd.open).then(|| Headline {
             level: Level::Warn,
             text: format!(
-                "herd gate closed: {} whole-database downloads running, {} refused so far",
-                herd.active, herd.denied
+                "herd gate closed: {} whole-database downloads running, {} refused so far, {} waiting for a slot",
+                herd.active, herd.denied, herd.waiting
             ),
         })
     }

@@ -468,7 +468,7 @@ async fn watch_herd(
         }
         heals = now_heals;
 
-        if let Some(herd) = view.control.limits().herd().map(|h| h.stats()) {
+        if let Some(herd) = view.control.limits().herd_stats() {
             // Closed while it refuses; open again after two quiet seconds.
             if herd.denied > denied {
                 last_denial = Instant::now();

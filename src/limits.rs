@@ -18,6 +18,7 @@
 //! [`Limits::run`] for persistence and housekeeping.
 
 pub mod action;
+pub mod appointments;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -46,7 +47,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{LimitsConfig, LimitsConfigError};
 pub use conns::{Concurrency, ConnGuard, ConnLimitHit, ConnStats};
 pub use gcra::{Gcra, RateStats, RequestRate};
-pub use herd::{BulkPermit, HerdGate, HerdPolicy, HerdStats, is_bulk};
+pub use herd::{BulkPermit, BulkRequest, HerdGate, HerdPolicy, HerdStats, is_bulk};
 pub use jitter::{Random, SeededRandom, ThreadRandom};
 pub use proxy::{ProxyHeader, TrustedProxies};
 pub use quota::{QuotaLimit, QuotaState, Usage};
@@ -298,6 +299,11 @@ impl Limits {
         self.herd.as_ref()
     }
 
+    /// The herd gate's state now, if configured.
+    pub fn herd_stats(&self) -> Option<HerdStats> {
+        self.herd.as_ref().map(|h| h.stats(self.clock.now()))
+    }
+
     /// The connection counters.
     pub fn connections(&self) -> &Concurrency {
         &self.conns
@@ -346,16 +352,20 @@ impl Limits {
             site_quotas,
             top_client_quotas: top,
             tracked_quota_clients: tracked,
-            herd: self.herd.as_ref().map(HerdGate::stats),
+            herd: self.herd_stats(),
             refused: count(&self.refused),
             slowed: count(&self.slowed),
         }
     }
 
-    /// Forgets idle request-rate entries and counters of past periods.
+    /// Forgets idle request-rate entries, counters of past periods and
+    /// refused clients long past their appointment.
     pub fn maintain(&self) {
         if let Some(r) = &self.requests {
             r.retain_recent(self.clock.now());
+        }
+        if let Some(h) = &self.herd {
+            h.maintain(self.clock.now());
         }
         self.quotas.retain_current(self.clock.unix());
     }

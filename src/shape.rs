@@ -57,6 +57,7 @@ pub use class::{
 };
 pub use config::{
     ConfigError, DEFAULT_BURST, DEFAULT_QUANTUM, DEFAULT_TICK, ShapeConfig, SiteConfig,
+    TICK_LATENESS,
 };
 pub use guard::{LinkGuard, LinkGuardConfig};
 pub use hook::{KeyFn, ShapeHook, default_client_key};

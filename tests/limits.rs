@@ -37,23 +37,23 @@ fn peer(ip: &str) -> SocketAddr {
 
 struct Req {
     site: Arc<str>,
-    ip: &'static str,
+    ip: String,
     path: &'static str,
     status: StatusCode,
     len: u64,
 }
 
-fn cvd(ip: &'static str) -> Req {
+fn cvd(ip: &str) -> Req {
     Req {
         site: Arc::from("mirror"),
-        ip,
+        ip: ip.to_owned(),
         path: "/daily.cvd",
         status: StatusCode::OK,
         len: 60 * MB,
     }
 }
 
-fn cdiff(ip: &'static str) -> Req {
+fn cdiff(ip: &str) -> Req {
     Req {
         path: "/daily-27000.cdiff",
         len: 30_000,
@@ -62,7 +62,7 @@ fn cdiff(ip: &'static str) -> Req {
 }
 
 fn admit(l: &Limits, r: &Req, available: u64) -> Decision {
-    let client = l.client_key(peer(r.ip), &HeaderMap::new());
+    let client = l.client_key(peer(&r.ip), &HeaderMap::new());
     l.admit(
         &Planned {
             site: &r.site,
@@ -103,21 +103,28 @@ async fn herd_gate_admits_bulk_only_while_each_keeps_the_minimum_rate() {
         assert!(a.bulk && a.guard.is_bulk(), "transfer {i}");
         held.push(a.guard);
     }
-    let mut retry = std::collections::BTreeSet::new();
-    for _ in 0..1000 {
-        let r = refusal(admit(&l, &cvd("192.0.2.2"), link));
+    // Refusals queue: the class finishes a 60 MB download about every
+    // 60 MB / 12.5 MB/s = 5 s, so each refused client is told to come back
+    // about 5 s after the one before (within the 1-15 min window).
+    let mut retry = Vec::new();
+    for n in 0..1000 {
+        let ip = format!("10.0.{}.{}", n / 250, n % 250 + 1);
+        let r = refusal(admit(&l, &cvd(&ip), link));
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
         let s = r.retry_after().unwrap();
         assert!((60..=900).contains(&s));
-        retry.insert(s);
+        retry.push(s);
         let response = r.into_response();
         assert!(response.headers().contains_key(header::RETRY_AFTER));
     }
-    assert!(
-        retry.len() > 500,
-        "only {} distinct Retry-After values",
-        retry.len()
-    );
+    assert!(retry.windows(2).all(|w| w[0] <= w[1]), "{retry:?}");
+    assert_eq!((retry[0], retry[999]), (60, 900));
+    let spaced = &retry[20..150];
+    let gap = (spaced[129] - spaced[0]) as f64 / 129.0;
+    assert!((gap - 5.0).abs() < 0.2, "{gap} s between places");
+    // Asking again does not lose the place.
+    let again = refusal(admit(&l, &cvd("10.0.0.100"), link));
+    assert_eq!(again.retry_after(), Some(retry[99]));
     // Small responses are never gated.
     let small = served(admit(&l, &cdiff("192.0.2.3"), link));
     assert!(!small.bulk && !small.guard.is_bulk());
@@ -134,9 +141,10 @@ async fn herd_gate_admits_bulk_only_while_each_keeps_the_minimum_rate() {
     let herd = l.status().herd.unwrap();
     assert_eq!(
         (herd.active, herd.admitted, herd.denied, herd.open),
-        (50, 51, 1001, false)
+        (50, 51, 1002, false)
     );
-    assert_eq!(l.status().refused["herd"], 1001);
+    assert_eq!(herd.waiting, 1001);
+    assert_eq!(l.status().refused["herd"], 1002);
 }
 
 #[tokio::test(start_paused = true)]

@@ -106,8 +106,7 @@ async fn through_hyper_over_a_duplex_pipe() {
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&response[..split]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    // 2 MB at 10 MB/s.
-    // 2 MB at 10 MB/s, less the 10 ms initial burst.
+    // 2 MB at 10 MB/s, less the 4 ms initial burst.
     assert!(
         took >= Duration::from_millis(185) && took < Duration::from_millis(210),
         "{took:?}"

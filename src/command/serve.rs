@@ -86,7 +86,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// periodic save of quota usage, and the link guard.
 fn start_control(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<Arc<Control>> {
     let shaper =
-        Shaper::new(config.shape.clone()).map_err(|e| anyhow::anyhow!("[shape]: {}", e.0))?;
+        Shaper::new(config.shape.clone()).map_err(|e| anyhow::anyhow!("[shape]: {}", e.reason))?;
     shaper.spawn_pacer(shutdown.clone().cancelled_owned());
     let limits = Limits::new(config.admission.clone())?;
     if let Err(e) = limits.load() {
@@ -359,7 +359,7 @@ async fn reload_on_hangup(
                     continue;
                 }
                 if let Err(e) = control.shaper().reconfigure(config.shape.clone()) {
-                    tracing::error!(error = %e.0, "new shaping rejected; keeping the previous shaping");
+                    tracing::error!(error = %e.reason, "new shaping rejected; keeping the previous shaping");
                 }
                 if let Err(e) = control.reconfigure(config.admission.clone(), &config.shape) {
                     tracing::error!(error = %e, "new limits rejected; keeping the running ones");

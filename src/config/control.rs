@@ -28,9 +28,14 @@ impl Resolver<'_> {
         if let Some(rate) = args.client_rate {
             shape.client_rate = Some(rate);
         }
-        shape
-            .validate()
-            .map_err(|e| self.invalid(span, format!("[shape]: {}", e.0)))?;
+        shape.validate().map_err(|e| {
+            let at = span.map(|table| {
+                e.key
+                    .and_then(|k| self.key_span(&table, k))
+                    .unwrap_or(table)
+            });
+            self.invalid(at, format!("[shape]: {}", e.reason))
+        })?;
         Ok(shape)
     }
 

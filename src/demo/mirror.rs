@@ -86,8 +86,8 @@ impl Mirror {
         config.shutdown_grace = Duration::from_secs(2);
         let shutdown = CancellationToken::new();
 
-        let shaper =
-            Shaper::new(config.shape.clone()).map_err(|e| anyhow::anyhow!("[shape]: {}", e.0))?;
+        let shaper = Shaper::new(config.shape.clone())
+            .map_err(|e| anyhow::anyhow!("[shape]: {}", e.reason))?;
         shaper.spawn_pacer(shutdown.clone().cancelled_owned());
         let limits = Arc::new(Limits::new(config.admission.clone())?);
         let control = Arc::new(Control::new(shaper, limits, &config.shape));

@@ -15,7 +15,9 @@ use super::quota::QuotaState;
 use super::ratelimit::{PolicyReport, add_ratelimit_headers};
 use super::secs_up;
 use super::usage::QuotaScope;
-use super::{AdmissionGuard, Admitted, ClientKey, Decision, Limits, Planned, TransferVerdict};
+use super::{
+    AdmissionGuard, Admitted, BulkRequest, ClientKey, Decision, Limits, Planned, TransferVerdict,
+};
 
 impl Limits {
     /// Decides on `planned`. `available_rate` is asked (only for bulk
@@ -108,7 +110,12 @@ impl Limits {
         }
 
         if let Some(herd) = self.herd.as_ref().filter(|_| bulk) {
-            match herd.admit(available_rate(), &*self.random) {
+            let request = BulkRequest {
+                client: planned.client,
+                body_len: planned.body_len,
+                available: available_rate(),
+            };
+            match herd.admit(request, self.clock.now(), &*self.random) {
                 Ok(permit) => guard.bulk = Some(permit),
                 Err(refusal) => {
                     self.count_refused(LimitKind::Herd);

@@ -141,10 +141,12 @@ pub struct HerdConfig {
     /// units (`"2Mbit"`, `"250KB/s"`); held as bytes per second.
     #[serde(deserialize_with = "rate_bytes_per_sec")]
     pub bulk_min_rate: u64,
-    /// Shortest `Retry-After` (default 60 s).
+    /// Shortest `Retry-After` (default 60 s); the queue's estimate is
+    /// never rounded below it.
     #[serde(default = "retry_min", with = "humantime_serde")]
     pub retry_after_min: Duration,
-    /// Longest `Retry-After` (default 15 min).
+    /// Longest `Retry-After` (default 15 min); clients further back in the
+    /// queue are told this and, when they come back early, the rest.
     #[serde(default = "retry_max", with = "humantime_serde")]
     pub retry_after_max: Duration,
     /// `429` (default) or `503`.

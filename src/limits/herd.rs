@@ -6,25 +6,32 @@
 //! connection and starve everything else. The gate admits a bulk transfer
 //! only while each admitted one still gets at least `bulk_min_rate`:
 //! `available / (active + 1) >= min_rate`. Everyone else gets `429` with a
-//! `Retry-After` drawn uniformly from a window (freshclam stores it and
-//! comes back later), which turns a herd into a steady queue spread over
-//! minutes. Small responses (header checks, `304`, cdiffs, `404`) never
-//! reach the gate.
+//! `Retry-After` (freshclam stores it and comes back later) from the gate's
+//! waiting list ([`super::appointments`]): the class finishes a download
+//! about every `body_len / available`, so successive refusals are told to
+//! come back that much apart, after the first slot expected to free, plus
+//! about one such spacing of random jitter, within the configured window.
+//! That turns a herd into a steady queue that keeps the slots busy until it
+//! drains, without clients returning long after the link went idle. Small
+//! responses (header checks, `304`, cdiffs, `404`) never reach the gate.
 //!
 //! Admission and the start of the transfer cannot race: admission itself
 //! increments the active count (compare-and-swap, so concurrent requests
 //! never over-admit) and returns a [`BulkPermit`] that counts as active until
 //! it drops.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::StatusCode;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::action::{LimitKind, Refusal, RejectStatus, reject};
-use super::jitter::{Random, spread};
+use super::appointments::{Appointments, Pace};
+use super::jitter::{Random, ceil_secs, spread};
+use super::{ClientKey, lock};
 
 /// Herd gate settings (resolved).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +40,8 @@ pub struct HerdPolicy {
     pub min_rate: u64,
     /// Shortest `Retry-After` handed out.
     pub retry_min: Duration,
-    /// Longest `Retry-After` handed out.
+    /// Longest `Retry-After` handed out; also how long a client is
+    /// remembered past its appointment.
     pub retry_max: Duration,
     /// `429` (freshclam cools down) or `503` (freshclam tries another mirror).
     pub status: RejectStatus,
@@ -55,6 +63,18 @@ pub struct HerdGate {
     admitted: AtomicU64,
     denied: AtomicU64,
     last_available: AtomicU64,
+    book: Arc<Mutex<Appointments>>,
+}
+
+/// A bulk request as the gate judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRequest {
+    /// Who asks (to recognise it when it comes back).
+    pub client: ClientKey,
+    /// Body bytes to send.
+    pub body_len: u64,
+    /// Rate the class can have now, bytes per second (from the scheduler).
+    pub available: u64,
 }
 
 /// An admitted bulk transfer; counts as active until dropped.
@@ -86,6 +106,10 @@ pub struct HerdStats {
     pub admitted: u64,
     /// Refusals so far.
     pub denied: u64,
+    /// Refused clients whose appointment is still ahead.
+    pub waiting: u64,
+    /// Seconds until the last appointment handed out (0: nobody waits).
+    pub queue_secs: u64,
 }
 
 impl HerdGate {
@@ -97,13 +121,17 @@ impl HerdGate {
             admitted: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             last_available: AtomicU64::new(0),
+            book: Arc::new(Mutex::new(Appointments::new(policy.retry_max))),
         }
     }
 
-    /// Takes over `previous`'s running transfers and counters (config
-    /// reload): permits it issued are still counted here and release here.
+    /// Takes over `previous`'s running transfers, waiting list and counters
+    /// (config reload): permits it issued are still counted here and
+    /// release here, and clients it refused keep their appointments.
     pub fn adopt(&mut self, previous: &HerdGate) {
         self.active = Arc::clone(&previous.active);
+        self.book = Arc::clone(&previous.book);
+        lock(&self.book).set_forget_after(self.policy.retry_max);
         self.admitted
             .store(previous.admitted.load(Ordering::Relaxed), Ordering::Relaxed);
         self.denied
@@ -144,13 +172,62 @@ impl HerdGate {
         }
     }
 
-    /// [`try_admit`](Self::try_admit), with the refusal to send when closed
-    /// (`Retry-After` uniform in the configured window).
-    pub fn admit(&self, available: u64, random: &dyn Random) -> Result<BulkPermit, Refusal> {
-        self.try_admit(available).ok_or_else(|| {
-            let secs = spread(random, self.policy.retry_min, self.policy.retry_max);
-            reject(LimitKind::Herd, self.policy.status.status(), secs)
+    /// [`try_admit`](Self::try_admit), with the refusal to send when closed:
+    /// `Retry-After` is the client's appointment in the waiting list.
+    pub fn admit(
+        &self,
+        request: BulkRequest,
+        now: Instant,
+        random: &dyn Random,
+    ) -> Result<BulkPermit, Refusal> {
+        if let Some(permit) = self.try_admit(request.available) {
+            lock(&self.book).admitted(&request.client);
+            return Ok(permit);
+        }
+        let secs = self.retry_after(request, now, random);
+        Err(reject(LimitKind::Herd, self.policy.status.status(), secs))
+    }
+
+    /// Whole seconds until the refused `request`'s client should come back:
+    /// its appointment, within the configured window.
+    fn retry_after(&self, request: BulkRequest, now: Instant, random: &dyn Random) -> u64 {
+        let (min, max) = (self.policy.retry_min, self.policy.retry_max);
+        let Some(pace) = self.pace(request) else {
+            // At this rate no slot ever frees: nothing to predict.
+            return spread(random, min, max);
+        };
+        let spacing_ms = u64::try_from(pace.spacing.as_millis()).unwrap_or(u64::MAX);
+        let jitter = Duration::from_millis(random.between(0, spacing_ms));
+        let at = lock(&self.book).book(request.client, now, pace, jitter);
+        let min = ceil_secs(min);
+        ceil_secs(at.saturating_duration_since(now)).clamp(min, ceil_secs(max).max(min))
+    }
+
+    /// How the queue moves for `request`; `None` when its rate admits nobody.
+    fn pace(&self, request: BulkRequest) -> Option<Pace> {
+        let capacity = self.capacity(request.available);
+        if capacity == 0 {
+            return None;
+        }
+        // Beyond the longest Retry-After the estimates no longer matter.
+        let bound = self.policy.retry_max.max(Duration::from_secs(1));
+        let nanos = u128::from(request.body_len.max(1)) * 1_000_000_000
+            / u128::from(request.available.max(1));
+        let spacing = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).min(bound);
+        // One departure frees a slot; more when the rate fell below what runs.
+        let departures = (self.active() + 1).saturating_sub(capacity).max(1);
+        let first_slot = spacing
+            .saturating_mul(u32::try_from(departures).unwrap_or(u32::MAX))
+            .min(bound);
+        Some(Pace {
+            first_slot,
+            spacing,
         })
+    }
+
+    /// Forgets refused clients far past their appointment.
+    pub fn maintain(&self, now: Instant) {
+        lock(&self.book).prune(now);
     }
 
     /// Bulk transfers in progress.
@@ -158,11 +235,15 @@ impl HerdGate {
         self.active.load(Ordering::Acquire)
     }
 
-    /// A snapshot for status pages.
-    pub fn stats(&self) -> HerdStats {
+    /// A snapshot for status pages at `now`.
+    pub fn stats(&self, now: Instant) -> HerdStats {
         let available = self.last_available.load(Ordering::Relaxed);
         let active = self.active();
         let capacity = self.capacity(available);
+        let (waiting, queue) = {
+            let book = lock(&self.book);
+            (book.waiting(now), book.horizon(now))
+        };
         HerdStats {
             open: active < capacity,
             active,
@@ -171,103 +252,11 @@ impl HerdGate {
             min_rate: self.policy.min_rate,
             admitted: self.admitted.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
+            waiting: waiting as u64,
+            queue_secs: queue.as_secs(),
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limits::jitter::SeededRandom;
-
-    const MBIT: u64 = 125_000;
-
-    fn gate() -> HerdGate {
-        HerdGate::new(HerdPolicy {
-            min_rate: 2 * MBIT,
-            retry_min: Duration::from_secs(60),
-            retry_max: Duration::from_secs(900),
-            status: RejectStatus::TOO_MANY_REQUESTS,
-        })
-    }
-
-    #[test]
-    fn admits_exactly_what_keeps_each_transfer_above_the_minimum() {
-        let g = gate();
-        // 100 Mbit/s at 2 Mbit/s each: 50 transfers.
-        let permits: Vec<_> = (0..50).map(|_| g.try_admit(100 * MBIT).unwrap()).collect();
-        assert!(g.try_admit(100 * MBIT).is_none());
-        // One finishes: one more gets in.
-        let mut permits = permits;
-        permits.pop();
-        assert_eq!(g.active(), 49);
-        let p = g.try_admit(100 * MBIT).unwrap();
-        assert!(g.try_admit(100 * MBIT).is_none());
-        // The scheduler reports less room (other classes busy): nobody new.
-        drop(p);
-        assert!(g.try_admit(80 * MBIT).is_none());
-        drop(permits);
-        assert_eq!(g.active(), 0);
-        let s = g.stats();
-        assert_eq!(
-            (s.admitted, s.denied, s.open, s.capacity),
-            (51, 3, true, 40)
-        );
-        // A rate below the minimum admits nobody.
-        assert!(g.try_admit(MBIT).is_none());
-    }
-
-    #[test]
-    fn refusals_spread_over_the_window() {
-        let g = gate();
-        let r = SeededRandom::new(9);
-        let _held = g.admit(2 * MBIT, &r).unwrap();
-        let mut seen = std::collections::BTreeSet::new();
-        for _ in 0..1_000 {
-            let refusal = g.admit(2 * MBIT, &r).unwrap_err();
-            assert_eq!(refusal.status, StatusCode::TOO_MANY_REQUESTS);
-            let s = refusal.retry_after().unwrap();
-            assert!((60..=900).contains(&s));
-            seen.insert(s);
-        }
-        assert!(seen.len() > 500, "{}", seen.len());
-    }
-
-    #[test]
-    fn bulk_classification() {
-        let mb = 1 << 20;
-        assert!(is_bulk(StatusCode::OK, false, 60 * mb, mb));
-        assert!(is_bulk(StatusCode::PARTIAL_CONTENT, false, 2 * mb, mb));
-        assert!(!is_bulk(StatusCode::PARTIAL_CONTENT, false, 512, mb));
-        assert!(!is_bulk(StatusCode::OK, true, 60 * mb, mb));
-        assert!(!is_bulk(StatusCode::NOT_MODIFIED, false, 0, mb));
-        assert!(!is_bulk(StatusCode::NOT_FOUND, false, 100, mb));
-        assert!(!is_bulk(StatusCode::OK, false, 40_000, mb));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_admission_never_over_admits() {
-        let g = Arc::new(gate());
-        let barrier = Arc::new(tokio::sync::Barrier::new(200));
-        let mut tasks = Vec::new();
-        for _ in 0..200 {
-            let (g, barrier) = (g.clone(), barrier.clone());
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                let permit = g.try_admit(37 * MBIT);
-                // Hold it while the others race.
-                tokio::task::yield_now().await;
-                let active = g.active();
-                (permit, active)
-            }));
-        }
-        let mut held = Vec::new();
-        for t in tasks {
-            let (permit, active) = t.await.unwrap();
-            assert!(active <= 18, "{active}");
-            held.extend(permit);
-        }
-        assert_eq!(held.len(), 18);
-        assert_eq!(g.stats().denied, 182);
-    }
-}
+mod tests;

@@ -8,13 +8,26 @@
 //! again, so overshoot never accumulates. The burst is small (a few
 //! milliseconds of traffic, at least one quantum) because the point of the
 //! whole module is that nothing leaves in line-rate pulses.
-
+//!
+//! A small burst alone would cost throughput: the pacer's ticks fire late
+//! (tokio's timer has 1 ms resolution, and a busy machine adds more), and a
+//! late tick earns more than the burst holds. So when a bucket that was
+//! emptied (its node had demand for everything it could send) earns more
+//! than its burst, the excess is carried over, up to one more burst, and
+//! paid out on top of later refills at no more than a quarter of what each
+//! refill earns: the cap is reached in the long run, and what leaves at once
+//! stays within the burst. An idle bucket, whose tokens were not used up,
+//! carries nothing: idleness is not saved up.
 use tokio::time::{Duration, Instant};
 
 use super::rate::Rate;
 
 /// Fixed-point scale: one byte is this many bit-nanoseconds.
 const BYTE: i128 = 8 * 1_000_000_000;
+
+/// Carried-over tokens are paid out at most at this fraction of each
+/// refill's earnings (1/4: at most 1.25 times the cap while repaying).
+const CARRY_SHARE: i128 = 4;
 
 /// A rate cap with a small burst allowance.
 #[derive(Debug, Clone)]
@@ -24,6 +37,9 @@ pub(crate) struct Bucket {
     burst: i128,
     /// Tokens in fixed point; negative while in debt.
     tokens: i128,
+    /// Earnings of late refills beyond the burst, still to be paid out; at
+    /// most one burst.
+    carry: i128,
     last: Instant,
 }
 
@@ -36,6 +52,7 @@ impl Bucket {
             rate,
             burst,
             tokens: burst,
+            carry: 0,
             last: now,
         }
     }
@@ -58,6 +75,7 @@ impl Bucket {
         self.rate = rate;
         self.burst = Self::burst_for(rate, burst_time, min_burst);
         self.tokens = self.tokens.min(self.burst);
+        self.carry = self.carry.min(self.burst);
     }
 
     /// The cap.
@@ -65,7 +83,8 @@ impl Bucket {
         self.rate
     }
 
-    /// Adds the tokens earned since the last refill.
+    /// Adds the tokens earned since the last refill: up to the burst, with
+    /// what a drained bucket earns beyond it carried over.
     pub(crate) fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last);
         if elapsed.is_zero() {
@@ -74,7 +93,24 @@ impl Bucket {
         self.last = now;
         let earned =
             i128::from(self.rate.bits_per_sec()).saturating_mul(elapsed.as_nanos() as i128);
-        self.tokens = self.tokens.saturating_add(earned).min(self.burst);
+        let drained = self.tokens < BYTE;
+        let filled = self.tokens.saturating_add(earned);
+        if filled > self.burst {
+            if drained {
+                self.carry = self
+                    .carry
+                    .saturating_add(filled - self.burst)
+                    .min(self.burst);
+            }
+            self.tokens = self.burst;
+        } else {
+            let repaid = self
+                .carry
+                .min(earned / CARRY_SHARE)
+                .min(self.burst - filled);
+            self.carry -= repaid;
+            self.tokens = filled + repaid;
+        }
     }
 
     /// Whole bytes available now (negative while in debt).
@@ -133,6 +169,44 @@ mod tests {
         assert!(!b.has_tokens()); // exactly zero: still nothing to send
         b.refill(start + Duration::from_secs(5) + Duration::from_micros(59_050));
         assert!(b.has_tokens());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_refill_is_carried_over_in_small_steps() {
+        // 1 MB/s, 4 ms burst: 4000 B at most at once.
+        let rate = Rate::from_bytes_per_sec(1_000_000).unwrap();
+        let mut now = Instant::now();
+        let mut b = Bucket::new(rate, Duration::from_millis(4), 0, now);
+        b.take(4000);
+        // 7 ms late: 7000 B earned, 4000 B fit, 3000 B carried.
+        now += Duration::from_millis(7);
+        b.refill(now);
+        assert_eq!(b.available(), 4000);
+        b.take(4000);
+        // Every 2 ms tick then pays 2000 B plus at most a quarter of it.
+        let mut paid = Vec::new();
+        for _ in 0..8 {
+            now += Duration::from_millis(2);
+            b.refill(now);
+            paid.push(b.available());
+            b.take(b.available() as u64);
+        }
+        assert_eq!(paid, [2500, 2500, 2500, 2500, 2500, 2500, 2000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_bucket_saves_nothing_up() {
+        let rate = Rate::from_bytes_per_sec(1_000_000).unwrap();
+        let mut now = Instant::now();
+        let mut b = Bucket::new(rate, Duration::from_millis(4), 0, now);
+        // Used a little, then idle for a minute: one burst, nothing more.
+        b.take(1000);
+        now += Duration::from_secs(60);
+        b.refill(now);
+        b.take(4000);
+        now += Duration::from_millis(2);
+        b.refill(now);
+        assert_eq!(b.available(), 2000);
     }
 
     #[tokio::test(start_paused = true)]

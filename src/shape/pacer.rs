@@ -46,12 +46,7 @@ pub(crate) async fn run(
         for waker in wakers {
             waker.wake();
         }
-        next_tick += tick;
-        if next_tick < now {
-            // Fell behind (a stalled runtime): do not try to catch up in a rush;
-            // the buckets already cap what a late tick may grant.
-            next_tick = now + tick;
-        }
+        next_tick = next_deadline(next_tick, now, tick);
         if busy {
             tokio::select! {
                 () = &mut shutdown => return,
@@ -65,4 +60,15 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// The deadline after a tick due at `due` that fired at `fired`: one tick
+/// later, keeping the schedule through the usual lateness of a timer with
+/// 1 ms resolution, so ticks average the configured period. A pacer that
+/// fell a whole tick behind (a stalled runtime) restarts the schedule from
+/// now instead of catching up in a rush; the buckets carry over what the
+/// stall earned, a little at a time.
+pub(crate) fn next_deadline(due: Instant, fired: Instant, tick: Duration) -> Instant {
+    let next = due + tick;
+    if next < fired { fired + tick } else { next }
 }
