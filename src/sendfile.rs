@@ -4,7 +4,7 @@
 //!
 //! hyper writes whatever a body yields, so a file body on a real connection
 //! yields *placeholders* instead of bytes: slices of one static, never
-//! touched region ([`PLACEHOLDER`]), each announcing its file range in the
+//! touched region (`PLACEHOLDER`), each announcing its file range in the
 //! connection's [`SendfileQueue`] first. hyper queues them like any chunk
 //! (it never copies body chunks when writing vectored) and hands them to the
 //! connection's stream, [`SendfileStream`], which recognizes a placeholder
