@@ -183,10 +183,7 @@ impl Server {
                 limits,
             };
             let (graceful, abort) = (graceful.clone(), abort.clone());
-            tracker.spawn(async move {
-                conn.serve(graceful, abort).await;
-                drop(guard);
-            });
+            tracker.spawn(conn.serve(graceful, abort, guard));
         }
     }
 

@@ -24,8 +24,9 @@
 //! Admission (whether a transfer may start at all) lives elsewhere; it reads
 //! [`Shaper::class_load`] to know how busy a class is.
 //!
-//! Kernel pacing (`SO_MAX_PACING_RATE`) is not offered: neither socket2 nor
-//! rustix exposes it safely, and this crate denies `unsafe`.
+//! Kernel pacing (`[shape] kernel_pacing`, `SO_MAX_PACING_RATE`) is set per
+//! socket by the server (`server::pacing`); it smooths each connection
+//! further and leaves fairness and totals to this module.
 
 mod body;
 mod bucket;

@@ -74,9 +74,10 @@ impl Transfer {
 struct Running {
     transfer: Arc<Transfer>,
     flushed: u64,
-    site: Arc<str>,
+    /// Site and file (the path of a file body) come from here: one pointer
+    /// per running transfer instead of copies.
+    exchange: Arc<Exchange>,
     client: ClientKey,
-    file: Option<Arc<str>>,
     class: Option<RequestClass>,
 }
 
@@ -198,12 +199,8 @@ impl Traffic {
         let running = Running {
             transfer: Arc::clone(&transfer),
             flushed: 0,
-            site: Arc::clone(&exchange.site),
+            exchange: Arc::clone(exchange),
             client: client::key(&self.grouping, exchange.client),
-            file: exchange
-                .file
-                .as_ref()
-                .map(|_| Arc::from(exchange.target.path())),
             class: RequestClass::provisional(exchange, body_len),
         };
         lock(&self.active).insert(key_of(exchange), running);
@@ -226,8 +223,10 @@ impl Traffic {
                 continue;
             }
             running.flushed = sent;
-            self.site(&running.site).bytes[class.index()].fetch_add(delta, Ordering::Relaxed);
-            tables.attribute(running.client, running.file.as_deref(), delta, 0);
+            let exchange = &running.exchange;
+            self.site(&exchange.site).bytes[class.index()].fetch_add(delta, Ordering::Relaxed);
+            let file = exchange.file.as_ref().map(|_| exchange.target.path());
+            tables.attribute(running.client, file, delta, 0);
         }
         for (client, transfers) in seen {
             if let Some(live) = tables.live_entry(client) {

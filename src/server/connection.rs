@@ -8,17 +8,18 @@
 //! releases its slot.
 
 use std::convert::Infallible;
+use std::future::{Future, Ready};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConnectionLimits;
-use crate::pipeline::{ConnectionInfo, Pipeline};
+use crate::pipeline::{CompletionBody, ConnectionInfo, Pipeline};
 use crate::sendfile::{SendfileQueue, SendfileStream};
 
 /// hyper's buffered output per connection (its minimum is 8 KiB).
@@ -35,8 +36,42 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    /// Serves requests until the client closes, an error, or shutdown.
-    pub async fn serve(self, graceful: CancellationToken, abort: CancellationToken) {
+    /// Serves requests until the client closes, an error, or shutdown;
+    /// `guard` is released when the connection ends.
+    ///
+    /// Everything is handed to hyper before the first `.await`, so the
+    /// spawned task holds hyper's connection and the two tokens, not a second
+    /// copy of what built them: the task is a fixed cost of every one of ten
+    /// thousand slow downloads.
+    pub fn serve<G: Send + 'static>(
+        self,
+        graceful: CancellationToken,
+        abort: CancellationToken,
+        guard: G,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // hyper's connection is `Unpin`: awaited in place, never moved into
+        // a pinned local (which would store it twice in this future).
+        let mut conn = self.into_hyper();
+        async move {
+            let result = tokio::select! {
+                result = &mut conn => result,
+                () = graceful.cancelled() => {
+                    std::pin::Pin::new(&mut conn).graceful_shutdown();
+                    tokio::select! {
+                        result = &mut conn => result,
+                        () = abort.cancelled() => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(guard);
+        }
+    }
+
+    /// hyper's connection future for this client, configured.
+    fn into_hyper(self) -> HyperConnection {
         let Connection {
             stream,
             info,
@@ -62,25 +97,24 @@ impl Connection {
             Some(queue) => SendfileStream::new(stream, queue.clone()),
             None => SendfileStream::new(stream, SendfileQueue::default()),
         };
-        let info = Arc::new(info);
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let response = pipeline.handle(&req, &info);
-            async move { Ok::<_, Infallible>(response) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            () = graceful.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = abort.cancelled() => return,
-                }
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "connection ended with an error");
-        }
+        builder.serve_connection(TokioIo::new(io), Handler { pipeline, info })
+    }
+}
+
+type HyperConnection = hyper::server::conn::http1::Connection<TokioIo<SendfileStream>, Handler>;
+
+/// The connection's service: each request through the pipeline.
+struct Handler {
+    pipeline: Arc<Pipeline>,
+    info: ConnectionInfo,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Handler {
+    type Response = Response<CompletionBody>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        std::future::ready(Ok(self.pipeline.handle(&req, &self.info)))
     }
 }
