@@ -28,9 +28,12 @@ use crate::limits::{
 use crate::observe::{Headline, Level, StatusSource};
 use crate::pipeline::{Exchange, FileKind};
 use crate::shape::{self, FlowRate, FlowSpec, Rate, ShapeConfig, ShapedBody, Shaper};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 /// Admission and pacing for every response.
@@ -312,6 +315,42 @@ fn is_active(shape: &ShapeConfig, limits: &LimitsConfig) -> bool {
     shaping || admission
 }
 
+/// The herd gate's waiting list, read at scrape time from the limits in
+/// force (nothing while no gate is configured).
+#[derive(Debug)]
+struct HerdCollector {
+    limits: Arc<ArcSwap<Limits>>,
+}
+
+impl Collector for HerdCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(herd) = self.limits.load().herd_stats() else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "herd_waiting_clients",
+                "Clients the herd gate refused whose Retry-After appointment is still ahead.",
+                herd.waiting,
+            ),
+            (
+                "herd_queue_seconds",
+                "Seconds until the latest appointment the herd gate handed out (0: nobody waits).",
+                herd.queue_secs,
+            ),
+        ] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Traffic control on the status page and in metrics: the shaper's tree
 /// (link, sites, classes, clients: rates, caps, waiting flows) and the
 /// limits (herd gate, quotas, request rates, connection slots).
@@ -397,6 +436,9 @@ impl StatusSource for Control {
             "Admission decisions: admitted, slowed, or refused by which limit",
             self.decisions.clone(),
         );
+        registry.register_collector(Box::new(HerdCollector {
+            limits: Arc::clone(&self.limits),
+        }));
     }
 
     fn headline(&self) -> Option<Headline> {
