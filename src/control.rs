@@ -68,6 +68,8 @@ struct Admission {
     client: ClientKey,
     class: Arc<str>,
     slow_to: Option<Rate>,
+    /// Judged as a bulk transfer: only those are held to the quotas.
+    bulk: bool,
     guard: Arc<Mutex<Option<AdmissionGuard>>>,
 }
 
@@ -176,6 +178,7 @@ impl Hook for Control {
                     client,
                     class,
                     slow_to,
+                    bulk: admitted.bulk,
                     guard: Arc::new(Mutex::new(Some(admitted.guard))),
                 });
                 None
@@ -225,6 +228,7 @@ impl Hook for Control {
             site: Arc::clone(&exchange.site),
             client: admission.client,
             rate: flow.rate_handle(),
+            bulk: admission.bulk,
             base,
             applied: base,
             unchecked: 0,
@@ -254,6 +258,7 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// transfer is finished at its pace, since ending it would only make the
 /// client download the whole file again. Checking costs a lock, so it
 /// happens every [`CHECK_BYTES`] or [`CHECK_INTERVAL`], not per chunk.
+/// Small responses are charged but, as at admission, never held to a quota.
 struct QuotaWatch {
     // Shared with the hook: bytes are charged to, and checked against,
     // whatever limits are in force when they leave, so a reload
@@ -262,6 +267,8 @@ struct QuotaWatch {
     site: Arc<str>,
     client: ClientKey,
     rate: FlowRate,
+    /// Whether the quotas apply (as at admission, only to bulk transfers).
+    bulk: bool,
     /// The client cap the transfer was admitted with.
     base: Option<Rate>,
     /// The client cap in force.
@@ -277,6 +284,9 @@ impl QuotaWatch {
     fn sent(&mut self, bytes: u64) {
         let limits = self.limits.load();
         limits.charge(&self.site, self.client, bytes);
+        if !self.bulk {
+            return;
+        }
         self.unchecked = self.unchecked.saturating_add(bytes);
         if self.unchecked < CHECK_BYTES && self.checked_at.elapsed() < CHECK_INTERVAL {
             return;
@@ -487,10 +497,10 @@ mod tests {
         Control::new(shaper, Arc::new(limits), &shape)
     }
 
-    /// A body of `FILE` bytes in `CHUNK`s, as a file body yields them.
-    fn chunked() -> ResponseBody {
-        let chunks = (0..FILE.div_ceil(CHUNK)).map(|i| {
-            let len = CHUNK.min(FILE - i * CHUNK);
+    /// A body of `len` bytes in `CHUNK`s, as a file body yields them.
+    fn chunked(len: usize) -> ResponseBody {
+        let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+            let len = CHUNK.min(len - i * CHUNK);
             Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![0u8; len])))
         });
         ResponseBody::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
@@ -502,11 +512,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_quota_used_up_mid_transfer_slows_the_rest() {
         let control = control("{ action = \"slow\", rate = \"4Mbit\" }");
-        let mut exchange = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
+        let mut head = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
         let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
-        assert!(control.admit(&mut exchange, &mut planned).is_none());
-        let exchange = Arc::new(exchange);
-        let mut body = control.wrap_body(&exchange, chunked());
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        let first = Arc::new(head);
+        let mut body = control.wrap_body(&first, chunked(FILE));
 
         let start = Instant::now();
         let (mut sent, mut at_start, mut slow_from) = (0u64, 0u64, None);
@@ -539,6 +549,21 @@ mod tests {
             (rate - SLOW).abs() / SLOW <= 0.02,
             "after the quota ran out the transfer ran at {rate:.0} B/s, not {SLOW}"
         );
+
+        // A response below the bulk threshold is never held to a quota,
+        // neither at admission nor while it runs.
+        let small = 900_000;
+        let mut head = exchange("192.0.2.7:50001", "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; small]));
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        let start = Instant::now();
+        let got = control
+            .wrap_body(&Arc::new(head), chunked(small))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!((got.len(), start.elapsed()), (small, Duration::ZERO));
     }
 
     /// A refusing action cannot change a status already sent: the transfer
@@ -552,7 +577,7 @@ mod tests {
         let first = Arc::new(head);
         let start = Instant::now();
         let got = control
-            .wrap_body(&first, chunked())
+            .wrap_body(&first, chunked(FILE))
             .collect()
             .await
             .unwrap()
