@@ -8,8 +8,8 @@
 //! gate, which admits a whole-CVD download only while the class can still
 //! give every admitted one its minimum rate); the body is paced by the
 //! shaper under the link, site, class and client caps and charged to the
-//! quotas as it is sent; and when the exchange ends, its admission slot is
-//! released.
+//! quotas as it is sent (and slowed if a `slow` quota runs out under it);
+//! and when the exchange ends, its admission slot is released.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,18 +17,23 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use http::{Method, Response};
 use http_body::Body;
+use tokio::time::{Duration, Instant};
 
 use crate::body::{OnData, ResponseBody};
 use crate::hooks::{Completion, Hook};
 use crate::limits::{
     self, AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, LimitsConfigError, Planned,
+    TransferVerdict,
 };
 use crate::observe::{Headline, Level, StatusSource};
 use crate::pipeline::{Exchange, FileKind};
-use crate::shape::{self, FlowSpec, Rate, ShapeConfig, Shaper};
-use prometheus_client::encoding::EncodeLabelSet;
+use crate::shape::{self, FlowRate, FlowSpec, Rate, ShapeConfig, ShapedBody, Shaper};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
 /// Admission and pacing for every response.
@@ -63,6 +68,8 @@ struct Admission {
     client: ClientKey,
     class: Arc<str>,
     slow_to: Option<Rate>,
+    /// Judged as a bulk transfer: only those are held to the quotas.
+    bulk: bool,
     guard: Arc<Mutex<Option<AdmissionGuard>>>,
 }
 
@@ -171,6 +178,7 @@ impl Hook for Control {
                     client,
                     class,
                     slow_to,
+                    bulk: admitted.bulk,
                     guard: Arc::new(Mutex::new(Some(admitted.guard))),
                 });
                 None
@@ -210,25 +218,90 @@ impl Hook for Control {
             Arc::clone(&admission.class),
             shape::ClientKey::new(admission.client),
         );
-        if let Some(rate) = Rate::min_cap(**self.client_rate.load(), admission.slow_to) {
+        let base = Rate::min_cap(**self.client_rate.load(), admission.slow_to);
+        if let Some(rate) = base {
             spec = spec.with_client_rate(rate);
         }
-        let shaped = self.shaper.wrap(body, &spec);
-        // Charge whatever limits are in force when the bytes leave, so a
-        // reload mid-transfer keeps counting.
-        let (limits, site, client) = (
-            Arc::clone(&self.limits),
-            Arc::clone(&exchange.site),
-            admission.client,
-        );
-        ResponseBody::boxed(OnData::new(shaped, move |n| {
-            limits.load().charge(&site, client, n as u64)
-        }))
+        let flow = self.shaper.register(&spec);
+        let mut watch = QuotaWatch {
+            limits: Arc::clone(&self.limits),
+            site: Arc::clone(&exchange.site),
+            client: admission.client,
+            rate: flow.rate_handle(),
+            bulk: admission.bulk,
+            base,
+            applied: base,
+            unchecked: 0,
+            checked_at: Instant::now(),
+        };
+        let shaped = ShapedBody::new(body, flow);
+        ResponseBody::boxed(OnData::new(shaped, move |n| watch.sent(n as u64)))
     }
 
     fn complete(&self, exchange: &Exchange, _completion: &Completion) {
         if let Some(admission) = exchange.extensions.get::<Admission>() {
             drop(limits::lock(&admission.guard).take());
+        }
+    }
+}
+
+/// Re-check a running transfer's quotas after this many bytes...
+const CHECK_BYTES: u64 = 256 * 1024;
+/// ...or this long, whichever comes first (a slowed transfer sends little).
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Charges a running transfer to the quotas and keeps its pace in line
+/// with them: a quota whose `on_exceed` is `slow` that runs out mid-transfer
+/// slows the transfer to that rate from then on (and a new slice or period
+/// restores the pace it was admitted at). A refusing or redirecting
+/// `on_exceed` cannot change a response whose status line is sent: such a
+/// transfer is finished at its pace, since ending it would only make the
+/// client download the whole file again. Checking costs a lock, so it
+/// happens every [`CHECK_BYTES`] or [`CHECK_INTERVAL`], not per chunk.
+/// Small responses are charged but, as at admission, never held to a quota.
+struct QuotaWatch {
+    // Shared with the hook: bytes are charged to, and checked against,
+    // whatever limits are in force when they leave, so a reload
+    // mid-transfer keeps counting.
+    limits: Arc<ArcSwap<Limits>>,
+    site: Arc<str>,
+    client: ClientKey,
+    rate: FlowRate,
+    /// Whether the quotas apply (as at admission, only to bulk transfers).
+    bulk: bool,
+    /// The client cap the transfer was admitted with.
+    base: Option<Rate>,
+    /// The client cap in force.
+    applied: Option<Rate>,
+    /// Bytes charged since the last check.
+    unchecked: u64,
+    checked_at: Instant,
+}
+
+impl QuotaWatch {
+    /// Charges `bytes` just handed to the connection; re-checks the quotas
+    /// when due.
+    fn sent(&mut self, bytes: u64) {
+        let limits = self.limits.load();
+        limits.charge(&self.site, self.client, bytes);
+        if !self.bulk {
+            return;
+        }
+        self.unchecked = self.unchecked.saturating_add(bytes);
+        if self.unchecked < CHECK_BYTES && self.checked_at.elapsed() < CHECK_INTERVAL {
+            return;
+        }
+        self.unchecked = 0;
+        self.checked_at = Instant::now();
+        let wanted = match limits.check_transfer(&self.site, self.client) {
+            TransferVerdict::Slow(rate) => Rate::min_cap(self.base, Rate::from_bytes_per_sec(rate)),
+            // Finished at the admitted pace (see above).
+            TransferVerdict::Continue | TransferVerdict::Exceeded(_) => self.base,
+        };
+        if wanted != self.applied {
+            tracing::debug!(client = %self.client, site = %self.site, rate = ?wanted, "quota changed the pace of a running transfer");
+            self.rate.set(wanted);
+            self.applied = wanted;
         }
     }
 }
@@ -250,6 +323,42 @@ fn is_active(shape: &ShapeConfig, limits: &LimitsConfig) -> bool {
         || limits.client_quota.is_some()
         || limits.herd.is_some();
     shaping || admission
+}
+
+/// The herd gate's waiting list, read at scrape time from the limits in
+/// force (nothing while no gate is configured).
+#[derive(Debug)]
+struct HerdCollector {
+    limits: Arc<ArcSwap<Limits>>,
+}
+
+impl Collector for HerdCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(herd) = self.limits.load().herd_stats() else {
+            return Ok(());
+        };
+        for (name, help, value) in [
+            (
+                "herd_waiting_clients",
+                "Clients the herd gate refused whose Retry-After appointment is still ahead.",
+                herd.waiting,
+            ),
+            (
+                "herd_queue_seconds",
+                "Seconds until the latest appointment the herd gate handed out (0: nobody waits).",
+                herd.queue_secs,
+            ),
+        ] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                MetricType::Gauge,
+            )?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Traffic control on the status page and in metrics: the shaper's tree
@@ -337,6 +446,9 @@ impl StatusSource for Control {
             "Admission decisions: admitted, slowed, or refused by which limit",
             self.decisions.clone(),
         );
+        registry.register_collector(Box::new(HerdCollector {
+            limits: Arc::clone(&self.limits),
+        }));
     }
 
     fn headline(&self) -> Option<Headline> {
@@ -348,5 +460,133 @@ impl StatusSource for Control {
                 herd.active, herd.denied, herd.waiting
             ),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::{SeededRandom, TokioClock};
+    use crate::observe::class::tests::exchange;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+
+    /// The quota, and the rate its `slow` action asks for.
+    const QUOTA: u64 = 1_000_000;
+    const SLOW: f64 = 500_000.0;
+    const FILE: usize = 3_000_000;
+    const CHUNK: usize = 64 * 1024;
+
+    fn control(on_exceed: &str) -> Control {
+        #[derive(serde::Deserialize)]
+        struct File {
+            limits: LimitsConfig,
+        }
+        let text = format!(
+            "[limits.client_quota]\nlimit = {QUOTA}\nperiod = \"1h\"\nslices = 1\n\
+             on_exceed = {on_exceed}\n"
+        );
+        let config = toml::from_str::<File>(&text).unwrap().limits;
+        // 2024-01-01T00:00:00Z: the hour does not end during the test.
+        let clock = TokioClock::starting_at(Duration::from_secs(1_704_067_200));
+        let limits =
+            Limits::with_env(config, Arc::new(clock), Arc::new(SeededRandom::new(1))).unwrap();
+        let shape = ShapeConfig::default();
+        let shaper = Shaper::new(shape.clone()).unwrap();
+        shaper.spawn_pacer(std::future::pending());
+        Control::new(shaper, Arc::new(limits), &shape)
+    }
+
+    /// A body of `len` bytes in `CHUNK`s, as a file body yields them.
+    fn chunked(len: usize) -> ResponseBody {
+        let chunks = (0..len.div_ceil(CHUNK)).map(move |i| {
+            let len = CHUNK.min(len - i * CHUNK);
+            Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(vec![0u8; len])))
+        });
+        ResponseBody::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
+    }
+
+    /// A client whose quota runs out in the middle of a download: the
+    /// first megabyte goes at full speed (no cap is configured), the rest
+    /// at the `slow` action's rate, measured on the paused clock.
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_used_up_mid_transfer_slows_the_rest() {
+        let control = control("{ action = \"slow\", rate = \"4Mbit\" }");
+        let mut head = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        let first = Arc::new(head);
+        let mut body = control.wrap_body(&first, chunked(FILE));
+
+        let start = Instant::now();
+        let (mut sent, mut at_start, mut slow_from) = (0u64, 0u64, None);
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            sent += data.len() as u64;
+            if Instant::now() == start {
+                at_start = sent;
+            }
+            if slow_from.is_none() && sent >= 3 * QUOTA / 2 {
+                slow_from = Some((Instant::now(), sent));
+            }
+        }
+        let end = Instant::now();
+        assert_eq!(sent, FILE as u64);
+        // Full speed until the quota is used up and the next check sees it.
+        assert!(
+            (QUOTA..=QUOTA + CHECK_BYTES + CHUNK as u64).contains(&at_start),
+            "{at_start} bytes went at full speed; the quota is {QUOTA}"
+        );
+        let (from, from_sent) = slow_from.unwrap();
+        let rate = (sent - from_sent) as f64 / (end - from).as_secs_f64();
+        eprintln!(
+            "quota slow mid-transfer: {at_start} B at full speed, then {rate:.0} B/s over {:?}",
+            end - from
+        );
+        assert!(
+            (rate - SLOW).abs() / SLOW <= 0.02,
+            "after the quota ran out the transfer ran at {rate:.0} B/s, not {SLOW}"
+        );
+
+        // A response below the bulk threshold is never held to a quota,
+        // neither at admission nor while it runs.
+        let small = 900_000;
+        let mut head = exchange("192.0.2.7:50001", "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; small]));
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        let start = Instant::now();
+        let got = control
+            .wrap_body(&Arc::new(head), chunked(small))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!((got.len(), start.elapsed()), (small, Duration::ZERO));
+    }
+
+    /// A refusing action cannot change a status already sent: the transfer
+    /// is finished at its pace (here: at once, nothing caps it).
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_quota_used_up_mid_transfer_lets_it_finish() {
+        let control = control("{ action = \"reject\" }");
+        let mut head = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        let first = Arc::new(head);
+        let start = Instant::now();
+        let got = control
+            .wrap_body(&first, chunked(FILE))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!((got.len(), Instant::now()), (FILE, start));
+        // The next whole download is refused.
+        let mut again = exchange("192.0.2.7:50001", "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
+        let refused = control.admit(&mut again, &mut planned);
+        assert_eq!(refused.map(|r| r.status().as_u16()), Some(429));
     }
 }

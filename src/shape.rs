@@ -52,7 +52,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use body::{Flow, ShapedBody};
+pub use body::{Flow, FlowRate, ShapedBody};
 pub use class::{
     ClassConfig, Classifier, KindName, MatchRule, SMALL_RESPONSE, default_classes, glob_match,
 };

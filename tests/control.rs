@@ -578,6 +578,45 @@ fn exhausted_quota_slows_to_the_configured_rate() {
     );
 }
 
+/// A download that starts within a 1 MB quota and runs it out: the rest of
+/// it goes at the `slow` action's 500,000 B/s, not at full speed. Rate over
+/// everything received after the first 1.5 MB (past the quota, the check
+/// interval and the cap's burst).
+#[test]
+fn quota_running_out_mid_download_slows_the_rest() {
+    const FILE: usize = 3_000_000;
+    let server = TestServer::builder()
+        .file("main.cvd", &random_bytes(FILE, 16))
+        .config(
+            "[limits.client_quota]\nlimit = 1000000\nperiod = \"1h\"\nslices = 1\n\
+             on_exceed = { action = \"slow\", rate = \"4Mbit\" }\n",
+        )
+        .start();
+    let trace = Download::start(client(1), server.addr, "/main.cvd", Pace::Greedy).finish(secs(20));
+    assert_eq!(trace.head.status, 200);
+    assert!(trace.complete, "{:?}", trace.error);
+    let mut received = 0;
+    let from = trace
+        .reads
+        .iter()
+        .find(|(_, n)| {
+            received += n;
+            received >= 1_500_000
+        })
+        .map(|(t, _)| *t)
+        .unwrap();
+    let last = trace.reads.last().unwrap().0;
+    let bytes = trace.bytes_between(from, last + Duration::from_nanos(1)) as f64;
+    let rate = bytes / (last - from).as_secs_f64();
+    eprintln!(
+        "quota slow mid-download: {bytes} bytes after 1.5 MB at {rate:.0} B/s (target 500000)"
+    );
+    assert!(
+        (rate - 500_000.0).abs() / 500_000.0 <= 0.10,
+        "after the quota ran out the download ran at {rate:.0} B/s, configured 500,000"
+    );
+}
+
 /// Bytes a transfer sends after a SIGHUP still count against the quota.
 /// 1 MB/s cap, 3 MB quota: about 2 MB sent before the reload and 2 MB
 /// after; the next whole download must be refused.

@@ -14,8 +14,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::Instant;
 
 use super::Shared;
+use super::rate::Rate;
 use super::tree::{FlowCell, NodeId};
 
 /// One registered response; deregistered when dropped.
@@ -66,6 +68,47 @@ impl Flow {
     /// Counts bytes handed to the connection.
     pub fn record_sent(&self, bytes: usize) {
         self.cell.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// A handle that changes this flow's client cap while it runs.
+    pub fn rate_handle(&self) -> FlowRate {
+        FlowRate {
+            shared: Arc::clone(&self.shared),
+            id: self.id,
+        }
+    }
+}
+
+/// Changes the client cap of a running [`Flow`]: how a transfer is slowed
+/// when a quota runs out under it. Once the flow has ended, it does
+/// nothing.
+#[derive(Clone)]
+pub struct FlowRate {
+    shared: Arc<Shared>,
+    id: NodeId,
+}
+
+impl FlowRate {
+    /// Caps the flow's client at `rate` from now on, as
+    /// [`FlowSpec::with_client_rate`](super::FlowSpec::with_client_rate)
+    /// does at registration (`None`: the class's `client_rate`, if any).
+    /// Other flows of the client in the same class share the cap.
+    pub fn set(&self, rate: Option<Rate>) {
+        let waker = self
+            .shared
+            .lock()
+            .set_client_rate(self.id, rate, Instant::now());
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        // A flow that became capped asks for grants on its next poll,
+        // which wakes the pacer if it sleeps.
+    }
+}
+
+impl std::fmt::Debug for FlowRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowRate").finish_non_exhaustive()
     }
 }
 

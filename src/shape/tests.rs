@@ -521,6 +521,35 @@ async fn flows_without_any_cap_bypass_the_scheduler() {
     tree.deregister(id);
 }
 
+/// A running flow's client cap can be set and lifted (a quota slowing a
+/// transfer, a new slice restoring it); a flow waiting for a grant when
+/// the last cap goes is released at once.
+#[tokio::test(start_paused = true)]
+async fn a_running_flows_client_cap_can_change() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = Instant::now();
+    let mut tree = Tree::new(config(None), now);
+    let (id, cell) = tree.register(&FlowSpec::new("s", "bulk", "c"), now);
+    assert!(cell.bypass.load(Relaxed));
+    assert!(tree.set_client_rate(id, Some(rate("1Mbit")), now).is_none());
+    assert!(!cell.bypass.load(Relaxed));
+    // Ask for more than the cap's burst: the flow waits.
+    let waker = futures_util::task::noop_waker();
+    assert_eq!(tree.take_credit(id, CHUNK, Some(&waker)), 0);
+    tree.tick(now);
+    let granted = tree.take_credit(id, CHUNK, Some(&waker));
+    assert!(
+        granted > 0 && granted < CHUNK,
+        "a 1 Mbit/s cap granted {granted} at once"
+    );
+    assert_eq!(tree.waiting, 1);
+    assert!(tree.set_client_rate(id, None, now).is_some());
+    assert!(cell.bypass.load(Relaxed));
+    assert_eq!(tree.waiting, 0);
+    tree.deregister(id);
+    assert_eq!(tree.len(), 3, "link, site, class and nothing else");
+}
+
 #[tokio::test(start_paused = true)]
 async fn stats_follow_sent_bytes() {
     let now = Instant::now();

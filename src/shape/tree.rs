@@ -363,6 +363,32 @@ impl Tree {
         }
     }
 
+    /// Sets the cap of a flow's client (as if the flow had registered with
+    /// it; `None` falls back to the class's `client_rate`) and whether the
+    /// flow bypasses the scheduler under it. Returns the flow's waker if the
+    /// flow no longer needs a grant it was waiting for.
+    pub(crate) fn set_client_rate(
+        &mut self,
+        flow: NodeId,
+        rate: Option<Rate>,
+        now: Instant,
+    ) -> Option<Waker> {
+        let client = self.node(flow)?.parent?;
+        self.node_mut(client)?.client_override.1 = rate;
+        self.configure_node(client, now);
+        let bypass = !self.path_capped(flow);
+        let state = self.node_mut(flow)?.flow.as_mut()?;
+        state.cell.bypass.store(bypass, Ordering::Relaxed);
+        if !bypass || state.want == 0 {
+            return None;
+        }
+        state.want = 0;
+        let waker = state.waker.take();
+        self.waiting = self.waiting.saturating_sub(1);
+        self.deactivate(flow);
+        waker
+    }
+
     /// Whether any cap applies to a flow.
     pub(crate) fn path_capped(&self, id: NodeId) -> bool {
         let mut up = Some(id);

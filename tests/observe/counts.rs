@@ -204,3 +204,53 @@ fn the_public_status_is_read_only_and_hides_clients() {
     assert_eq!(server.request("GET", "/_status/metrics", &[]).status, 404);
     assert_eq!(server.request("GET", "/reset", &[]).status, 404);
 }
+
+/// The herd gate's waiting list is in `/metrics`: with room for one
+/// whole-database download (16 Mbit/s link, 16 Mbit/s minimum) and one
+/// held open, a second is refused and waits for its appointment.
+#[test]
+fn metrics_show_the_herd_gates_waiting_list() {
+    use std::io::{Read, Write};
+    let big = vec![7u8; 20_000_000];
+    let server = spawn::start(
+        &[("daily.cvd", &big)],
+        "[shape]\nlink_rate = \"16Mbit\"\n[limits.herd]\nbulk_min_rate = \"16Mbit\"\n",
+    );
+    let herd = |text: &str| {
+        (
+            metric(text, "cvdmirror_traffic_control_herd_waiting_clients"),
+            metric(text, "cvdmirror_traffic_control_herd_queue_seconds"),
+        )
+    };
+    let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
+    assert_eq!(herd(&text), (Some(0.0), Some(0.0)), "{text}");
+    assert!(
+        text.contains("# HELP cvdmirror_traffic_control_herd_waiting_clients ")
+            && text.contains("# TYPE cvdmirror_traffic_control_herd_queue_seconds gauge"),
+        "{text}"
+    );
+
+    // Hold one download: admitted once its head arrives, and it stays
+    // running while nothing more is read.
+    let mut held = std::net::TcpStream::connect(server.addr).unwrap();
+    held.set_read_timeout(Some(crate::support::DEADLINE))
+        .unwrap();
+    held.write_all(b"GET /daily.cvd HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    held.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    let refused = server.request("GET", "/daily.cvd", &[]);
+    assert_eq!(refused.status, 429);
+    let retry: f64 = refused.header("retry-after").unwrap().parse().unwrap();
+    let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
+    let (waiting, queue) = herd(&text);
+    assert_eq!(waiting, Some(1.0), "{text}");
+    let queue = queue.unwrap();
+    assert!(
+        queue >= 1.0 && queue <= retry + 1.0,
+        "queue reaches {queue} s ahead, the refused client was told {retry} s"
+    );
+    drop(held);
+}
