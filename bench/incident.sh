@@ -33,6 +33,8 @@
 #   INCIDENT_OUT=FILE              also write the report here
 #   INCIDENT_SHAPE_BURST           e.g. 6ms: cvdmirror's [shape] burst (default 4ms;
 #                                  at least the 2 ms tick + 2ms)
+#   INCIDENT_KERNEL_PACING=1       cvdmirror's [shape] kernel_pacing (SO_MAX_PACING_RATE)
+#   INCIDENT_SHAPE_EXTRA           more [shape] lines for cvdmirror, e.g. 'tick = "1ms"\nburst = "3ms"'
 #   CVDMIRROR_BIN                  skip the build, use this binary
 #   INCIDENT_KEEP_TMP=1            keep the work directory
 #
@@ -272,6 +274,8 @@ root = "$WWW"
 link_rate = "${CAP}Mbit"
 EOF
     [[ -z ${INCIDENT_SHAPE_BURST:-} ]] || echo "burst = \"$INCIDENT_SHAPE_BURST\""
+    [[ ${INCIDENT_KERNEL_PACING:-0} != 1 ]] || echo "kernel_pacing = true"
+    [[ -z ${INCIDENT_SHAPE_EXTRA:-} ]] || printf '%b\n' "$INCIDENT_SHAPE_EXTRA"
     if [[ $3 == 1 ]]; then
       cat <<EOF
 

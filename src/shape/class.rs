@@ -166,6 +166,11 @@ impl Classifier {
             .map_or_else(|| self.default.clone(), |(name, _)| name.clone())
     }
 
+    /// The highest priority of any class, if there are classes.
+    pub fn top_priority(&self) -> Option<i32> {
+        self.classes.iter().map(|(_, c)| c.priority).max()
+    }
+
     /// The configuration of a class by name.
     pub fn get(&self, name: &str) -> Option<&ClassConfig> {
         self.classes

@@ -63,7 +63,7 @@ impl Sim {
 
     fn add(&mut self, spec: FlowSpec, left: u64) -> usize {
         let (id, _) = self.tree.register(&spec, self.now);
-        self.tree.take_credit(id, left.min(CHUNK), None);
+        self.tree.take_credit(id, left.min(CHUNK), None, self.now);
         self.flows.push(SimFlow {
             id: Some(id),
             got: 0,
@@ -108,13 +108,13 @@ impl Sim {
             if f.left == 0 {
                 continue;
             }
-            let taken = self.tree.take_credit(id, f.left.min(CHUNK), None);
+            let taken = self.tree.take_credit(id, f.left.min(CHUNK), None, self.now);
             f.got += taken;
             total += taken;
             if f.left != u64::MAX {
                 f.left -= taken;
                 if f.left > 0 {
-                    self.tree.take_credit(id, f.left.min(CHUNK), None);
+                    self.tree.take_credit(id, f.left.min(CHUNK), None, self.now);
                 }
             }
         }
@@ -535,9 +535,9 @@ async fn a_running_flows_client_cap_can_change() {
     assert!(!cell.bypass.load(Relaxed));
     // Ask for more than the cap's burst: the flow waits.
     let waker = futures_util::task::noop_waker();
-    assert_eq!(tree.take_credit(id, CHUNK, Some(&waker)), 0);
+    assert_eq!(tree.take_credit(id, CHUNK, Some(&waker), now), 0);
     tree.tick(now);
-    let granted = tree.take_credit(id, CHUNK, Some(&waker));
+    let granted = tree.take_credit(id, CHUNK, Some(&waker), now);
     assert!(
         granted > 0 && granted < CHUNK,
         "a 1 Mbit/s cap granted {granted} at once"
@@ -679,4 +679,53 @@ async fn stalled_ticks_are_carried_over_not_dumped() {
     );
     assert!((0.99..=1.001).contains(&run.share), "{}", run.share);
     assert!(run.largest <= burst, "{} > {burst}", run.largest);
+}
+
+/// A header check, `304` or cdiff (the top-priority class) is granted at
+/// once while the caps on its path have tokens, instead of waiting up to a
+/// tick behind the pacer; bulk waits for the pacer, and once the link's
+/// tokens are spent small flows wait too, so the cap still holds.
+#[tokio::test(start_paused = true)]
+async fn top_priority_flows_are_granted_without_waiting_for_a_tick() {
+    let now = Instant::now();
+    let mut tree = Tree::new(config(Some("80Mbit")), now);
+    let waker = futures_util::task::noop_waker();
+    let (bulk, _) = tree.register(&FlowSpec::new("s", "bulk", "a"), now);
+    assert_eq!(
+        tree.take_credit(bulk, CHUNK, Some(&waker), now),
+        0,
+        "bulk waits for the pacer"
+    );
+    let (small, _) = tree.register(&FlowSpec::new("s", "small", "b"), now);
+    assert_eq!(tree.take_credit(small, 8192, Some(&waker), now), 8192);
+    assert_eq!(tree.waiting, 1, "only the bulk flow waits");
+
+    // Drain the link's burst with small responses: each is charged.
+    let burst = tree.config.burst.as_secs_f64() * rate("80Mbit").bytes_per_sec() as f64;
+    let mut granted = 8192u64;
+    let mut flows = vec![small];
+    let mut short = 0;
+    loop {
+        let (id, _) = tree.register(&FlowSpec::new("s", "small", "c"), now);
+        flows.push(id);
+        let got = tree.take_credit(id, 8192, Some(&waker), now);
+        if got == 0 {
+            break;
+        }
+        granted += got;
+        short += usize::from(got < 8192);
+        assert!(flows.len() < 1000, "express grants never ran out");
+    }
+    assert!(
+        (granted as f64) <= burst + 8192.0 + super::drr::MIN_GRANT as f64,
+        "granted {granted} at once against a burst of {burst}"
+    );
+    assert_eq!(
+        tree.waiting,
+        2 + short,
+        "bulk, the small flow refused and any granted short wait"
+    );
+    for id in flows.into_iter().chain([bulk]) {
+        tree.deregister(id);
+    }
 }
