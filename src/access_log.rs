@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Version};
+use http::Version;
 
 use crate::calendar::civil_from_days;
 use crate::config::AccessLogTarget;
@@ -237,9 +237,9 @@ fn write_line(line: &mut Vec<u8>, exchange: &Exchange, completion: &Completion) 
     line.push(b' ');
     line.extend_from_slice(n.format(completion.body_bytes).as_bytes());
     line.extend_from_slice(b" \"");
-    quoted_header(line, exchange.referer.as_ref());
+    quoted_header(line, exchange.referer.as_deref());
     line.extend_from_slice(b"\" \"");
-    quoted_header(line, exchange.user_agent.as_ref());
+    quoted_header(line, exchange.user_agent.as_deref());
     line.extend_from_slice(b"\" ");
     // Seconds with millisecond resolution, rounded, as nginx's $request_time.
     let millis = (completion.duration.as_nanos() + 500_000) / 1_000_000;
@@ -254,9 +254,9 @@ fn write_line(line: &mut Vec<u8>, exchange: &Exchange, completion: &Completion) 
     line.push(b'\n');
 }
 
-fn quoted_header(line: &mut Vec<u8>, value: Option<&HeaderValue>) {
+fn quoted_header(line: &mut Vec<u8>, value: Option<&[u8]>) {
     match value {
-        Some(v) => escape_into(line, v.as_bytes()),
+        Some(v) => escape_into(line, v),
         None => line.push(b'-'),
     }
 }
@@ -338,7 +338,7 @@ mod tests {
             version: Version::HTTP_11,
             site: Arc::from("default"),
             referer: None,
-            user_agent: ua.map(HeaderValue::from_static),
+            user_agent: ua.map(|ua| Box::from(ua.as_bytes())),
             received: UNIX_EPOCH + Duration::from_secs(1_440_082_241),
             started: tokio::time::Instant::now(),
             file: None,

@@ -506,16 +506,21 @@ mod tests {
         ResponseBody::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
     }
 
+    /// A `daily.cvd` download of `len` bytes from `peer`, admitted.
+    fn admitted_download(control: &Control, peer: &str, len: usize) -> Arc<Exchange> {
+        let mut head = exchange(peer, "/daily.cvd", Some(FileKind::Cvd));
+        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; len]));
+        assert!(control.admit(&mut head, &mut planned).is_none());
+        Arc::new(head)
+    }
+
     /// A client whose quota runs out in the middle of a download: the
     /// first megabyte goes at full speed (no cap is configured), the rest
     /// at the `slow` action's rate, measured on the paused clock.
     #[tokio::test(start_paused = true)]
     async fn a_quota_used_up_mid_transfer_slows_the_rest() {
         let control = control("{ action = \"slow\", rate = \"4Mbit\" }");
-        let mut head = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
-        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
-        assert!(control.admit(&mut head, &mut planned).is_none());
-        let first = Arc::new(head);
+        let first = admitted_download(&control, "192.0.2.7:50000", FILE);
         let mut body = control.wrap_body(&first, chunked(FILE));
 
         let start = Instant::now();
@@ -553,12 +558,10 @@ mod tests {
         // A response below the bulk threshold is never held to a quota,
         // neither at admission nor while it runs.
         let small = 900_000;
-        let mut head = exchange("192.0.2.7:50001", "/daily.cvd", Some(FileKind::Cvd));
-        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; small]));
-        assert!(control.admit(&mut head, &mut planned).is_none());
+        let head = admitted_download(&control, "192.0.2.7:50001", small);
         let start = Instant::now();
         let got = control
-            .wrap_body(&Arc::new(head), chunked(small))
+            .wrap_body(&head, chunked(small))
             .collect()
             .await
             .unwrap()
@@ -571,10 +574,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_refusing_quota_used_up_mid_transfer_lets_it_finish() {
         let control = control("{ action = \"reject\" }");
-        let mut head = exchange("192.0.2.7:50000", "/daily.cvd", Some(FileKind::Cvd));
-        let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
-        assert!(control.admit(&mut head, &mut planned).is_none());
-        let first = Arc::new(head);
+        let first = admitted_download(&control, "192.0.2.7:50000", FILE);
         let start = Instant::now();
         let got = control
             .wrap_body(&first, chunked(FILE))

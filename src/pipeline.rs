@@ -46,8 +46,6 @@ pub use site::Router;
 pub struct ConnectionInfo {
     /// The client's address.
     pub peer: SocketAddr,
-    /// Our address it connected to.
-    pub local: SocketAddr,
     /// The connection exceeded the connection limit: answer `503` and close.
     pub over_limit: bool,
     /// Where file bodies announce ranges for the connection to `sendfile`;
@@ -70,10 +68,10 @@ pub struct Exchange {
     pub version: Version,
     /// Name of the site that served it.
     pub site: Arc<str>,
-    /// `Referer` header.
-    pub referer: Option<HeaderValue>,
-    /// `User-Agent` header.
-    pub user_agent: Option<HeaderValue>,
+    /// `Referer` header, as received.
+    pub referer: Option<Box<[u8]>>,
+    /// `User-Agent` header, as received.
+    pub user_agent: Option<Box<[u8]>>,
     /// Wall-clock time the request head arrived.
     pub received: SystemTime,
     /// Monotonic time the request head arrived.
@@ -260,8 +258,7 @@ fn owned_uri(uri: &http::Uri) -> http::Uri {
     copied.unwrap_or_else(|| uri.clone())
 }
 
-/// `value` in its own allocation.
-fn owned_header(value: &HeaderValue) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
-        .unwrap_or_else(|_| value.clone())
+/// `value`'s bytes in their own allocation, exactly their size.
+fn owned_header(value: &HeaderValue) -> Box<[u8]> {
+    Box::from(value.as_bytes())
 }

@@ -143,7 +143,6 @@ impl Server {
         graceful: CancellationToken,
         abort: CancellationToken,
     ) {
-        let local = listener.local_addr().ok();
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -171,17 +170,16 @@ impl Server {
                 tracing::debug!(%peer, "refusing connection unanswered: too many refusals in flight");
                 continue;
             };
-            let conn = connection::Connection {
+            let conn = Box::new(connection::Connection {
                 stream,
                 info: crate::pipeline::ConnectionInfo {
                     peer,
-                    local: local.unwrap_or(peer),
                     over_limit: guard.over_limit,
                     sendfile: Some(crate::sendfile::SendfileQueue::default()),
                 },
                 pipeline: Arc::clone(&self.pipeline),
                 limits,
-            };
+            });
             let (graceful, abort) = (graceful.clone(), abort.clone());
             tracker.spawn(conn.serve(graceful, abort, guard));
         }

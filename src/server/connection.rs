@@ -8,7 +8,7 @@
 //! releases its slot.
 
 use std::convert::Infallible;
-use std::future::{Future, Ready};
+use std::future::Ready;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,35 +39,33 @@ impl Connection {
     /// Serves requests until the client closes, an error, or shutdown;
     /// `guard` is released when the connection ends.
     ///
-    /// Everything is handed to hyper before the first `.await`, so the
-    /// spawned task holds hyper's connection and the two tokens, not a second
-    /// copy of what built them: the task is a fixed cost of every one of ten
-    /// thousand slow downloads.
-    pub fn serve<G: Send + 'static>(
-        self,
+    /// This future is a fixed cost of every one of ten thousand slow
+    /// downloads, so it is kept to hyper's connection and the tokens: the
+    /// connection arrives boxed (a pointer, freed once hyper has it) and
+    /// hyper's connection, which is `Unpin`, is awaited in place rather
+    /// than moved into a pinned local (which would store it twice). It is
+    /// built here, on the connection's own task, not in the accept loop.
+    pub async fn serve<G: Send + 'static>(
+        self: Box<Self>,
         graceful: CancellationToken,
         abort: CancellationToken,
         guard: G,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        // hyper's connection is `Unpin`: awaited in place, never moved into
-        // a pinned local (which would store it twice in this future).
-        let mut conn = self.into_hyper();
-        async move {
-            let result = tokio::select! {
-                result = &mut conn => result,
-                () = graceful.cancelled() => {
-                    std::pin::Pin::new(&mut conn).graceful_shutdown();
-                    tokio::select! {
-                        result = &mut conn => result,
-                        () = abort.cancelled() => Ok(()),
-                    }
+    ) {
+        let mut conn = (*self).into_hyper();
+        let result = tokio::select! {
+            result = &mut conn => result,
+            () = graceful.cancelled() => {
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+                tokio::select! {
+                    result = &mut conn => result,
+                    () = abort.cancelled() => Ok(()),
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(guard);
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "connection ended with an error");
         }
+        drop(guard);
     }
 
     /// hyper's connection future for this client, configured.
