@@ -344,6 +344,7 @@ mod tests {
             file: None,
             client: "192.0.2.7".parse().unwrap(),
             extensions: http::Extensions::new(),
+            sent: Default::default(),
         }
     }
 

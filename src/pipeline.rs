@@ -27,6 +27,7 @@ pub mod site;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -80,6 +81,33 @@ pub struct Exchange {
     pub file: Option<ServedFileInfo>,
     /// State hooks keep for this exchange (see [`crate::hooks::Hook::admit`]).
     pub extensions: http::Extensions,
+    /// Body bytes handed to the connection so far, counted by the outermost
+    /// body as they go: hooks read live progress here instead of wrapping
+    /// the body to count it.
+    pub sent: SentBytes,
+}
+
+/// A byte counter shared by the response body and whoever watches it.
+#[derive(Debug, Default)]
+pub struct SentBytes(AtomicU64);
+
+impl SentBytes {
+    /// Bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Clone for SentBytes {
+    /// A snapshot: the clone counts on its own from the current value.
+    fn clone(&self) -> Self {
+        Self(AtomicU64::new(self.get()))
+    }
 }
 
 /// What hooks may want to know about the file being sent.
@@ -137,6 +165,7 @@ impl Pipeline {
             started: Instant::now(),
             file: None,
             extensions: http::Extensions::new(),
+            sent: SentBytes::default(),
         };
         let mut response = if conn.over_limit {
             respond::over_connection_limit()

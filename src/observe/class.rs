@@ -148,6 +148,7 @@ pub(crate) mod tests {
                 size: 1_000_000,
             }),
             extensions: http::Extensions::new(),
+            sent: Default::default(),
         }
     }
 

@@ -17,7 +17,7 @@ use http::{Method, Response, StatusCode};
 use http_body::Body;
 
 use super::Observer;
-use crate::body::{OnData, ResponseBody};
+use crate::body::ResponseBody;
 use crate::hooks::{Completion, Hook};
 use crate::pipeline::Exchange;
 
@@ -88,9 +88,9 @@ impl Hook for ObserveHook {
             // Nothing will be sent: `complete` books it without a transfer.
             return body;
         }
-        let transfer = self.observer.traffic().begin(exchange, len);
-        // Counted as each chunk is handed over, so live rates are true.
-        ResponseBody::boxed(OnData::new(body, move |n| transfer.sent(n as u64)))
+        // Live rates read the exchange's own count of bytes handed over.
+        self.observer.traffic().begin(exchange, len);
+        body
     }
 
     fn complete(&self, exchange: &Exchange, completion: &Completion) {

@@ -57,22 +57,9 @@ impl ClassCounters {
 }
 
 /// The hot half of a running transfer: what its body has sent so far.
-#[derive(Debug, Default)]
-pub struct Transfer {
-    sent: AtomicU64,
-}
-
-impl Transfer {
-    /// Counts `n` bytes handed to the connection.
-    pub fn sent(&self, n: u64) {
-        self.sent.fetch_add(n, Ordering::Relaxed);
-    }
-}
-
 /// The cold half, under the `active` lock.
 #[derive(Debug)]
 struct Running {
-    transfer: Arc<Transfer>,
     flushed: u64,
     /// Site and file (the path of a file body) come from here: one pointer
     /// per running transfer instead of copies.
@@ -194,17 +181,14 @@ impl Traffic {
 
     /// A transfer starts (from `Hook::wrap_body`); `body_len` is the body's
     /// exact size if known.
-    pub fn begin(&self, exchange: &Arc<Exchange>, body_len: Option<u64>) -> Arc<Transfer> {
-        let transfer = Arc::new(Transfer::default());
+    pub fn begin(&self, exchange: &Arc<Exchange>, body_len: Option<u64>) {
         let running = Running {
-            transfer: Arc::clone(&transfer),
             flushed: 0,
             exchange: Arc::clone(exchange),
             client: client::key(&self.grouping, exchange.client),
             class: RequestClass::provisional(exchange, body_len),
         };
         lock(&self.active).insert(key_of(exchange), running);
-        transfer
     }
 
     /// Attributes what running transfers sent since the last flush.
@@ -217,7 +201,7 @@ impl Traffic {
         }
         for running in active.values_mut() {
             let Some(class) = running.class else { continue };
-            let sent = running.transfer.sent.load(Ordering::Relaxed);
+            let sent = running.exchange.sent.get();
             let delta = sent - running.flushed;
             if delta == 0 {
                 continue;
@@ -241,7 +225,7 @@ impl Traffic {
         let running = lock(&self.active).remove(&key_of(exchange));
         // Bodyless answers (`304`, `HEAD`) were never registered.
         let remainder = match &running {
-            Some(r) => r.transfer.sent.load(Ordering::Relaxed) - r.flushed,
+            Some(r) => r.exchange.sent.get() - r.flushed,
             None => completion.body_bytes,
         };
         let file = exchange.file.as_ref().map(|_| exchange.target.path());
@@ -477,8 +461,8 @@ mod tests {
     async fn bytes_count_while_sent_and_totals_are_exact() {
         let traffic = Traffic::new();
         let cvd = Arc::new(exchange("192.0.2.1:5", "/daily.cvd", Some(FileKind::Cvd)));
-        let t = traffic.begin(&cvd, Some(1_000_000));
-        t.sent(300_000);
+        traffic.begin(&cvd, Some(1_000_000));
+        cvd.sent.add(300_000);
         traffic.flush();
         let live = traffic.take_live_clients();
         let who = client::key(&Grouping::default(), "192.0.2.1".parse().unwrap());
@@ -493,13 +477,14 @@ mod tests {
         assert_eq!(now.sites[0].1[RequestClass::Cvd.index()], 300_000);
         assert_eq!(now.sites[0].2[RequestClass::Cvd.index()], 0);
         assert_eq!(traffic.active_transfers(), 1);
-        t.sent(700_000);
+        cvd.sent.add(700_000);
         assert_eq!(
             traffic.finish(&cvd, &done(200, 1_000_000)),
             RequestClass::Cvd
         );
         let check = Arc::new(exchange("192.0.2.2:5", "/daily.cvd", Some(FileKind::Cvd)));
-        traffic.begin(&check, Some(512)).sent(512);
+        traffic.begin(&check, Some(512));
+        check.sent.add(512);
         traffic.finish(&check, &done(206, 512));
         let now = traffic.since_reset();
         let (_, bytes, requests) = &now.sites[0];

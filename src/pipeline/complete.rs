@@ -72,6 +72,7 @@ impl Body for CompletionBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.sent += data.len() as u64;
+                    self.exchange.sent.add(data.len() as u64);
                 }
                 if self.inner.is_end_stream() {
                     self.report(true);

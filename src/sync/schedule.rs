@@ -230,6 +230,7 @@ mod tests {
             file: None,
             client: "192.0.2.7".parse().unwrap(),
             extensions: http::Extensions::new(),
+            sent: Default::default(),
         };
         let not_found = Completion {
             status: StatusCode::NOT_FOUND,
