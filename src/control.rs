@@ -514,6 +514,23 @@ mod tests {
         Arc::new(head)
     }
 
+    /// Sends all of a `len`-byte body for `exchange` through the hook:
+    /// bytes received and (paused-clock) time taken.
+    async fn send_all(
+        control: &Control,
+        exchange: &Arc<Exchange>,
+        len: usize,
+    ) -> (usize, Duration) {
+        let start = Instant::now();
+        let got = control
+            .wrap_body(exchange, chunked(len))
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        (got.len(), start.elapsed())
+    }
+
     /// A client whose quota runs out in the middle of a download: the
     /// first megabyte goes at full speed (no cap is configured), the rest
     /// at the `slow` action's rate, measured on the paused clock.
@@ -559,14 +576,10 @@ mod tests {
         // neither at admission nor while it runs.
         let small = 900_000;
         let head = admitted_download(&control, "192.0.2.7:50001", small);
-        let start = Instant::now();
-        let got = control
-            .wrap_body(&head, chunked(small))
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
-        assert_eq!((got.len(), start.elapsed()), (small, Duration::ZERO));
+        assert_eq!(
+            send_all(&control, &head, small).await,
+            (small, Duration::ZERO)
+        );
     }
 
     /// A refusing action cannot change a status already sent: the transfer
@@ -575,14 +588,10 @@ mod tests {
     async fn a_refusing_quota_used_up_mid_transfer_lets_it_finish() {
         let control = control("{ action = \"reject\" }");
         let first = admitted_download(&control, "192.0.2.7:50000", FILE);
-        let start = Instant::now();
-        let got = control
-            .wrap_body(&first, chunked(FILE))
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
-        assert_eq!((got.len(), Instant::now()), (FILE, start));
+        assert_eq!(
+            send_all(&control, &first, FILE).await,
+            (FILE, Duration::ZERO)
+        );
         // The next whole download is refused.
         let mut again = exchange("192.0.2.7:50001", "/daily.cvd", Some(FileKind::Cvd));
         let mut planned = Response::new(ResponseBody::bytes(vec![0u8; FILE]));
