@@ -339,6 +339,21 @@ impl Collector for HerdCollector {
         };
         for (name, help, value) in [
             (
+                "herd_active_transfers",
+                "Whole-database downloads the herd gate has admitted that are still running.",
+                herd.active,
+            ),
+            (
+                "herd_capacity_transfers",
+                "Downloads the gate admits at the class's available rate (available / bulk_min_rate).",
+                herd.capacity,
+            ),
+            (
+                "herd_open",
+                "1 while the herd gate would admit one more download, else 0.",
+                u64::from(herd.open),
+            ),
+            (
                 "herd_waiting_clients",
                 "Clients the herd gate refused whose Retry-After appointment is still ahead.",
                 herd.waiting,

@@ -205,9 +205,10 @@ fn the_public_status_is_read_only_and_hides_clients() {
     assert_eq!(server.request("GET", "/reset", &[]).status, 404);
 }
 
-/// The herd gate's waiting list is in `/metrics`: with room for one
-/// whole-database download (16 Mbit/s link, 16 Mbit/s minimum) and one
-/// held open, a second is refused and waits for its appointment.
+/// The herd gate's occupancy and waiting list are in `/metrics`: with room
+/// for one whole-database download (16 Mbit/s link, 16 Mbit/s minimum) and
+/// one held open, the gate is full and closed, and a second download is
+/// refused and waits for its appointment.
 #[test]
 fn metrics_show_the_herd_gates_waiting_list() {
     use std::io::{Read, Write};
@@ -240,6 +241,18 @@ fn metrics_show_the_herd_gates_waiting_list() {
     let mut head = [0u8; 12];
     held.read_exact(&mut head).unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
+
+    let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
+    let gauge = |name: &str| metric(&text, &format!("cvdmirror_traffic_control_herd_{name}"));
+    assert_eq!(
+        (
+            gauge("active_transfers"),
+            gauge("capacity_transfers"),
+            gauge("open")
+        ),
+        (Some(1.0), Some(1.0), Some(0.0)),
+        "one slot, taken: {text}"
+    );
 
     let refused = server.request("GET", "/daily.cvd", &[]);
     assert_eq!(refused.status, 429);
