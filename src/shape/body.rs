@@ -52,12 +52,7 @@ impl Flow {
         }
         let mut tree = self.shared.lock();
         let idle_before = tree.waiting == 0;
-        let taken = tree.take_credit(
-            self.id,
-            want as u64,
-            Some(cx.waker()),
-            tokio::time::Instant::now(),
-        );
+        let taken = tree.take_credit(self.id, want as u64, Some(cx.waker()), Instant::now());
         let wake_pacer = idle_before && tree.waiting > 0;
         drop(tree);
         if wake_pacer {
