@@ -35,7 +35,7 @@ mod freshclam;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use measure::{errors, jain, per_window, random_bytes, sleep_until, worst};
+use measure::{errors, exclusive, jain, per_window, random_bytes, sleep_until, worst};
 use net::{Download, Pace, Trace, client, fetch};
 use support::TestServer;
 
@@ -84,6 +84,7 @@ fn until_period_end(period: u64) -> u64 {
 /// clients do: every middle one-second window within 2 %.
 #[test]
 fn link_cap_holds_in_every_one_second_window() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 1))
         .args(["--link-rate", "40Mbit"])
@@ -110,6 +111,7 @@ fn link_cap_holds_in_every_one_second_window() {
 /// Eight clients with equal demand under the cap get equal shares.
 #[test]
 fn eight_clients_share_the_cap_fairly() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 2))
         .args(["--link-rate", "40Mbit"])
@@ -141,6 +143,7 @@ fn eight_clients_share_the_cap_fairly() {
 /// shares are per client, not per connection.
 #[test]
 fn parallel_connections_do_not_buy_a_bigger_share() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 3))
         .args(["--link-rate", "40Mbit"])
@@ -217,6 +220,7 @@ fn worst_of(rounds: &[[Duration; 3]]) -> [Duration; 3] {
 /// Header checks, 304s and cdiffs never queue behind whole CVDs filling the cap.
 #[test]
 fn small_requests_stay_fast_while_bulk_saturates_the_cap() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 4))
         .file("bytecode.cvd", &support::fixture("bytecode-339.cvd"))
@@ -276,6 +280,7 @@ fn small_requests_stay_fast_while_bulk_saturates_the_cap() {
 /// download frees its slot.
 #[test]
 fn herd_gate_admits_what_it_can_serve_at_the_minimum_rate() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 6))
         .file("main.cvd", &random_bytes(MID, 7))
@@ -554,6 +559,7 @@ fn exhausted_quota_redirects_to_url_plus_path() {
 
 #[test]
 fn exhausted_quota_slows_to_the_configured_rate() {
+    let _measuring = exclusive();
     let server = quota_server("{ action = \"slow\", rate = \"4Mbit\" }");
     exhaust_quota(&server);
     let t0 = Instant::now();
@@ -584,6 +590,7 @@ fn exhausted_quota_slows_to_the_configured_rate() {
 /// interval and the cap's burst).
 #[test]
 fn quota_running_out_mid_download_slows_the_rest() {
+    let _measuring = exclusive();
     const FILE: usize = 3_000_000;
     let server = TestServer::builder()
         .file("main.cvd", &random_bytes(FILE, 16))
@@ -751,6 +758,7 @@ fn quota_usage_survives_a_kill_after_the_periodic_save() {
 /// flight keeps going and moves to the new rate within a couple of seconds.
 #[test]
 fn sighup_applies_a_new_link_rate_to_transfers_in_flight() {
+    let _measuring = exclusive();
     let server = TestServer::builder()
         .file("daily.cvd", &random_bytes(BIG, 11))
         .config("[shape]\nlink_rate = \"40Mbit\"\n")

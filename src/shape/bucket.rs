@@ -13,11 +13,16 @@
 //! (tokio's timer has 1 ms resolution, and a busy machine adds more), and a
 //! late tick earns more than the burst holds. So when a bucket that was
 //! emptied (its node had demand for everything it could send) earns more
-//! than its burst, the excess is carried over, up to one more burst, and
-//! paid out on top of later refills at no more than a quarter of what each
-//! refill earns: the cap is reached in the long run, and what leaves at once
-//! stays within the burst. An idle bucket, whose tokens were not used up,
-//! carries nothing: idleness is not saved up.
+//! than its burst, the excess is carried over, up to [`CARRY_HORIZON`] of
+//! traffic, and paid out on top of later refills at no more than a quarter
+//! of what each refill earns: stalls of a loaded machine up to that long
+//! cost the cap nothing, and what leaves at once stays within the burst. An
+//! idle bucket, whose tokens were not used up, carries nothing: idleness is
+//! not saved up.
+//!
+//! Burst and carry together bound what any span of time can carry beyond
+//! the cap: with the default 4 ms burst, any one second carries at most
+//! 20 ms of traffic more than the cap (2 %).
 use tokio::time::{Duration, Instant};
 
 use super::rate::Rate;
@@ -29,6 +34,12 @@ const BYTE: i128 = 8 * 1_000_000_000;
 /// refill's earnings (1/4: at most 1.25 times the cap while repaying).
 const CARRY_SHARE: i128 = 4;
 
+/// The most a drained bucket carries over, as time at its rate: with the
+/// default 4 ms burst, 2 % of a second in all, so no one-second span ever
+/// carries more than 1.02 times the cap, and a stall of up to 16 ms more
+/// than the burst costs nothing.
+pub(crate) const CARRY_HORIZON: Duration = Duration::from_millis(16);
+
 /// A rate cap with a small burst allowance.
 #[derive(Debug, Clone)]
 pub(crate) struct Bucket {
@@ -38,8 +49,10 @@ pub(crate) struct Bucket {
     /// Tokens in fixed point; negative while in debt.
     tokens: i128,
     /// Earnings of late refills beyond the burst, still to be paid out; at
-    /// most one burst.
+    /// most `carry_max`.
     carry: i128,
+    /// [`CARRY_HORIZON`] of traffic.
+    carry_max: i128,
     last: Instant,
 }
 
@@ -53,8 +66,13 @@ impl Bucket {
             burst,
             tokens: burst,
             carry: 0,
+            carry_max: Self::carry_max_for(rate),
             last: now,
         }
+    }
+
+    fn carry_max_for(rate: Rate) -> i128 {
+        i128::from(rate.bits_per_sec()) * CARRY_HORIZON.as_nanos() as i128
     }
 
     fn burst_for(rate: Rate, burst_time: Duration, min_burst: u64) -> i128 {
@@ -74,8 +92,9 @@ impl Bucket {
         self.refill(now);
         self.rate = rate;
         self.burst = Self::burst_for(rate, burst_time, min_burst);
+        self.carry_max = Self::carry_max_for(rate);
         self.tokens = self.tokens.min(self.burst);
-        self.carry = self.carry.min(self.burst);
+        self.carry = self.carry.min(self.carry_max);
     }
 
     /// The cap.
@@ -100,7 +119,7 @@ impl Bucket {
                 self.carry = self
                     .carry
                     .saturating_add(filled - self.burst)
-                    .min(self.burst);
+                    .min(self.carry_max);
             }
             self.tokens = self.burst;
         } else {
@@ -192,6 +211,56 @@ mod tests {
             b.take(b.available() as u64);
         }
         assert_eq!(paid, [2500, 2500, 2500, 2500, 2500, 2500, 2000, 2000]);
+    }
+
+    /// Greedy use of a 1 MB/s bucket with a 4 ms burst, refilled every
+    /// 2 ms except for the given stalls (start ms, length ms); returns what
+    /// each refill let out.
+    fn greedy(stalls: &[(u64, u64)], total_ms: u64) -> Vec<(u64, i64)> {
+        let rate = Rate::from_bytes_per_sec(1_000_000).unwrap();
+        let start = Instant::now();
+        let mut b = Bucket::new(rate, Duration::from_millis(4), 0, start);
+        b.take(4000);
+        let mut ms = 0;
+        let mut out = Vec::new();
+        while ms < total_ms {
+            ms += stalls
+                .iter()
+                .find(|&&(at, _)| at == ms)
+                .map_or(2, |&(_, len)| len);
+            b.refill(start + Duration::from_millis(ms));
+            let n = b.available();
+            b.take(n as u64);
+            out.push((ms, n));
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalls_of_a_busy_bucket_are_made_up_within_the_second() {
+        // Three 20 ms stalls (a loaded machine) in a second cost nothing.
+        let out = greedy(&[(100, 20), (400, 20), (700, 20)], 1000);
+        let sent: i64 = out.iter().map(|&(_, n)| n).sum();
+        assert!((1_000_000 - 2000..=1_000_000).contains(&sent), "{sent}");
+        assert!(out.iter().all(|&(_, n)| n <= 4000), "{out:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_second_carries_more_than_two_percent_over_the_cap() {
+        // After a long stall, the busiest one-second span (in 2 ms steps)
+        // stays within burst + carry: 20 ms of traffic, 2 %.
+        let out = greedy(&[(500, 300)], 3000);
+        let mut busiest = 0;
+        for &(from, _) in &out {
+            let span: i64 = out
+                .iter()
+                .filter(|&&(at, _)| at > from && at <= from + 1000)
+                .map(|&(_, n)| n)
+                .sum();
+            busiest = busiest.max(span);
+        }
+        assert!(busiest <= 1_020_000, "{busiest}");
+        assert!(busiest > 1_010_000, "the carry was not paid out: {busiest}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,9 +2,20 @@
 //! one-second window on the receiving side, accuracy against the configured
 //! rate, and Jain's fairness index.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::net::Trace;
+
+/// Held by a test for as long as it measures rates or latency, so two
+/// measurements never share this machine's cores: a test binary runs its
+/// tests in parallel, and a neighbour's server and clients competing for
+/// the CPU stall the one measured (the cap under test is the server's, not
+/// the machine's). A failed test poisons nothing that matters here.
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    static MEASURING: Mutex<()> = Mutex::new(());
+    MEASURING.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Bytes all `traces` received in each whole second `[t0 + k s, t0 + (k+1) s)`
 /// for `k` in `windows`.
