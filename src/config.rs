@@ -32,6 +32,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time shutdown waits for transfers in flight.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Most connection-serving threads `workers` accepts.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Default `workers`: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Default largest request head. freshclam sends well under 1 KiB.
 pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 16 * 1024;
 
@@ -53,6 +61,8 @@ pub struct Config {
     pub limits: ConnectionLimits,
     /// How long shutdown waits for transfers in flight.
     pub shutdown_grace: Duration,
+    /// Threads serving connections, each with its own event loop.
+    pub workers: usize,
     /// The file this was read from, re-read on `SIGHUP`.
     pub source: Option<PathBuf>,
     /// Upstream and sync engine.
@@ -300,6 +310,17 @@ impl Resolver<'_> {
             return Err(self.invalid(None, "header_read_timeout must be positive".into()));
         }
 
+        let workers = match &file.workers {
+            None => default_workers(),
+            Some(n) if (1..=MAX_WORKERS).contains(n.get_ref()) => *n.get_ref(),
+            Some(n) => {
+                return Err(self.invalid(
+                    Some(n.span()),
+                    format!("workers must be between 1 and {MAX_WORKERS}"),
+                ));
+            }
+        };
+
         Ok(Config {
             listen,
             listen_is_default,
@@ -312,6 +333,7 @@ impl Resolver<'_> {
                 max_request_header_bytes,
             },
             shutdown_grace: file.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            workers,
             source: self.path.map(Path::to_path_buf),
             sync: self.sync(args, file.sync)?,
             beacon: self.beacon(args, file.beacon)?,

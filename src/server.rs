@@ -10,6 +10,7 @@
 mod connection;
 pub mod listen;
 pub mod pacing;
+mod workers;
 
 use std::future::Future;
 use std::io;
@@ -61,6 +62,8 @@ pub struct Server {
     settings: ArcSwap<Settings>,
     active: Arc<AtomicUsize>,
     refusing: Arc<AtomicUsize>,
+    /// Threads serving connections (fixed until restart).
+    workers: usize,
 }
 
 impl Server {
@@ -76,6 +79,7 @@ impl Server {
             settings: ArcSwap::from_pointee(Settings::of(config)),
             active: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicUsize::new(0)),
+            workers: config.workers.max(1),
         })
     }
 
@@ -83,6 +87,13 @@ impl Server {
     /// from now on; transfers in flight are untouched.
     pub fn reload(&self, config: &Config) -> io::Result<()> {
         let router = Router::build(config)?;
+        if config.workers != self.workers {
+            tracing::warn!(
+                running = self.workers,
+                configured = config.workers,
+                "a new number of workers applies at the next start"
+            );
+        }
         self.pipeline.set_router(router);
         self.pipeline.set_proxies(config.admission.proxies.clone());
         self.settings.store(Arc::new(Settings::of(config)));
@@ -94,29 +105,40 @@ impl Server {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Serves `listeners` until `shutdown` completes, then drains.
+    /// Serves `listeners` on the worker threads until `shutdown`
+    /// completes, then drains.
     pub async fn run(
         self: Arc<Self>,
         listeners: Vec<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let listeners = listeners
-            .into_iter()
-            .map(TcpListener::from_std)
-            .collect::<io::Result<Vec<_>>>()?;
         let graceful = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         let acceptors = TaskTracker::new();
-        for listener in listeners {
-            acceptors.spawn(Arc::clone(&self).accept_loop(
-                listener,
-                tracker.clone(),
-                graceful.clone(),
-                abort.clone(),
-            ));
-        }
+        let started = workers::Workers::start(self.workers, &listeners, |copies| {
+            copies
+                .into_iter()
+                .map(|listener| {
+                    acceptors.track_future(Arc::clone(&self).accept_loop(
+                        listener,
+                        tracker.clone(),
+                        graceful.clone(),
+                        abort.clone(),
+                    ))
+                })
+                .collect()
+        });
+        let workers = match started {
+            Ok(workers) => workers,
+            Err(e) => {
+                graceful.cancel();
+                return Err(e);
+            }
+        };
+        drop(listeners);
         acceptors.close();
+        tracing::debug!(workers = self.workers, "serving");
         shutdown.await;
 
         let grace = self.settings.load().shutdown_grace;
@@ -132,6 +154,7 @@ impl Server {
             abort.cancel();
             tracker.wait().await;
         }
+        workers.stop().await;
         tracing::info!("stopped");
         Ok(())
     }
@@ -182,6 +205,11 @@ impl Server {
             });
             let (graceful, abort) = (graceful.clone(), abort.clone());
             tracker.spawn(conn.serve(graceful, abort, guard));
+            // One accept per turn (nginx's `multi_accept off`): the new
+            // connection is served before the next is taken, and a burst of
+            // clients spreads over the workers instead of piling onto the
+            // one that woke first.
+            tokio::task::yield_now().await;
         }
     }
 

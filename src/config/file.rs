@@ -34,6 +34,8 @@ pub struct FileConfig {
     pub shutdown_grace: Option<Duration>,
     /// Largest accepted request head in bytes.
     pub max_request_header_bytes: Option<Spanned<usize>>,
+    /// Threads serving connections.
+    pub workers: Option<Spanned<usize>>,
     /// Virtual hosts.
     #[serde(default)]
     pub site: Vec<FileSite>,

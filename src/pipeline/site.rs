@@ -171,6 +171,7 @@ mod tests {
                 max_request_header_bytes: 8192,
             },
             shutdown_grace: std::time::Duration::from_secs(1),
+            workers: 1,
             source: None,
             sync: crate::config::Config::resolve(&Default::default())
                 .unwrap()
