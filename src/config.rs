@@ -451,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn workers_default_to_one_per_cpu_and_refuse_zero() {
+        let c = resolve("root = \"/x\"", ServeArgs::default()).unwrap();
+        assert_eq!(c.workers, default_workers());
+        assert!(c.workers >= 1);
+        let c = resolve("workers = 3\nroot = \"/x\"", ServeArgs::default()).unwrap();
+        assert_eq!(c.workers, 3);
+        let err = resolve("root = \"/x\"\nworkers = 0\n", ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("workers"), "{err}");
+    }
+
+    #[test]
     fn invalid_values_name_their_line() {
         let err = resolve("\n\nmax_connections = 0\n", ServeArgs::default())
             .unwrap_err()
