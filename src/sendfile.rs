@@ -187,8 +187,12 @@ impl AsyncWrite for SendfileStream {
         Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    /// Nothing to do: hyper shuts a connection down only to drop it, and
+    /// closing the socket sends the same FIN. Skipping `shutdown(2)` saves a
+    /// system call on every `Connection: close` request (nginx, too, just
+    /// closes).
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 

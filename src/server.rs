@@ -112,11 +112,18 @@ impl Server {
         listeners: Vec<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        for listener in &listeners {
+            listen::no_delay(listener)?;
+        }
         let graceful = CancellationToken::new();
         let abort = CancellationToken::new();
         let tracker = TaskTracker::new();
         let acceptors = TaskTracker::new();
         let started = workers::Workers::start(self.workers, &listeners, |copies| {
+            // Each worker's connections wait on the worker's own tokens
+            // (cancelled with the parents), so they never contend with
+            // another worker's for a token's lock.
+            let (graceful, abort) = (graceful.child_token(), abort.child_token());
             copies
                 .into_iter()
                 .map(|listener| {

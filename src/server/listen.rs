@@ -62,6 +62,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// Sets `TCP_NODELAY` on a listener, so that every socket it accepts
+/// starts with it (Linux copies it to accepted sockets): responses are
+/// written whole, and Nagle's algorithm must not hold back their tails.
+pub fn no_delay(listener: &TcpListener) -> io::Result<()> {
+    socket2::SockRef::from(listener).set_tcp_nodelay(true)
+}
+
 fn ipv6_unavailable(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::AFNOSUPPORT.raw_os_error() || code == rustix::io::Errno::ADDRNOTAVAIL.raw_os_error())
 }
@@ -77,6 +84,16 @@ mod tests {
         let both = bind_all(&[SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))], true);
         // Either IPv6 loopback works (distinct socket, same port) or it is skipped.
         assert!(both.is_ok());
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_no_delay_from_the_listener() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        no_delay(&listener).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[test]
