@@ -238,12 +238,21 @@ impl Tree {
     /// Bytes a flow of the top-priority class may send at once, without
     /// waiting for the next tick: at the next tick it would be served first
     /// anyway, so waiting only adds up to a tick of latency to every header
-    /// check, `304` and cdiff. Granted while every cap on the path has
-    /// tokens, charged to all of them like any grant, so caps hold exactly
-    /// as before; `0` for other flows or when a cap is spent.
+    /// check, `304` and cdiff. While bulk transfers keep a cap spent, that
+    /// wait is every time, so a response that fits may also borrow up to one
+    /// burst from each cap on the path ([`Bucket::express_room`]); the debt
+    /// is charged like any grant and repaid before the cap serves anything
+    /// else, so caps hold. A larger one gets what the caps hold, as the
+    /// tick would give it (borrowing for it would only delay its own rest).
+    /// `0` for other flows or when nothing is left.
+    ///
+    /// [`Bucket::express_room`]: super::bucket::Bucket::express_room
     fn express_grant(&mut self, id: NodeId, want: u64, now: Instant) -> u64 {
         let top = self.classifier.top_priority();
-        let mut limit = want;
+        // Whole, borrowing if need be, when the response fits every cap's
+        // room; otherwise what the caps hold, as a tick would grant it.
+        let mut fits = true;
+        let mut held = want;
         let mut top_class = false;
         let mut up = self.node(id).and_then(|n| n.parent);
         while let Some(node) = up.and_then(|u| self.node_mut(u)) {
@@ -252,14 +261,17 @@ impl Tree {
             }
             if let Some(b) = node.bucket.as_mut() {
                 b.refill(now);
-                if !b.has_tokens() {
-                    return 0;
-                }
-                limit = limit.min(u64::try_from(b.available()).unwrap_or(0).max(MIN_GRANT));
+                fits &= u64::try_from(b.express_room()).is_ok_and(|room| want <= room);
+                held = if b.has_tokens() {
+                    held.min(u64::try_from(b.available()).unwrap_or(0).max(MIN_GRANT))
+                } else {
+                    0
+                };
             }
             up = node.parent;
         }
-        if !top_class {
+        let limit = if fits { want } else { held };
+        if !top_class || limit == 0 {
             return 0;
         }
         let mut up = self.node(id).and_then(|n| n.parent);

@@ -700,7 +700,8 @@ async fn top_priority_flows_are_granted_without_waiting_for_a_tick() {
     assert_eq!(tree.take_credit(small, 8192, Some(&waker), now), 8192);
     assert_eq!(tree.waiting, 1, "only the bulk flow waits");
 
-    // Drain the link's burst with small responses: each is charged.
+    // Small responses take the link's burst and then borrow one more, each
+    // charged and each whole; then they too wait.
     let burst = tree.config.burst.as_secs_f64() * rate("80Mbit").bytes_per_sec() as f64;
     let mut granted = 8192u64;
     let mut flows = vec![small];
@@ -716,15 +717,25 @@ async fn top_priority_flows_are_granted_without_waiting_for_a_tick() {
         short += usize::from(got < 8192);
         assert!(flows.len() < 1000, "express grants never ran out");
     }
+    assert_eq!(short, 0, "a response that fits is granted whole");
     assert!(
-        (granted as f64) <= burst + 8192.0 + super::drr::MIN_GRANT as f64,
-        "granted {granted} at once against a burst of {burst}"
+        (granted as f64) <= 2.0 * burst + 1.0,
+        "granted {granted} at once against a burst of {burst} (plus one borrowed)"
+    );
+    assert!(
+        (granted as f64) > 2.0 * burst - 8192.0,
+        "small responses did not borrow: {granted} against a burst of {burst}"
     );
     assert_eq!(
         tree.waiting,
         2 + short,
         "bulk, the small flow refused and any granted short wait"
     );
+    // The debt is repaid before bulk is served: one tick later the link
+    // has earned less than it owes, and bulk still gets nothing.
+    let later = now + tree.config.tick;
+    tree.tick(later);
+    assert_eq!(tree.take_credit(bulk, CHUNK, Some(&waker), later), 0);
     for id in flows.into_iter().chain([bulk]) {
         tree.deregister(id);
     }
