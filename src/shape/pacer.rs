@@ -66,8 +66,8 @@ pub(crate) async fn run(
 /// later, keeping the schedule through the usual lateness of a timer with
 /// 1 ms resolution, so ticks average the configured period. A pacer that
 /// fell a whole tick behind (a stalled runtime) restarts the schedule from
-/// now instead of catching up in a rush; the buckets carry over what the
-/// stall earned, a little at a time.
+/// now instead of catching up in a rush; the buckets let out at most a
+/// burst of what the stall earned (see `bucket.rs` for why no more).
 pub(crate) fn next_deadline(due: Instant, fired: Instant, tick: Duration) -> Instant {
     let next = due + tick;
     if next < fired { fired + tick } else { next }
