@@ -13,9 +13,10 @@
 //! fired late (a stalled runtime on a loaded machine) earned beyond it:
 //! making up a stall means sending above the cap afterwards, and a cap is
 //! usually set just under the link, where the excess queues in front of
-//! everything else. In the incident replay, paying such stalls back at 1/16
-//! over the cap put the website probe's p99 at 30-75 ms; dropping them,
-//! 1 ms, for 0.3 % less throughput (BENCHMARKS.md).
+//! everything else. In the incident replay, with stalls paid back at 1/16
+//! over the cap, the website probe's p99 was 29-75 ms in five runs; with
+//! them dropped, 1.1 and 28 ms in two, at 98-99 % of the cap (BENCHMARKS.md;
+//! that machine's noise is as large as the effect).
 //!
 //! Top-priority responses (header checks, `304`s, cdiffs) may borrow up to
 //! one burst from a spent bucket instead of waiting for the next tick behind
