@@ -84,9 +84,9 @@ fn until_period_end(period: u64) -> u64 {
 /// clients do: no middle one-second window more than 2 % above it (the cap
 /// holds), and the windows together within 2 % of it (the link is used).
 /// A single window may fall short by a few percent when the machine stalls
-/// the server (a loaded CI runner): the shaper drops what a stall earned
-/// beyond its burst rather than send above the cap afterwards (see
-/// `shape/bucket.rs`), so each window is only held to 5 % below.
+/// the server for longer than the shaper makes up (12 ms; making up more
+/// means sending above the cap for longer, see `shape/bucket.rs`), so each
+/// window is only held to 5 % below.
 #[test]
 fn link_cap_holds_in_every_one_second_window() {
     let _measuring = exclusive();
@@ -145,8 +145,10 @@ fn eight_clients_share_the_cap_fairly() {
         mb(total)
     );
     assert!(j >= 0.98, "Jain's index {j:.4} below 0.98: {shares:?}");
+    // Above the cap never; below it only by what a stalled test machine
+    // costs (see `link_cap_holds_in_every_one_second_window`).
     assert!(
-        (total - 20e6).abs() / 20e6 <= 0.02,
+        (-0.05..=0.02).contains(&((total - 20e6) / 20e6)),
         "the 8 clients together did not get the cap: {total}"
     );
 }

@@ -9,27 +9,43 @@
 //! milliseconds of traffic, at least one quantum) because the point of the
 //! whole module is that nothing leaves in line-rate pulses.
 //!
-//! Nothing beyond the burst is ever saved up, not even what a tick that
-//! fired late (a stalled runtime on a loaded machine) earned beyond it:
-//! making up a stall means sending above the cap afterwards, and a cap is
-//! usually set just under the link, where the excess queues in front of
-//! everything else. In the incident replay, with stalls paid back at 1/16
-//! over the cap, the website probe's p99 was 29-75 ms in five runs; with
-//! them dropped, 1.1 and 28 ms in two, at 98-99 % of the cap (BENCHMARKS.md;
-//! that machine's noise is as large as the effect).
+//! A small burst alone would cost throughput: the pacer's ticks fire late
+//! (tokio's timer has 1 ms resolution, and a busy machine adds more), and a
+//! late tick earns more than the burst holds. So when a bucket that was
+//! emptied (its node had demand for everything it could send) earns more
+//! than its burst, the excess is carried over, up to [`CARRY_HORIZON`] of
+//! traffic, and paid out on top of later refills at no more than a
+//! quarter of what each refill earns: stalls of a loaded machine up to that long
+//! cost the cap nothing, and what leaves at once stays within the burst. An
+//! idle bucket, whose tokens were not used up, carries nothing: idleness is
+//! not saved up.
 //!
 //! Top-priority responses (header checks, `304`s, cdiffs) may borrow up to
 //! one burst from a spent bucket instead of waiting for the next tick behind
 //! bulk transfers that emptied it; the debt is repaid before anything else
-//! is served from the bucket. Burst and borrowing together bound what any
-//! span of time carries beyond the cap: with the default 4 ms burst, 8 ms of
-//! traffic, under 1 % of a second.
+//! is served from the bucket. Burst, borrowing and carry together bound what
+//! any span of time can carry beyond the cap: with the default 4 ms burst,
+//! any one second carries at most 20 ms of traffic more than the cap (2 %).
 use tokio::time::{Duration, Instant};
 
 use super::rate::Rate;
 
 /// Fixed-point scale: one byte is this many bit-nanoseconds.
 const BYTE: i128 = 8 * 1_000_000_000;
+
+/// Carried-over tokens are paid out at most at this fraction of each
+/// refill's earnings (1/4: at most 1.25 times the cap while repaying).
+/// A sixteenth (under a 100 Mbit/s link at an 85 Mbit/s cap) was tried: it
+/// repays too slowly for a loaded machine's stalls, and the control tests
+/// lost up to 16 % of a second under CI load.
+const CARRY_SHARE: i128 = 4;
+
+/// The most a drained bucket carries over, as time at its rate. With the
+/// default 4 ms burst, which may be held in full and also borrowed by
+/// top-priority responses ([`Bucket::express_room`]), that is 20 ms, 2 % of
+/// a second, in all: no one-second span ever carries more than 1.02 times
+/// the cap, and a stall of up to 12 ms more than the burst costs nothing.
+pub(crate) const CARRY_HORIZON: Duration = Duration::from_millis(12);
 
 /// A rate cap with a small burst allowance.
 #[derive(Debug, Clone)]
@@ -39,6 +55,11 @@ pub(crate) struct Bucket {
     burst: i128,
     /// Tokens in fixed point; negative while in debt.
     tokens: i128,
+    /// Earnings of late refills beyond the burst, still to be paid out; at
+    /// most `carry_max`.
+    carry: i128,
+    /// [`CARRY_HORIZON`] of traffic.
+    carry_max: i128,
     last: Instant,
 }
 
@@ -51,8 +72,14 @@ impl Bucket {
             rate,
             burst,
             tokens: burst,
+            carry: 0,
+            carry_max: Self::carry_max_for(rate),
             last: now,
         }
+    }
+
+    fn carry_max_for(rate: Rate) -> i128 {
+        i128::from(rate.bits_per_sec()) * CARRY_HORIZON.as_nanos() as i128
     }
 
     fn burst_for(rate: Rate, burst_time: Duration, min_burst: u64) -> i128 {
@@ -72,7 +99,9 @@ impl Bucket {
         self.refill(now);
         self.rate = rate;
         self.burst = Self::burst_for(rate, burst_time, min_burst);
+        self.carry_max = Self::carry_max_for(rate);
         self.tokens = self.tokens.min(self.burst);
+        self.carry = self.carry.min(self.carry_max);
     }
 
     /// The cap.
@@ -80,7 +109,8 @@ impl Bucket {
         self.rate
     }
 
-    /// Adds the tokens earned since the last refill, up to the burst.
+    /// Adds the tokens earned since the last refill: up to the burst, with
+    /// what a drained bucket earns beyond it carried over.
     pub(crate) fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last);
         if elapsed.is_zero() {
@@ -89,7 +119,24 @@ impl Bucket {
         self.last = now;
         let earned =
             i128::from(self.rate.bits_per_sec()).saturating_mul(elapsed.as_nanos() as i128);
-        self.tokens = self.tokens.saturating_add(earned).min(self.burst);
+        let drained = self.tokens < BYTE;
+        let filled = self.tokens.saturating_add(earned);
+        if filled > self.burst {
+            if drained {
+                self.carry = self
+                    .carry
+                    .saturating_add(filled - self.burst)
+                    .min(self.carry_max);
+            }
+            self.tokens = self.burst;
+        } else {
+            let repaid = self
+                .carry
+                .min(earned / CARRY_SHARE)
+                .min(self.burst - filled);
+            self.carry -= repaid;
+            self.tokens = filled + repaid;
+        }
     }
 
     /// Whole bytes available now (negative while in debt).
@@ -156,6 +203,29 @@ mod tests {
         assert!(b.has_tokens());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_late_refill_is_carried_over_in_small_steps() {
+        // 1 MB/s, 4 ms burst: 4000 B at most at once.
+        let rate = Rate::from_bytes_per_sec(1_000_000).unwrap();
+        let mut now = Instant::now();
+        let mut b = Bucket::new(rate, Duration::from_millis(4), 0, now);
+        b.take(4000);
+        // 7 ms late: 7000 B earned, 4000 B fit, 3000 B carried.
+        now += Duration::from_millis(7);
+        b.refill(now);
+        assert_eq!(b.available(), 4000);
+        b.take(4000);
+        // Every 2 ms tick then pays 2000 B plus at most a quarter of it.
+        let mut paid = Vec::new();
+        for _ in 0..8 {
+            now += Duration::from_millis(2);
+            b.refill(now);
+            paid.push(b.available());
+            b.take(b.available() as u64);
+        }
+        assert_eq!(paid, [2500, 2500, 2500, 2500, 2500, 2500, 2000, 2000]);
+    }
+
     /// Greedy use of a 1 MB/s bucket with a 4 ms burst, refilled every
     /// 2 ms except for the given stalls (start ms, length ms); returns what
     /// each refill let out.
@@ -180,27 +250,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_stall_is_never_made_up_above_the_cap() {
-        // Three 16 ms stalls in a second: each lets out one burst, no more,
-        // then the bucket goes on at the cap; what a stall earned beyond the
-        // burst is gone (12 ms of traffic each).
+    async fn stalls_of_a_busy_bucket_are_made_up_within_the_second() {
+        // Three 16 ms stalls (a loaded machine) in a second cost nothing.
         let out = greedy(&[(100, 16), (400, 16), (700, 16)], 1000);
-        assert!(out.iter().all(|&(_, n)| n <= 4000), "{out:?}");
-        let after: Vec<i64> = out
-            .iter()
-            .filter(|&&(at, _)| at > 116 && at <= 200)
-            .map(|&(_, n)| n)
-            .collect();
-        assert!(after.iter().all(|&n| n == 2000), "{after:?}");
         let sent: i64 = out.iter().map(|&(_, n)| n).sum();
-        assert_eq!(sent, 1_000_000 - 3 * 12_000);
+        assert!((1_000_000 - 2000..=1_000_000).contains(&sent), "{sent}");
+        assert!(out.iter().all(|&(_, n)| n <= 4000), "{out:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn no_second_carries_more_than_the_cap_and_a_burst() {
-        // Around a long stall, the busiest one-second span (in 2 ms steps)
-        // is the cap plus the one burst held before it (borrowing, the other
-        // burst of the bound, is tested with the tree).
+    async fn no_second_carries_more_than_two_percent_over_the_cap() {
+        // After a long stall, the busiest one-second span (in 2 ms steps)
+        // stays within burst + carry: 16 ms of traffic (borrowing, the other
+        // 4 ms of the 2 %, is tested with the tree).
         let out = greedy(&[(500, 300)], 3000);
         let mut busiest = 0;
         for &(from, _) in &out {
@@ -211,7 +273,8 @@ mod tests {
                 .sum();
             busiest = busiest.max(span);
         }
-        assert!(busiest <= 1_004_000, "{busiest}");
+        assert!(busiest <= 1_016_000, "{busiest}");
+        assert!(busiest > 1_010_000, "the carry was not paid out: {busiest}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -652,11 +652,9 @@ async fn late_ticks_still_reach_the_cap_in_small_steps() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn stalled_ticks_are_dropped_never_dumped_or_made_up() {
+async fn stalled_ticks_are_carried_over_not_dumped() {
     // One tick in 25 comes 4-6 ms late (a busy machine): it earned more
-    // than the burst holds. Only the burst leaves, and the excess is not
-    // made up later above the cap (which would queue in front of everything
-    // else on a link the cap sits just under): a few percent are lost.
+    // than the burst holds.
     let mut rng = StdRng::seed_from_u64(8);
     let mut n = 0;
     let mut late = || {
@@ -679,7 +677,7 @@ async fn stalled_ticks_are_dropped_never_dumped_or_made_up() {
         run.share * 100.0,
         run.largest
     );
-    assert!((0.95..0.995).contains(&run.share), "{}", run.share);
+    assert!((0.99..=1.001).contains(&run.share), "{}", run.share);
     assert!(run.largest <= burst, "{} > {burst}", run.largest);
 }
 
