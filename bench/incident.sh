@@ -28,7 +28,7 @@
 #                                  (production default 60-900 s, scaled 1:12)
 #   INCIDENT_STALL_SECS (60)       freshclam ReceiveTimeout
 #   INCIDENT_DEADLINE_SECS (420 / 150) per setup
-#   INCIDENT_IDLE_SECS (15 / 8)    idle probe baseline per setup
+#   INCIDENT_IDLE_SECS (30 / 8)    idle probe baseline per setup
 #   INCIDENT_SEED (1)              INCIDENT_APPEND (1 / 0): append to BENCHMARKS.md
 #   INCIDENT_OUT=FILE              also write the report here
 #   INCIDENT_SHAPE_BURST           e.g. 6ms: cvdmirror's [shape] burst (default 4ms;
@@ -56,7 +56,7 @@ RA_MIN=${INCIDENT_RA_MIN:-$(q 5 3)}
 RA_MAX=${INCIDENT_RA_MAX:-$(q 75 20)}
 STALL=${INCIDENT_STALL_SECS:-60}
 DEADLINE=${INCIDENT_DEADLINE_SECS:-$(q 420 150)}
-IDLE=${INCIDENT_IDLE_SECS:-$(q 15 8)}
+IDLE=${INCIDENT_IDLE_SECS:-$(q 30 8)}
 SEED=${INCIDENT_SEED:-1}
 APPEND=${INCIDENT_APPEND:-$(q 1 0)}
 DAILY_BYTES=$((DAILY_MIB * 1024 * 1024))
@@ -374,6 +374,29 @@ probe_stats() {
       END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
 }
 
+# probe_stats_calm PROBE_FILE STEAL_FILE LO_MS HI_MS -> "n p50 p99 failures"
+# over the probe requests during which the hypervisor stole no CPU time
+# (no steal tick within 20 ms of the request; the counter moves in 10 ms
+# ticks, so "none" means less than about 10 ms stolen across all CPUs).
+probe_stats_calm() {
+  awk -F'\t' -v lo="$3" -v hi="$4" '
+    FNR == NR { if (FNR == 1) base = $1; if ($2 > 0) stolen[int(($1 - base) / 10)] = 1; next }
+    $1 >= lo && $1 <= hi {
+      # Keys relative to the first sample: mawk prints large numbers as %.6g.
+      for (b = int(($1 - base - 20) / 10); b <= int(($1 - base + $2 + 20) / 10); b++) if (b in stolen) next
+      if ($3 == 1) print $2; else print 1e9
+    }' "$2" "$1" | sort -g |
+    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
+      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
+      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
+}
+
+# steal_share STEAL_FILE LO_MS HI_MS -> % of the machine's CPU time stolen
+steal_share() {
+  awk -F'\t' -v lo="$2" -v hi="$3" -v hz="$HZ" -v n="$NCPU" '$1 > lo && $1 <= hi { t += $2 }
+    END { d = (hi - lo) / 1000; if (d > 0) printf "%.0f\n", t / (hz * n * d) * 100; else print 0 }' "$1"
+}
+
 kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }'; }
 
 declare -A SOLO
@@ -388,10 +411,14 @@ run_setup() { # NAME INDEX
   preflight "$n"
   sleep 2
   log "$n: idle probe baseline, ${IDLE}s"
-  local ib0 it0 bg
-  ib0=$(cpu_total_busy) it0=$(cpu_total_all)
+  local ib0 it0 bg steal_pid steal_file=$TMP/$1.steal.tsv idle_t0 idle_t1 calm_idle calm_busy steal_idle steal_busy
+  "$LOADGEN" steal --out "$steal_file" --duration-secs $((IDLE + DEADLINE + 120)) >/dev/null &
+  steal_pid=$!
+  STARTED_PIDS+=("$steal_pid")
+  ib0=$(cpu_total_busy) it0=$(cpu_total_all) idle_t0=$(date +%s%3N)
   nsx "$LOADGEN" probe --addr "127.0.0.1:${WPORT[$n]}" --host "${WHOST[$n]}" --path /index.html \
     --duration-secs "$IDLE" --out "$idle_file" >/dev/null
+  idle_t1=$(date +%s%3N)
   idle=$(probe_stats "$idle_file" 0 99999999999999)
   bg=$(awk -v b="$(($(cpu_total_busy) - ib0))" -v t="$(($(cpu_total_all) - it0))" 'BEGIN { if (t > 0) printf "%.0f", b / t * 100; else print 0 }')
   log "$n: machine CPU busy during the idle baseline: ${bg}%"
@@ -427,12 +454,20 @@ run_setup() { # NAME INDEX
   lo=$(($(kv start_unix_ms "$herd") + $(kv first_full_ms "$herd")))
   if [[ $(kv all_done_s "$herd") == never ]]; then hi=$(kv end_unix_ms "$herd"); else hi=$(($(kv start_unix_ms "$herd") + $(kv last_done_ms "$herd"))); fi
   busy=$(probe_stats "$probe_file" "$lo" "$hi")
+  kill -TERM "$steal_pid" 2>/dev/null || true
+  wait "$steal_pid" 2>/dev/null || true
+  calm_idle=$(probe_stats_calm "$idle_file" "$steal_file" 0 99999999999999)
+  calm_busy=$(probe_stats_calm "$probe_file" "$steal_file" "$lo" "$hi")
+  steal_idle=$(steal_share "$steal_file" "$idle_t0" "$idle_t1")
+  steal_busy=$(steal_share "$steal_file" "$lo" "$hi")
+  log "$n: probes without stolen CPU time: idle n p50 p99 failures = $calm_idle, busy = $calm_busy; CPU stolen by the host: idle ${steal_idle}%, busy ${steal_busy}%"
   stop_setup "$n"
   case $n in nginx) cap=$LINK ;; *) cap=$CAP ;; esac
   log "$n: ${herd#RESULT }"
   log "$n: busy probe n p50 p99 failures = $busy; server CPU ${servercpu}%, others' CPU ${others}%; link bytes $((t1 - tc0)), tbf drops $((d1 - d0))"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$cap" "$idle" "$busy" "$herd" "$servercpu" "$others" \
-    "$(awk -v b="$((t1 - tc0))" -v s="$secs" 'BEGIN { printf "%.1f", b * 8 / s / 1e6 }')" "$((d1 - d0))" "${SOLO[$n]}" "$bg" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$cap" "$idle" "$busy" "$herd" "$servercpu" "$others" \
+    "$(awk -v b="$((t1 - tc0))" -v s="$secs" 'BEGIN { printf "%.1f", b * 8 / s / 1e6 }')" "$((d1 - d0))" "${SOLO[$n]}" "$bg" \
+    "$calm_idle" "$calm_busy" "$steal_idle" "$steal_busy" >>"$RESULTS"
   line=$herd
   if [[ $n == cvdmirror* ]]; then
     awk -v p="$(kv peak_1s_mbit "$line")" -v c="$CAP" 'BEGIN { exit !(p > c * 1.10) }' &&
@@ -459,9 +494,12 @@ for s in "${SETUPS[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
+p99_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "fail" || a == "-" || b == "fail" || b == "-" || b + 0 == 0) print "-"; else printf "%.1f×", a / b }'; }
+
 row() { # one Markdown row from a results line
   local n=$1 cap=$2 idle=$3 busy=$4 herd=$5 server=$6 others=$7 linkm=$8 drops=$9 bg=${11}
-  local ip50 ip99 bn bp50 bp99 bf mean pct all
+  local calm_idle=${12} calm_busy=${13} steal_idle=${14} steal_busy=${15}
+  local ip50 ip99 bn bp50 bp99 bf mean pct all cip99 cbn cbp50 cbp99
   read -r _ ip50 ip99 _ <<<"$idle"
   read -r bn bp50 bp99 bf <<<"$busy"
   mean=$(kv busy_mean_mbit "$herd")
@@ -469,10 +507,14 @@ row() { # one Markdown row from a results line
   all=$(kv all_done_s "$herd")
   [[ $all == never ]] && all="never"
   [[ $all != never ]] && all="${all} s"
-  local ratio
-  ratio=$(awk -v a="$bp99" -v b="$ip99" 'BEGIN { if (a == "fail" || b == "fail" || b + 0 == 0) print "-"; else printf "%.1f×", a / b }')
-  printf '| %s | %s / %s | %s / %s (%s) | %s/%s | %s of %s (%s%%); peak 1 s %s | %s | %s | %s/%s (%s gave up) | %.1f | %s | %s | %s | %s%% / %s%% / %s%% |\n' \
-    "$n" "$ip50" "$ip99" "$bp50" "$bp99" "$ratio" "$bf" "$bn" "$mean" "$cap" "$pct" "$(kv peak_1s_mbit "$herd")" \
+  read -r _ _ cip99 _ <<<"$calm_idle"
+  read -r cbn cbp50 cbp99 _ <<<"$calm_busy"
+  local ratio cratio
+  ratio=$(p99_ratio "$bp99" "$ip99")
+  cratio=$(p99_ratio "$cbp99" "$cip99")
+  printf '| %s | %s / %s | %s / %s (%s) | %s / %s (%s; %s of %s probes) vs idle %s | %s%% / %s%% | %s/%s | %s of %s (%s%%); peak 1 s %s | %s | %s | %s/%s (%s gave up) | %.1f | %s | %s | %s | %s%% / %s%% / %s%% |\n' \
+    "$n" "$ip50" "$ip99" "$bp50" "$bp99" "$ratio" "$cbp50" "$cbp99" "$cratio" "$cbn" "$bn" "$cip99" "$steal_idle" "$steal_busy" \
+    "$bf" "$bn" "$mean" "$cap" "$pct" "$(kv peak_1s_mbit "$herd")" \
     "$(kv jain_mean "$herd")" "$all" "$(kv completed "$herd")" "$CLIENTS" "$(kv gave_up "$herd")" \
     "$(awk -v w="$(kv wasted_bytes "$herd")" 'BEGIN { print w / 1048576 }')" "$(kv s429 "$herd")" "$(kv requests "$herd")" \
     "$linkm / $drops" "$server" "$others" "$bg"
@@ -485,8 +527,8 @@ row() { # one Markdown row from a results line
   echo
   echo "Machine: $NCPU cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r); $(nginx -v 2>&1 | sed 's/nginx version: //'); cvdmirror $COMMIT ($(rustc --version | awk '{print $1, $2}'))."
   echo
-  echo '| setup | probe idle p50 / p99 ms | probe during herd p50 / p99 ms (p99 vs idle) | probe failures | CVD throughput over busy period, Mbit/s of cap | Jain (mean per s) | all clients hold the file after | completed | wasted MiB | 429s | requests | link Mbit/s / tbf drops | CPU: server / others during herd / machine during idle |'
-  echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+  echo '| setup | probe idle p50 / p99 ms | probe during herd p50 / p99 ms (p99 vs idle) | same, requests the host stole no CPU from: p50 / p99 ms (p99 vs idle; n) | CPU stolen by the host: idle / herd | probe failures | CVD throughput over busy period, Mbit/s of cap | Jain (mean per s) | all clients hold the file after | completed | wasted MiB | 429s | requests | link Mbit/s / tbf drops | CPU: server / others during herd / machine during idle |'
+  echo '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
   while IFS=$'\t' read -r -a f; do row "${f[@]}"; done <"$RESULTS"
   echo
   echo "Goal (cvdmirror row): probe p99 within 2× of idle, ≥ 90 % of the cap used, every client completes:"
@@ -496,9 +538,12 @@ row() { # one Markdown row from a results line
     read -r _ _ bp99 bf <<<"${f[3]}"
     m=$(kv busy_mean_mbit "${f[4]}")
     v1=$(awk -v a="$bp99" -v b="$ip99" 'BEGIN { print (a != "fail" && a + 0 <= 2 * b) ? "met" : "NOT met" }')
+    read -r _ _ cip99 _ <<<"${f[11]}"
+    read -r _ _ cbp99 _ <<<"${f[12]}"
+    v0=$(awk -v a="$cbp99" -v b="$cip99" 'BEGIN { print (a != "fail" && a != "-" && b != "-" && a + 0 <= 2 * b) ? "met" : "NOT met" }')
     v2=$(awk -v m="$m" -v c="$CAP" 'BEGIN { print (m >= 0.9 * c) ? "met" : "NOT met" }')
     v3=$([[ $(kv completed "${f[4]}") == "$CLIENTS" ]] && echo met || echo "NOT met")
-    echo "p99 $bp99 vs idle $ip99 ms: $v1; $m of $CAP Mbit/s: $v2; $(kv completed "${f[4]}")/$CLIENTS completed: $v3; probe failures: $bf."
+    echo "p99 $bp99 vs idle $ip99 ms: $v1 (over the requests the host stole no CPU from, $cbp99 vs $cip99 ms: $v0; CPU stolen during the herd: ${f[14]}%); $m of $CAP Mbit/s: $v2; $(kv completed "${f[4]}")/$CLIENTS completed: $v3; probe failures: $bf."
   done <"$RESULTS"
   echo
   echo "Per setup (herd RESULT line; server CPU %, others' CPU %, one download alone Mbit/s):"

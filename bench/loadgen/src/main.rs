@@ -1,4 +1,6 @@
-//! Load generator for `bench/serve.sh`, for the two patterns wrk cannot do.
+//! Load generator for `bench/serve.sh`, for the two patterns wrk cannot do,
+//! and for `bench/incident.sh` (`herd`, `probe` and `steal`, see their
+//! modules).
 //!
 //! - `close`: one TCP connection per request, like freshclam (`Connection:
 //!   close`). wrk does this too; this mode is the cross-check that the number
@@ -27,6 +29,7 @@ use tokio::time::{Instant, sleep, timeout};
 
 mod herd;
 mod probe;
+mod steal;
 
 const USAGE: &str = "\
 usage: cvdmirror-loadgen close --addr IP:PORT --path /P [--header 'K: V']... \\
@@ -35,6 +38,7 @@ usage: cvdmirror-loadgen close --addr IP:PORT --path /P [--header 'K: V']... \\
            [--arrive-secs 60] [--deadline-secs 600] [--ims DATE] [--seed 1] .. (see herd.rs)
        cvdmirror-loadgen probe --addr IP:PORT --out FILE [--host H] [--path /] \\
            [--interval-ms 100] [--timeout-ms 2000] [--duration-secs 60]
+       cvdmirror-loadgen steal --out FILE [--interval-ms 5] [--duration-secs 3600]
        cvdmirror-loadgen slow --addr IP:PORT --path /P --conns 10000 \\
            [--source 127.0.0.1,127.0.0.2,..] [--rcvbuf 4096] [--read-chunk 4096] \\
            [--interval-ms 1000] [--connect-parallel 256] [--ramp-secs 60] \\
@@ -480,6 +484,18 @@ fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if let Some(mode @ ("herd" | "probe")) = argv.first().map(String::as_str) {
         return incident_mode(mode, &argv[1..]);
+    }
+    if argv.first().map(String::as_str) == Some("steal") {
+        return match steal::run(&argv[1..]) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cvdmirror-loadgen steal: {e}\n{USAGE}");
+                ExitCode::from(2)
+            }
+        };
     }
     let args = match parse_args() {
         Ok(a) => Arc::new(a),
