@@ -248,17 +248,16 @@ impl Tree {
     ///
     /// [`Bucket::express_room`]: super::bucket::Bucket::express_room
     fn express_grant(&mut self, id: NodeId, want: u64, now: Instant) -> u64 {
-        let top = self.classifier.top_priority();
+        // Bulk flows ask for every chunk: they leave before touching a cap.
+        if !self.in_top_class(id) {
+            return 0;
+        }
         // Whole, borrowing if need be, when the response fits every cap's
         // room; otherwise what the caps hold, as a tick would grant it.
         let mut fits = true;
         let mut held = want;
-        let mut top_class = false;
         let mut up = self.node(id).and_then(|n| n.parent);
         while let Some(node) = up.and_then(|u| self.node_mut(u)) {
-            if node.level == Level::Class {
-                top_class = Some(node.priority) == top;
-            }
             if let Some(b) = node.bucket.as_mut() {
                 b.refill(now);
                 fits &= u64::try_from(b.express_room()).is_ok_and(|room| want <= room);
@@ -271,7 +270,7 @@ impl Tree {
             up = node.parent;
         }
         let limit = if fits { want } else { held };
-        if !top_class || limit == 0 {
+        if limit == 0 {
             return 0;
         }
         let mut up = self.node(id).and_then(|n| n.parent);
@@ -282,5 +281,20 @@ impl Tree {
             up = node.parent;
         }
         limit
+    }
+
+    /// Whether the flow's class is the top-priority one.
+    fn in_top_class(&self, id: NodeId) -> bool {
+        let Some(top) = self.classifier.top_priority() else {
+            return false;
+        };
+        let mut up = self.node(id).and_then(|n| n.parent);
+        while let Some(node) = up.and_then(|u| self.node(u)) {
+            if node.level == Level::Class {
+                return node.priority == top;
+            }
+            up = node.parent;
+        }
+        false
     }
 }
