@@ -23,6 +23,7 @@ pub mod cvd;
 pub mod demo;
 pub mod dns;
 pub mod hooks;
+pub mod html;
 pub mod limits;
 pub mod observe;
 pub mod pipeline;

@@ -75,8 +75,8 @@ pub struct FileObserve {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileAlerts {
-    /// Link capacity, e.g. `"100Mbit"`.
-    pub link_capacity: Option<Spanned<String>>,
+    /// Link capacity, a rate with units (`"100Mbit"`, `"10MB/s"`).
+    pub link_capacity: Option<crate::shape::Rate>,
     /// Share of capacity that counts as saturated, in percent.
     pub link_threshold_percent: Option<Spanned<f64>>,
     /// How long saturation must last.

@@ -1,6 +1,8 @@
 //! Resolution of `[observe]` (status page, public view) and `[alerts]`
 //! (thresholds, webhook) into the [`ObserveConfig`] the observer is built
-//! from, with the rate units operators write (`"100Mbit"`, `"12.5MB"`).
+//! from. `link_capacity` is a [`crate::shape::Rate`], written like every
+//! other rate (`"100Mbit"`, `"10MB/s"`), so a bad one is refused while the
+//! file is parsed, with its line and what to write instead.
 
 use std::time::Duration;
 
@@ -11,46 +13,10 @@ use super::{ConfigError, Resolver};
 use crate::observe::ObserveConfig;
 use crate::observe::alerts::AlertConfig;
 use crate::observe::alerts::deliver::WebhookConfig;
+use crate::shape::Rate;
 
 /// Default path of the public status page.
 pub const DEFAULT_PUBLIC_PATH: &str = "/_status";
-
-/// Parses a rate into bytes per second: a number and a unit, bits
-/// (`bit`, `kbit`, `Mbit`, `Gbit`, also `…bps`) or bytes (`B`, `kB`, `MB`,
-/// `GB`, `KiB`, `MiB`, `GiB`, optionally `/s`). Decimal prefixes are powers
-/// of 1000, as link speeds are sold (mod_cband's `kbps` meant 1024: not here).
-pub fn parse_rate(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let unit = unit.trim();
-    let unit = unit.strip_suffix("/s").unwrap_or(unit);
-    let (prefix, per_unit) = if let Some(p) = unit
-        .strip_suffix("bit")
-        .or_else(|| unit.strip_suffix("bps"))
-    {
-        (p, 1.0 / 8.0)
-    } else if let Some(p) = unit.strip_suffix('B') {
-        (p, 1.0)
-    } else {
-        return None;
-    };
-    let scale = match prefix {
-        "" => 1.0,
-        "k" | "K" => 1e3,
-        "M" | "m" => 1e6,
-        "G" | "g" => 1e9,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let bytes = number * scale * per_unit;
-    (bytes.is_finite() && bytes >= 1.0).then_some(bytes.round() as u64)
-}
 
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -115,18 +81,6 @@ impl Resolver<'_> {
 
     fn alerts(&self, a: FileAlerts, config: &mut ObserveConfig) -> Result<(), ConfigError> {
         let defaults = AlertConfig::default();
-        let link_capacity = match a.link_capacity {
-            Some(text) => Some(parse_rate(text.get_ref()).ok_or_else(|| {
-                self.invalid(
-                    Some(text.span()),
-                    format!(
-                        "link_capacity `{}` is not a rate; write e.g. \"100Mbit\" or \"12.5MB\"",
-                        text.get_ref()
-                    ),
-                )
-            })?),
-            None => None,
-        };
         let link_threshold = match a.link_threshold_percent {
             Some(p) if !(1.0..=100.0).contains(p.get_ref()) => {
                 return Err(self.invalid(
@@ -145,7 +99,7 @@ impl Resolver<'_> {
             None => defaults.herd_factor,
         };
         config.alerts = AlertConfig {
-            link_capacity,
+            link_capacity: a.link_capacity.map(Rate::bytes_per_sec),
             link_threshold,
             link_for: a.link_for.unwrap_or(defaults.link_for),
             herd_factor,
@@ -205,19 +159,52 @@ impl Resolver<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::file::FileConfig;
     use super::*;
 
+    fn alerts(toml: &str) -> Result<AlertConfig, String> {
+        let file = FileConfig::parse(toml).map_err(|e| e.to_string())?;
+        let resolver = Resolver {
+            path: None,
+            text: toml,
+        };
+        resolver
+            .observe(file.observe, file.alerts)
+            .map(|c| c.alerts)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn rates_in_the_units_operators_write() {
-        assert_eq!(parse_rate("100Mbit"), Some(12_500_000));
-        assert_eq!(parse_rate("100 Mbit/s"), Some(12_500_000));
-        assert_eq!(parse_rate("100mbps"), Some(12_500_000));
-        assert_eq!(parse_rate("8kbit"), Some(1000));
-        assert_eq!(parse_rate("12.5MB"), Some(12_500_000));
-        assert_eq!(parse_rate("1MiB/s"), Some(1_048_576));
-        assert_eq!(parse_rate("1Gbit"), Some(125_000_000));
-        assert_eq!(parse_rate("100"), None);
-        assert_eq!(parse_rate("fast"), None);
-        assert_eq!(parse_rate("0bit"), None);
+    fn link_capacity_is_written_like_every_other_rate() {
+        let capacity = |rate: &str| {
+            alerts(&format!("[alerts]\nlink_capacity = \"{rate}\"\n"))
+                .unwrap()
+                .link_capacity
+        };
+        assert_eq!(capacity("100Mbit"), Some(12_500_000));
+        assert_eq!(capacity("100 Mbit/s"), Some(12_500_000));
+        assert_eq!(capacity("100Mbps"), Some(12_500_000));
+        assert_eq!(capacity("8kbit"), Some(1000));
+        assert_eq!(capacity("10MB/s"), Some(10_000_000));
+        assert_eq!(capacity("1MiB/s"), Some(1_048_576));
+        assert_eq!(capacity("1Gbit"), Some(125_000_000));
+        assert_eq!(alerts("[alerts]\n").unwrap().link_capacity, None);
+    }
+
+    #[test]
+    fn a_bad_link_capacity_names_its_line_and_what_to_write() {
+        for (bad, reason) in [
+            ("100", "has no unit"),
+            ("100mbps", "ambiguous"),
+            ("12.5MB", "add `/s`"),
+            ("fast", "not a rate"),
+            ("0bit", "zero"),
+        ] {
+            let err = alerts(&format!("# c\n[alerts]\nlink_capacity = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                err.contains("line 3") && err.contains(reason),
+                "{bad}: {err}"
+            );
+        }
     }
 }

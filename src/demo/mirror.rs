@@ -1,33 +1,30 @@
-//! The demo's mirror: the same parts `serve` wires (traffic control with a
-//! link cap and the herd gate, observation, the sync engine with its
-//! self-healing hook, the admin API with the status page), assembled here so
-//! the demo can stop it from inside the process and reach its sync trigger.
+//! The demo's mirror: `serve` itself (traffic control with a link cap and
+//! the herd gate, observation, the sync engine with its self-healing hook,
+//! the admin API with the status page), started through
+//! [`crate::command::serve::start`] with the demo's settings, so the demo
+//! can stop it from inside the process and reach its sync trigger.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{Admin, SyncHandle};
 use crate::cli::ServeArgs;
-use crate::config::Config;
+use crate::command::serve::{self, Listeners};
+use crate::config::{Config, SyncSettings};
 use crate::control::Control;
 use crate::cvd::TrustedKeys;
 use crate::cvd::testkeys::signing_keys;
-use crate::hooks::Hooks;
-use crate::limits::Limits;
-use crate::observe::{ObserveConfig, Observer};
-use crate::server::{Server, listen};
-use crate::shape::{Rate, Shaper};
-use crate::sync::schedule::{self, HealHook, Trigger};
-use crate::sync::{Engine, SyncConfig, SyncStatus, VersionSource};
+use crate::observe::Observer;
+use crate::server::listen;
+use crate::shape::Rate;
+use crate::sync::schedule::Trigger;
+use crate::sync::{self, SyncStatus, VersionSource};
 
 /// What the mirror needs to know.
 pub struct MirrorSettings {
@@ -84,77 +81,22 @@ impl Mirror {
         };
         let mut config = Config::resolve(&args).context("mirror configuration")?;
         config.shutdown_grace = Duration::from_secs(2);
+        config.sync = sync_settings(&settings);
+        let mut listeners = Listeners::bind(&config)?;
+        listeners.admin = Some(bind_first(&settings.admin)?);
         let shutdown = CancellationToken::new();
+        let serving = serve::start(&config, listeners, &shutdown).await?;
 
-        let shaper = Shaper::new(config.shape.clone())
-            .map_err(|e| anyhow::anyhow!("[shape]: {}", e.reason))?;
-        shaper.spawn_pacer(shutdown.clone().cancelled_owned());
-        let limits = Arc::new(Limits::new(config.admission.clone())?);
-        let control = Arc::new(Control::new(shaper, limits, &config.shape));
-
-        let observer = Observer::new(ObserveConfig {
-            clients: config.admission.clients,
-            ..config.observe.clone()
-        });
-        observer.set_link_capacity(config.shape.link_rate.map(|r| r.bytes_per_sec()));
-
-        let engine = Arc::new(Engine::new(sync_config(&settings))?);
-        let status = engine.status();
-        let trigger = Arc::new(Trigger::default());
-        let published = Arc::new(ArcSwap::from_pointee(status.borrow().published.clone()));
-        let mut follow = engine.status();
-        {
-            let published = Arc::clone(&published);
-            tokio::spawn(async move {
-                while follow.changed().await.is_ok() {
-                    let now: BTreeMap<String, u32> = follow.borrow_and_update().published.clone();
-                    published.store(Arc::new(now));
-                }
-            });
-        }
-
-        let mut hooks = Hooks::new();
-        hooks.push(Arc::clone(&control) as Arc<dyn crate::hooks::Hook>);
-        hooks.push(observer.hook());
-        hooks.push(Arc::new(HealHook::new(published, Arc::clone(&trigger))));
-        observer.attach_sync(status.clone(), Arc::clone(&trigger));
-        let server = Arc::new(Server::new(&config, hooks)?);
-        let weak = Arc::downgrade(&server);
-        observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
-        observer.add_source(Arc::clone(&control) as Arc<dyn crate::observe::StatusSource>);
-        observer.start(&shutdown);
-
-        let listeners = listen::bind_all(&config.listen, false)?;
-        let addr = listeners
+        let addr = serving
+            .listeners()
             .first()
             .context("mirror has no listener")?
             .local_addr()?;
-        let admin_listener = bind_first(&settings.admin)?;
-        let admin = admin_listener.local_addr()?;
-        let databases = vec!["daily".to_string()];
-        let handle = SyncHandle {
-            status: status.clone(),
-            trigger: Arc::clone(&trigger),
-        };
-        let api = Arc::new(
-            Admin::new(None, databases, Some(handle), Box::new(|| false))
-                .with_observer(Arc::clone(&observer)),
-        );
-        {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = api.run(admin_listener, shutdown).await {
-                    tracing::error!(error = %e, "demo admin API stopped");
-                }
-            });
-        }
-        tokio::spawn(schedule::run(
-            engine,
-            Duration::from_secs(3_600),
-            Arc::clone(&trigger),
-            shutdown.clone(),
-        ));
-        let server = tokio::spawn(server.run(listeners, shutdown.clone().cancelled_owned()));
+        let admin = serving.admin.context("mirror has no admin API")?;
+        let sync = serving.sync.as_ref().context("mirror has no sync engine")?;
+        let (status, trigger) = (sync.status.clone(), Arc::clone(&sync.trigger));
+        let (control, observer) = (Arc::clone(&serving.control), Arc::clone(&serving.observer));
+        let server = tokio::spawn(serving.run());
         Ok(Self {
             url: format!("http://{addr}"),
             admin,
@@ -190,24 +132,31 @@ fn bind_first(addrs: &[SocketAddr]) -> anyhow::Result<std::net::TcpListener> {
     }
 }
 
-fn sync_config(settings: &MirrorSettings) -> SyncConfig {
-    let mut config = SyncConfig::new(settings.root.clone(), &settings.upstream);
-    config.versions = VersionSource::Dns {
-        name: settings.dns.0.clone(),
-        nameserver: Some(settings.dns.1),
-    };
-    config.databases = vec!["daily".into()];
-    config.backfill = 5;
-    config.keys = TrustedKeys::official().merged(&signing_keys().trusted());
-    config.connect_timeout = Duration::from_secs(5);
-    config.stall_timeout = Duration::from_secs(10);
-    config.attempts = 1;
-    config.retry_base = Duration::from_millis(200);
-    config.max_requests_per_file_per_hour = 100;
-    // Longer than the demo: the mirror waits for the missing cdiff rather
-    // than publish without it.
-    config.missing_cdiff_grace = Duration::from_secs(3_600);
-    config
+/// The engine's settings: the demo's upstream, its test keys, and
+/// timeouts and budgets for a run of seconds (some beyond what a config
+/// file may say). Passes come from the demo's trigger; the hourly
+/// schedule only keeps the engine running.
+fn sync_settings(settings: &MirrorSettings) -> SyncSettings {
+    SyncSettings {
+        upstream: settings.upstream.clone(),
+        versions: VersionSource::Dns {
+            name: settings.dns.0.clone(),
+            nameserver: Some(settings.dns.1),
+        },
+        databases: vec!["daily".into()],
+        interval: Some(Duration::from_secs(3_600)),
+        backfill: 5,
+        retention: sync::DEFAULT_RETENTION,
+        keys: TrustedKeys::official().merged(&signing_keys().trusted()),
+        connect_timeout: Duration::from_secs(5),
+        stall_timeout: Duration::from_secs(10),
+        attempts: 1,
+        max_requests_per_file_per_hour: 100,
+        // Longer than the demo: the mirror waits for the missing cdiff
+        // rather than publish without it.
+        missing_cdiff_grace: Duration::from_secs(3_600),
+        retry_base: Duration::from_millis(200),
+    }
 }
 
 /// Traffic control settings the flags do not cover.

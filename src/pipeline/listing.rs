@@ -11,6 +11,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use super::respond;
 use crate::body::ResponseBody;
+use crate::html::escape;
 
 /// Bytes escaped in a link path segment.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -37,7 +38,7 @@ pub fn respond(dir: File, request_path: &str, method: &Method) -> Response<Respo
         }
     };
     let base = request_path.trim_end_matches('/');
-    let title = escape_html(if base.is_empty() { "/" } else { request_path });
+    let title = escape(if base.is_empty() { "/" } else { request_path });
     let mut html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n<body><h1>Index of {title}</h1><ul>\n"
     );
@@ -47,7 +48,7 @@ pub fn respond(dir: File, request_path: &str, method: &Method) -> Response<Respo
             html,
             "<li><a href=\"{base}/{}{slash}\">{}{slash}</a></li>",
             utf8_percent_encode(&name, SEGMENT),
-            escape_html(&name)
+            escape(&name)
         );
     }
     html.push_str("</ul></body></html>\n");
@@ -86,32 +87,9 @@ fn read_entries(dir: &File) -> std::io::Result<Vec<(String, bool)>> {
     Ok(entries)
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            escape_html("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
 
     #[test]
     fn listing_hides_dotfiles_and_escapes_names() {

@@ -113,6 +113,18 @@ fn bad_header_read_timeout_is_refused() {
 }
 
 #[test]
+fn bad_rate_is_refused_with_what_to_write() {
+    for (bad, reason) in [("100", "no unit"), ("100mbps", "ambiguous")] {
+        let err = refuses(&format!("# alerts\n[alerts]\nlink_capacity = \"{bad}\"\n"));
+        assert_names_file_and_line(&err, 3);
+        assert!(
+            err.contains(reason),
+            "reason does not explain the rate {bad:?}:\n{err}"
+        );
+    }
+}
+
+#[test]
 fn missing_config_file_is_refused_with_its_name() {
     let err = TestServer::builder()
         .args(["--config", "/nonexistent/dir/missing-cvdmirror.toml"])

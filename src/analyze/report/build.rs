@@ -1,0 +1,151 @@
+//! Assembling the [`Report`] from the aggregates once the input is read:
+//! the baseline and episodes over the timeline, each episode's share of the
+//! fallback chains, the top tables and the bounds of the approximation.
+
+use std::collections::HashMap;
+
+use super::explain::{explain, explain_episode};
+use super::fallback::{all_fallback, episode_fallback};
+use super::{Bounds, ClassTotal, EpisodeReport, Malformed, Point, Report, Row, Totals, percent};
+use crate::analyze::aggregate::Analyzer;
+use crate::analyze::chains::Chain;
+use crate::analyze::classify::Class;
+use crate::analyze::episodes;
+use crate::analyze::time::{format_offset, rfc3339};
+use crate::analyze::topk::{Counter, TopK};
+
+impl Analyzer {
+    /// Finishes the analysis.
+    pub fn finish(self) -> Report {
+        let a = self;
+        let offset = a.options.display_offset.or(a.first_offset).unwrap_or(0);
+        let width = a.timeline.width();
+        let dense = a.timeline.dense();
+        let bytes: Vec<u64> = dense.iter().map(|(_, b)| b.total_bytes()).collect();
+        let base = episodes::baseline(&bytes, width, a.options.min_rate);
+        let series: Vec<(i64, u64)> = dense.iter().map(|(t, b)| (*t, b.total_bytes())).collect();
+        let found = episodes::detect(&series, width, &base);
+        let total_bytes: u64 = a.class_bytes.iter().sum();
+        let verdicts = a.sizes.verdicts();
+        let top = a.options.top;
+        // Chains in time order, each episode takes its slice.
+        let mut chains: Vec<(u64, Chain)> = a.chains.each().map(|(k, c)| (k, *c)).collect();
+        chains.sort_unstable_by_key(|(_, c)| c.time);
+
+        let episodes = found
+            .iter()
+            .map(|e| {
+                let mut class_bytes = [0u64; 4];
+                for (_, b) in dense.iter().filter(|(t, _)| *t >= e.start && *t < e.end) {
+                    for (acc, v) in class_bytes.iter_mut().zip(b.bytes) {
+                        *acc += v;
+                    }
+                }
+                let ep_bytes: u64 = class_bytes.iter().sum();
+                let lo = chains.partition_point(|(_, c)| c.time < e.start);
+                let hi = chains.partition_point(|(_, c)| c.time < e.end);
+                let fallback = episode_fallback(&a, &chains[lo..hi], &verdicts);
+                let mut r = EpisodeReport {
+                    start: e.start,
+                    end: e.end,
+                    start_rfc3339: rfc3339(e.start),
+                    end_rfc3339: rfc3339(e.end),
+                    ongoing: e.ongoing,
+                    minutes: (e.end - e.start) / 60,
+                    bytes: ep_bytes,
+                    class_bytes,
+                    share_percent: percent(ep_bytes, total_bytes),
+                    peak_time: e.peak_time,
+                    peak_bits_per_sec: e.peak_bytes as f64 * 8.0 / width as f64,
+                    fallback,
+                    explanation: String::new(),
+                };
+                r.explanation = explain_episode(&r, &base, width, total_bytes, offset);
+                r
+            })
+            .collect::<Vec<_>>();
+
+        let fallback = all_fallback(&a, top);
+        let wasted_bytes = verdicts.iter().map(|v| v.wasted_bytes).sum();
+        let explanation = explain(&a, &episodes, &base, width, offset, total_bytes);
+        let tables = a.table_sizes();
+        let evicted = HashMap::from([
+            ("clients", a.clients.evicted()),
+            ("agents", a.agents.evicted()),
+            ("versions", a.versions.evicted()),
+            ("files", a.files.evicted()),
+        ]);
+        Report {
+            malformed: Malformed {
+                count: a.malformed.values().sum(),
+                by_reason: a.malformed.iter().map(|(r, n)| (*r, *n)).collect(),
+                examples: a.examples.clone(),
+            },
+            lines: a.lines,
+            parsed: a.parsed,
+            out_of_range: a.out_of_range,
+            utc_offset: offset,
+            utc_offset_text: format_offset(offset),
+            first: a.span.map(|s| s.0),
+            last: a.span.map(|s| s.1),
+            bucket_secs: width,
+            totals: Totals {
+                requests: a.class_requests.iter().sum(),
+                bytes: total_bytes,
+                classes: Class::ALL
+                    .iter()
+                    .map(|&c| ClassTotal {
+                        class: c,
+                        requests: a.class_requests[c as usize],
+                        bytes: a.class_bytes[c as usize],
+                    })
+                    .collect(),
+            },
+            timeline: dense
+                .iter()
+                .map(|&(start, counts)| Point { start, counts })
+                .collect(),
+            baseline: base,
+            episodes,
+            fallback,
+            downloads: verdicts,
+            wasted_bytes,
+            top_clients: rows(&a.clients, top),
+            top_agents: rows(&a.agents, top),
+            top_versions: rows(&a.versions, top),
+            top_files: rows(&a.files, top),
+            statuses: a.statuses.iter().map(|(s, n)| (*s, *n)).collect(),
+            explanation,
+            bounds: Bounds {
+                limits: a.options.limits,
+                tables,
+                evicted,
+                untracked_chains: a.chains.untracked_chains,
+                dropped_streaks: a.chains.dropped_streaks,
+                coarsened: width != a.options.bucket_secs,
+            },
+            inputs: a.inputs,
+        }
+    }
+}
+
+fn rows(t: &TopK<String>, n: usize) -> Vec<Row> {
+    t.top(n)
+        .into_iter()
+        .map(
+            |(
+                name,
+                Counter {
+                    requests,
+                    bytes,
+                    error,
+                },
+            )| Row {
+                name,
+                requests,
+                bytes,
+                error,
+            },
+        )
+        .collect()
+}

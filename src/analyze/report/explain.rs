@@ -1,0 +1,122 @@
+//! The plain-language explanation: one paragraph per episode saying what
+//! filled the link (a fallback herd, or which class of traffic), and
+//! general paragraphs when there was no surge.
+
+use super::{EpisodeReport, human_bytes, mbit, pct, percent};
+use crate::analyze::aggregate::Analyzer;
+use crate::analyze::classify::Class;
+use crate::analyze::episodes::{self, Baseline};
+use crate::analyze::time::{format_clock, format_minute, format_offset};
+
+pub(super) fn explain_episode(
+    r: &EpisodeReport,
+    base: &Baseline,
+    width: i64,
+    total: u64,
+    offset: i32,
+) -> String {
+    let at = |t| format_clock(t, offset);
+    let normal = mbit(base.level * 8.0 / width as f64);
+    let peak = mbit(r.peak_bits_per_sec);
+    let back = if r.ongoing {
+        format!(
+            "The log ends at {} with traffic still high (peak {peak}, normally {normal}).",
+            at(r.end)
+        )
+    } else {
+        format!(
+            "Traffic was back to normal at {} (peak {peak}, normally {normal}).",
+            at(r.end)
+        )
+    };
+    match &r.fallback {
+        Some(f) if f.bytes.saturating_mul(4) >= r.bytes => {
+            let mut s = format!(
+                "From {}, {} clients requested {}, got 404 and then downloaded {} in full; {} in {} min ({} of all bytes).",
+                at(r.start),
+                f.clients,
+                f.patch,
+                f.file,
+                human_bytes(f.bytes),
+                r.minutes,
+                pct(percent(f.bytes, total)),
+            );
+            if f.all_clients > f.clients {
+                s += &format!(
+                    " {} more clients fell back after missing other patches.",
+                    f.all_clients - f.clients
+                );
+            }
+            if f.downloads > f.clients {
+                s += &format!(
+                    " Some fetched it more than once: {} downloads in all.",
+                    f.downloads
+                );
+            }
+            if f.aborted > 0 {
+                s += &format!(
+                    " {} of those downloads were aborted part-way and will be repeated ({} wasted).",
+                    f.aborted,
+                    human_bytes(f.wasted_bytes)
+                );
+            }
+            s + " " + &back
+        }
+        _ => {
+            let (ci, cb) = r
+                .class_bytes
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, b)| **b)
+                .map_or((3, 0), |(i, b)| (i, *b));
+            format!(
+                "From {} to {}, traffic surged to {peak} ({} in {} min, {} of all bytes); {} made up {} of it. {back}",
+                at(r.start),
+                at(r.end),
+                human_bytes(r.bytes),
+                r.minutes,
+                pct(r.share_percent),
+                Class::ALL[ci].label(),
+                pct(percent(cb, r.bytes)),
+            )
+        }
+    }
+}
+
+pub(super) fn explain(
+    a: &Analyzer,
+    eps: &[EpisodeReport],
+    base: &Baseline,
+    width: i64,
+    offset: i32,
+    total: u64,
+) -> Vec<String> {
+    let mut out: Vec<String> = eps.iter().map(|e| e.explanation.clone()).collect();
+    if eps.is_empty() {
+        out.push(format!(
+            "No surge: traffic never stayed above {} for {} buckets in a row (normally {}).",
+            mbit(base.onset_threshold * 8.0 / width as f64),
+            episodes::ONSET_RUN,
+            mbit(base.level * 8.0 / width as f64)
+        ));
+    }
+    if a.chains.total_chains > 0 && eps.iter().all(|e| e.fallback.is_none()) {
+        out.push(format!(
+            "{} clients fell back from a missing patch to a whole download ({} chains, {}).",
+            a.chains.clients(),
+            a.chains.total_chains,
+            human_bytes(a.chains.total_bytes)
+        ));
+    }
+    if let (Some((lo, hi)), true) = (a.span, total > 0) {
+        out.push(format!(
+            "The logs cover {} to {} (UTC{}): {} requests, {}.",
+            format_minute(lo, offset),
+            format_minute(hi, offset),
+            format_offset(offset),
+            a.class_requests.iter().sum::<u64>(),
+            human_bytes(total)
+        ));
+    }
+    out
+}
