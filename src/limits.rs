@@ -127,8 +127,8 @@ pub enum TransferVerdict {
     Continue,
     /// A quota with a `slow` action is used up: pace to this rate.
     Slow(u64),
-    /// A quota with a refusing action is used up. New transfers are refused;
-    /// the caller may finish this one or end it.
+    /// A quota with a refusing action is used up, and none with `slow`.
+    /// New transfers are refused; the caller may finish this one or end it.
     Exceeded(LimitKind),
 }
 

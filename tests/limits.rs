@@ -218,11 +218,17 @@ async fn quotas_charge_during_transfers_release_by_slice_and_roll_over() {
     // The next slice brings room.
     tokio::time::advance(Duration::from_secs(3600)).await;
     served(admit(&l, &cvd("192.0.2.1"), 0));
-    // The site quota is used up: slow, not refuse.
+    // The site quota is used up: slow, not refuse. A transfer of the
+    // client whose own (redirecting) quota is used up as well is slowed
+    // too: the redirect can only answer its next request.
     l.charge(&site, client, 100_000_000_000);
     assert_eq!(
         l.check_transfer(&site, client),
-        TransferVerdict::Exceeded(cvdmirror::limits::LimitKind::ClientQuota)
+        TransferVerdict::Slow(50_000)
+    );
+    assert_eq!(
+        refusal(admit(&l, &cvd("192.0.2.1"), 0)).status,
+        StatusCode::TEMPORARY_REDIRECT
     );
     let other = l.client_key(peer("192.0.2.9"), &HeaderMap::new());
     assert_eq!(

@@ -140,28 +140,28 @@ impl Limits {
         self.quotas.charge(site, client, bytes, self.clock.unix());
     }
 
-    /// Whether a running transfer is still within its quotas.
+    /// Whether a running transfer is still within its quotas. A used-up
+    /// quota whose action is `slow` slows it (the lowest such rate wins),
+    /// even when a refusing quota is used up too: a refusal can only apply
+    /// to the client's next request, slowing applies now.
     pub fn check_transfer(&self, site: &Arc<str>, client: ClientKey) -> TransferVerdict {
         if !self.quotas.is_enabled() {
             return TransferVerdict::Continue;
         }
         let check = self.quotas.check(site, client, self.clock.unix());
-        let mut verdict = TransferVerdict::Continue;
+        let mut slow: Option<u64> = None;
+        let mut refused = None;
         for (scope, _) in exhausted(&check) {
-            let (kind, action) = self.quota_action(scope);
-            verdict = match (action, verdict) {
-                (Action::Slow { rate }, TransferVerdict::Slow(r)) => {
-                    TransferVerdict::Slow(rate.min(r))
-                }
-                (Action::Slow { rate }, TransferVerdict::Continue) => TransferVerdict::Slow(rate),
-                (Action::Slow { .. }, v) => v,
-                (_, _) => TransferVerdict::Exceeded(kind),
-            };
-            if matches!(verdict, TransferVerdict::Exceeded(_)) {
-                break;
+            match self.quota_action(scope) {
+                (_, Action::Slow { rate }) => slow = Some(slow.map_or(rate, |r| r.min(rate))),
+                (kind, _) => refused = refused.or(Some(kind)),
             }
         }
-        verdict
+        match (slow, refused) {
+            (Some(rate), _) => TransferVerdict::Slow(rate),
+            (None, Some(kind)) => TransferVerdict::Exceeded(kind),
+            (None, None) => TransferVerdict::Continue,
+        }
     }
 
     fn quota_action(&self, scope: QuotaScope) -> (LimitKind, Action) {
