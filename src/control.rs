@@ -228,6 +228,7 @@ impl Hook for Control {
             site: Arc::clone(&exchange.site),
             client: admission.client,
             rate: flow.rate_handle(),
+            decisions: self.decisions.clone(),
             bulk: admission.bulk,
             base,
             applied: base,
@@ -267,6 +268,8 @@ struct QuotaWatch {
     site: Arc<str>,
     client: ClientKey,
     rate: FlowRate,
+    /// Where a running transfer's slowing is counted.
+    decisions: Family<DecisionLabels, Counter>,
     /// Whether the quotas apply (as at admission, only to bulk transfers).
     bulk: bool,
     /// The client cap the transfer was admitted with.
@@ -293,12 +296,25 @@ impl QuotaWatch {
         }
         self.unchecked = 0;
         self.checked_at = Instant::now();
-        let wanted = match limits.check_transfer(&self.site, self.client) {
-            TransferVerdict::Slow(rate) => Rate::min_cap(self.base, Rate::from_bytes_per_sec(rate)),
+        let (wanted, slowed_by) = match limits.check_transfer(&self.site, self.client) {
+            TransferVerdict::Slow { rate, limit } => (
+                Rate::min_cap(self.base, Rate::from_bytes_per_sec(rate)),
+                Some(limit),
+            ),
             // Finished at the admitted pace (see above).
-            TransferVerdict::Continue | TransferVerdict::Exceeded(_) => self.base,
+            TransferVerdict::Continue | TransferVerdict::Exceeded(_) => (self.base, None),
         };
         if wanted != self.applied {
+            if let Some(limit) = slowed_by
+                && self.applied == self.base
+            {
+                self.decisions
+                    .get_or_create(&DecisionLabels {
+                        decision: "slowed_running",
+                        limit: limit.as_str(),
+                    })
+                    .inc();
+            }
             tracing::debug!(client = %self.client, site = %self.site, rate = ?wanted, "quota changed the pace of a running transfer");
             self.rate.set(wanted);
             self.applied = wanted;
@@ -458,7 +474,7 @@ impl StatusSource for Control {
     fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "decisions",
-            "Admission decisions: admitted, slowed, or refused by which limit",
+            "Admission decisions: admitted, slowed, or refused by which limit; slowed_running: a running transfer slowed by a quota that ran out",
             self.decisions.clone(),
         );
         registry.register_collector(Box::new(HerdCollector {

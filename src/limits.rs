@@ -125,8 +125,14 @@ impl AdmissionGuard {
 pub enum TransferVerdict {
     /// Within every quota.
     Continue,
-    /// A quota with a `slow` action is used up: pace to this rate.
-    Slow(u64),
+    /// A quota with a `slow` action is used up: pace to `rate` (bytes per
+    /// second); `limit` is the quota that set it.
+    Slow {
+        /// Bytes per second.
+        rate: u64,
+        /// The used-up quota whose rate this is.
+        limit: LimitKind,
+    },
     /// A quota with a refusing action is used up, and none with `slow`.
     /// New transfers are refused; the caller may finish this one or end it.
     Exceeded(LimitKind),

@@ -224,7 +224,10 @@ async fn quotas_charge_during_transfers_release_by_slice_and_roll_over() {
     l.charge(&site, client, 100_000_000_000);
     assert_eq!(
         l.check_transfer(&site, client),
-        TransferVerdict::Slow(50_000)
+        TransferVerdict::Slow {
+            rate: 50_000,
+            limit: cvdmirror::limits::LimitKind::SiteQuota
+        }
     );
     assert_eq!(
         refusal(admit(&l, &cvd("192.0.2.1"), 0)).status,
@@ -233,7 +236,10 @@ async fn quotas_charge_during_transfers_release_by_slice_and_roll_over() {
     let other = l.client_key(peer("192.0.2.9"), &HeaderMap::new());
     assert_eq!(
         l.check_transfer(&site, other),
-        TransferVerdict::Slow(50_000)
+        TransferVerdict::Slow {
+            rate: 50_000,
+            limit: cvdmirror::limits::LimitKind::SiteQuota
+        }
     );
     assert_eq!(
         served(admit(&l, &cvd("192.0.2.9"), 0)).slow_to,

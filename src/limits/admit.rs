@@ -149,16 +149,20 @@ impl Limits {
             return TransferVerdict::Continue;
         }
         let check = self.quotas.check(site, client, self.clock.unix());
-        let mut slow: Option<u64> = None;
+        let mut slow: Option<(u64, LimitKind)> = None;
         let mut refused = None;
         for (scope, _) in exhausted(&check) {
             match self.quota_action(scope) {
-                (_, Action::Slow { rate }) => slow = Some(slow.map_or(rate, |r| r.min(rate))),
+                (kind, Action::Slow { rate }) => {
+                    if slow.is_none_or(|(r, _)| rate < r) {
+                        slow = Some((rate, kind));
+                    }
+                }
                 (kind, _) => refused = refused.or(Some(kind)),
             }
         }
         match (slow, refused) {
-            (Some(rate), _) => TransferVerdict::Slow(rate),
+            (Some((rate, limit)), _) => TransferVerdict::Slow { rate, limit },
             (None, Some(kind)) => TransferVerdict::Exceeded(kind),
             (None, None) => TransferVerdict::Continue,
         }

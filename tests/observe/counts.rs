@@ -267,3 +267,35 @@ fn metrics_show_the_herd_gates_waiting_list() {
     );
     drop(held);
 }
+
+/// A `slow` quota that runs out under a running download is counted once,
+/// as `slowed_running` with the quota that did it, beside the admission
+/// decisions: an operator sees quotas biting mid-transfer, not only at the
+/// door.
+#[test]
+fn a_quota_slowing_a_running_download_is_counted() {
+    let file = vec![3u8; 3_000_000];
+    let server = spawn::start(
+        &[("daily.cvd", &file)],
+        "[limits.client_quota]\nlimit = 1000000\nperiod = \"1h\"\nslices = 1\n\
+         on_exceed = { action = \"slow\", rate = \"80Mbit\" }\n",
+    );
+    let download = server.request("GET", "/daily.cvd", &[]);
+    assert_eq!(download.status, 200);
+    assert_eq!(download.body.len(), file.len());
+    let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
+    let decisions = |decision: &str, limit: &str| {
+        metric(
+            &text,
+            &format!(
+                "cvdmirror_traffic_control_decisions_total{{decision=\"{decision}\",limit=\"{limit}\"}}"
+            ),
+        )
+    };
+    assert_eq!(decisions("admitted", "-"), Some(1.0), "{text}");
+    assert_eq!(
+        decisions("slowed_running", "client-quota"),
+        Some(1.0),
+        "{text}"
+    );
+}
