@@ -66,7 +66,14 @@ impl Workers {
             match thread {
                 Ok(thread) => workers.threads.push(thread),
                 Err(e) => {
+                    // The ones started see the token at once and end; wait
+                    // for them so a failed start leaves no thread behind.
                     workers.stop.cancel();
+                    for thread in workers.threads.drain(..) {
+                        if thread.join().is_err() {
+                            tracing::error!("a worker thread panicked");
+                        }
+                    }
                     return Err(e);
                 }
             }
