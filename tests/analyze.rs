@@ -34,7 +34,7 @@ fn args(logs: &[&Path], dir: &Path) -> AnalyzeArgs {
         until: None,
         bucket: 60,
         chain_window: 600,
-        min_rate: 131_072.0,
+        min_rate: cvdmirror::shape::Rate::from_bytes_per_sec(131_072).unwrap(),
         logged_at: LoggedAt::Start,
         utc_offset: None,
         top: 10,

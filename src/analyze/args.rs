@@ -51,9 +51,10 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_secs)]
     pub chain_window: i64,
 
-    /// Smallest traffic that can be a surge, per second (`128KiB`, `1MB`, `8Mbit`).
-    #[arg(long, value_name = "RATE", default_value = "128KiB", value_parser = parse_rate)]
-    pub min_rate: f64,
+    /// Smallest traffic that can be a surge, a rate with units like every
+    /// other (`128KiB/s`, `1MB/s`, `8Mbit`).
+    #[arg(long, value_name = "RATE", default_value = "128KiB/s")]
+    pub min_rate: crate::shape::Rate,
 
     /// Whether log timestamps mark the start of a request (Apache,
     /// cvdmirror) or its end (nginx).
@@ -79,7 +80,7 @@ impl AnalyzeArgs {
             until: self.until,
             chain_window_secs: self.chain_window,
             logged_at: self.logged_at,
-            min_rate: self.min_rate,
+            min_rate: self.min_rate.bytes_per_sec_f64(),
             top: self.top.max(1),
             display_offset: self.utc_offset,
             ..Options::default()
@@ -112,36 +113,6 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         .map_err(|_| "before 1970".into())
 }
 
-/// Bytes per second: a number with an optional unit (`k`/`KB`, `KiB`,
-/// `M`/`MB`, `MiB`, `G`/`GB`, `GiB`; `kbit`, `Mbit`, `Gbit` for bits).
-pub fn parse_rate(s: &str) -> Result<f64, String> {
-    let s = s.trim().trim_end_matches("/s");
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("not a rate: {s:?}"))?;
-    let factor = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "kbit" => 125.0,
-        "mbit" => 125e3,
-        "gbit" => 125e6,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    let v = n * factor;
-    if v.is_finite() && v >= 0.0 {
-        Ok(v)
-    } else {
-        Err("out of range".into())
-    }
-}
-
 /// `+0200`, `-0530`, `UTC`.
 pub fn parse_zone(s: &str) -> Result<i32, String> {
     parse_offset(s).ok_or_else(|| format!("expected +HHMM, -HHMM or UTC, not {s:?}"))
@@ -155,12 +126,34 @@ mod tests {
     fn units() {
         assert_eq!(parse_secs("1m"), Ok(60));
         assert!(parse_secs("0s").is_err());
-        assert_eq!(parse_rate("128KiB"), Ok(131_072.0));
-        assert_eq!(parse_rate("8Mbit"), Ok(1e6));
         assert_eq!(
             parse_time("2026-11-29 16:41"),
             parse_time("2026-11-29T16:41:00Z")
         );
         assert_eq!(parse_zone("+0200"), Ok(7200));
+    }
+
+    #[test]
+    fn min_rate_is_written_like_every_other_rate() {
+        use clap::Parser;
+        let min_rate = |flag: Option<&str>| {
+            let mut argv = vec!["cvdmirror", "analyze", "access.log"];
+            if let Some(v) = flag {
+                argv.extend(["--min-rate", v]);
+            }
+            match crate::cli::Cli::try_parse_from(argv) {
+                Ok(crate::cli::Cli {
+                    command: crate::cli::Command::Analyze(a),
+                }) => Ok(a.options().min_rate),
+                Ok(_) => Err("not analyze".to_owned()),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(min_rate(None), Ok(131_072.0));
+        assert_eq!(min_rate(Some("8Mbit")), Ok(1e6));
+        assert_eq!(min_rate(Some("1MB/s")), Ok(1e6));
+        let bare = min_rate(Some("100")).unwrap_err();
+        assert!(bare.contains("no unit"), "{bare}");
+        assert!(min_rate(Some("8kbps")).is_err());
     }
 }
