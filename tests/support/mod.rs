@@ -128,6 +128,23 @@ impl TestServer {
         }
     }
 
+    /// The access log once it contains `needle` (lines are written a few
+    /// milliseconds after their response).
+    pub fn access_log_containing(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.access_log).unwrap_or_default();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "access log never contained {needle:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -145,13 +145,14 @@ fn another_cvdmirror_is_an_upstream() {
         crate::support::fixture("bytecode-268.cvd"),
         "verified with the official keys and published as is"
     );
-    let log = upstream.access_log_lines(2).join("\n");
+    // The whole CVD's line (the sync has ended, so it is on its way).
+    let log = upstream.access_log_containing("\"GET /bytecode.cvd HTTP/1.1\" 200 78992");
+    let check = log
+        .find("\"GET /bytecode.cvd HTTP/1.1\" 206 512")
+        .expect("a header check");
+    let whole = log.find("\" 200 78992").expect("the whole CVD");
     assert!(
-        log.contains("\"GET /bytecode.cvd HTTP/1.1\" 206 512"),
-        "header check first: {log}"
-    );
-    assert!(
-        log.contains("\"GET /bytecode.cvd HTTP/1.1\" 200 78992"),
-        "then the whole CVD: {log}"
+        check < whole,
+        "header check first, then the whole CVD: {log}"
     );
 }
