@@ -7,6 +7,9 @@ use clap::{CommandFactory, Parser};
 use cvdmirror::cli::{Cli, Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -5,10 +5,10 @@
 //! A connection stays on the thread that accepted it, so its reads, writes
 //! and timers never hop between threads: a multi-threaded runtime's work
 //! stealing and cross-thread wake-ups are what a small request (a header
-//! check, a `304`) costs most (see BENCHMARKS.md). Every worker registers
-//! its own copy of each listening socket, so whichever worker is free first
-//! accepts the next client; a worker busy with its connections accepts
-//! fewer. Shared state (the shaper, limits, counters) is behind `Arc`s and
+//! check, a `304`) costs most (see BENCHMARKS.md). Every worker listens on
+//! each address with a socket of its own (the first worker with the one
+//! bound at startup, the others with its `SO_REUSEPORT` siblings), so a new
+//! connection wakes exactly one worker. Shared state (the shaper, limits, counters) is behind `Arc`s and
 //! works from any thread; the pacer and the background tasks stay on the
 //! main runtime.
 
@@ -43,12 +43,24 @@ impl Workers {
     {
         let mut prepared = Vec::with_capacity(count);
         for _ in 0..count {
-            let runtime = Builder::new_current_thread().enable_all().build()?;
+            // Sockets and timers only: signals and child processes are the
+            // main runtime's, and their drivers would be polled on every turn.
+            let runtime = Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()?;
             let loops = {
                 let _inside = runtime.enter();
                 let copies = listeners
                     .iter()
-                    .map(|l| TcpListener::from_std(l.try_clone()?))
+                    .map(|l| {
+                        let own = if prepared.is_empty() {
+                            l.try_clone()?
+                        } else {
+                            super::listen::sibling(l)?
+                        };
+                        TcpListener::from_std(own)
+                    })
                     .collect::<io::Result<Vec<_>>>()?;
                 accept(copies)
             };
