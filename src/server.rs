@@ -173,10 +173,14 @@ impl Server {
         graceful: CancellationToken,
         abort: CancellationToken,
     ) {
+        // One wait on the token for the loop's life: a fresh one per accept
+        // would join and leave the token's waiter list on every connection.
+        let stopping = graceful.cancelled();
+        tokio::pin!(stopping);
         loop {
             let accepted = tokio::select! {
                 biased;
-                () = graceful.cancelled() => return,
+                () = &mut stopping => return,
                 accepted = listener.accept() => accepted,
             };
             let (stream, peer) = match accepted {

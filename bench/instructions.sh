@@ -1,0 +1,174 @@
+#!/usr/bin/env bash
+# bench/instructions.sh — user-space instructions per header check, cvdmirror
+# vs nginx, counted by valgrind's callgrind: a measure the machine's load and
+# the host's CPU steal do not move, for the scenario (`check`) whose req/s
+# ratio they move most.
+#
+# Usage: bench/instructions.sh
+#
+# Each server runs alone under callgrind with one worker (nginx: one worker
+# process; cvdmirror: `workers = 1`), serving bytecode.cvd with an access log
+# to a file, as in bench/serve.sh. After a warm-up, the counters are zeroed,
+# wrk sends freshclam's header check (`Range: bytes=0-511`, `Connection:
+# close`, a new connection per request) for INSTR_DURATION seconds, the
+# counters are dumped, and the instructions of the serving processes
+# (nginx's worker, cvdmirror's one process) are divided by the requests
+# answered. Kernel work (system calls, TCP) is
+# not counted: bench/serve.sh measures the whole.
+#
+# Knobs (environment): INSTR_DURATION (s, 8), CVDMIRROR_BIN (skip the build),
+# BENCH_OUT (also write the report here), BENCH_KEEP_TMP=1.
+#
+# Talks only to loopback; every wait is bounded; cleans up on exit or Ctrl-C.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FIXTURE=${BENCH_FIXTURE:-$REPO/../shared/fixtures/clamav/bytecode-339.cvd}
+DURATION=${INSTR_DURATION:-8}
+BENCH_NAME=instructions
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[[ ${1:-} == -h || ${1:-} == --help ]] && { sed -n '2,21p' "$0"; exit 0; }
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 && $DURATION -le 120 ]] || die "INSTR_DURATION must be 2..120"
+
+need valgrind valgrind
+need nginx nginx
+need wrk wrk
+need curl curl
+need pgrep procps
+need ss iproute2
+command -v cargo >/dev/null 2>&1 || die "cargo is required"
+[[ -r $FIXTURE ]] || die "fixture not found: $FIXTURE"
+
+bench_tmp cvdinstr
+cd "$REPO"
+COMMIT=$(bench_commit "$REPO")
+if [[ -n ${CVDMIRROR_BIN:-} ]]; then
+  CVD_BIN=$CVDMIRROR_BIN
+else
+  log "building cvdmirror (release)"
+  cargo build --release --quiet --bin cvdmirror
+  CVD_BIN=$REPO/target/release/cvdmirror
+fi
+
+ROOT=$TMP/root
+mkdir -p "$ROOT" "$TMP/nginx/logs" "$TMP/nginx/tmp"
+chmod 755 "$TMP" "$ROOT"
+cp "$FIXTURE" "$ROOT/bytecode.cvd"
+chmod 644 "$ROOT/bytecode.cvd"
+cat >"$TMP/check.lua" <<'EOF'
+wrk.method = "GET"
+wrk.headers["Range"] = "bytes=0-511"
+wrk.headers["Connection"] = "close"
+wrk.headers["User-Agent"] = "ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-4b8e-9d7a-1c2b3d4e5f60)"
+EOF
+
+free_port() { # free_port START -> first free TCP port from START
+  local p
+  for ((p = $1; p < $1 + 200; p++)); do
+    [[ -z $(ss -Htln "( sport = :$p )") ]] && { echo "$p"; return 0; }
+  done
+  die "no free port near $1"
+}
+
+cat >"$TMP/nginx/nginx.conf" <<EOF
+# Written by bench/instructions.sh: as bench/serve.sh's, with one worker,
+# which stays root: callgrind_control cannot reach a process that changed user.
+user root;
+worker_processes 1;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  types { application/octet-stream cvd cld cdiff; }
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  access_log $TMP/nginx/logs/access.log;
+  open_file_cache off;
+  if_modified_since before;
+  client_body_temp_path $TMP/nginx/tmp/body;
+  proxy_temp_path $TMP/nginx/tmp/proxy;
+  fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
+  uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
+  scgi_temp_path $TMP/nginx/tmp/scgi;
+  server { listen 127.0.0.1:PORT backlog=4096; root $ROOT; location / { } }
+}
+EOF
+cat >"$TMP/cvdmirror.toml" <<EOF
+workers = 1
+EOF
+
+# measure NAME PORT COMMAND... : sets REQUESTS and INSTRUCTIONS (run in this
+# shell, not a subshell, so that `die` and the cleanup reach the server).
+measure() {
+  local name=$1 port=$2
+  shift 2
+  local out=$TMP/cg.$name
+  mkdir -p "$out"
+  valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out/%p" \
+    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  local pid=$!
+  STARTED_PIDS+=("$pid")
+  local ready=0
+  for _ in $(seq 600); do
+    if curl -s -o /dev/null "http://127.0.0.1:$port/bytecode.cvd"; then ready=1; break; fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  [[ $ready == 1 ]] || { tail -5 "$TMP/$name.err" >&2; die "$name did not start under valgrind"; }
+  wrk -t1 -c4 -d2s -s "$TMP/check.lua" "http://127.0.0.1:$port/bytecode.cvd" >/dev/null
+  # The processes that serve: nginx's workers, or cvdmirror itself. (A
+  # master asleep in sigsuspend would never answer callgrind_control.)
+  local serving p
+  serving=$(pgrep -P "$pid" || echo "$pid")
+  for p in $serving; do timeout 60 callgrind_control -z "$p" >/dev/null || die "$name: cannot zero the counters of $p"; done
+  local result requests
+  result=$(wrk -t1 -c4 -d"${DURATION}s" -s "$TMP/check.lua" "http://127.0.0.1:$port/bytecode.cvd")
+  for p in $serving; do timeout 60 callgrind_control -d "$p" >/dev/null || die "$name: cannot dump the counters of $p"; done
+  requests=$(awk '/requests in/ {print $1}' <<<"$result")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  # The dumps taken above (the first of each process: files ending .1).
+  local total=0 f ir
+  for f in "$out"/*.1; do
+    [[ -e $f ]] || continue
+    ir=$(awk '/^summary:/ {print $2}' "$f")
+    total=$((total + ${ir:-0}))
+  done
+  [[ $requests =~ ^[0-9]+$ && $requests -gt 0 && $total -gt 0 ]] || die "$name: no requests or no counts (requests=$requests)"
+  REQUESTS=$requests
+  INSTRUCTIONS=$total
+}
+
+NGINX_PORT=$(free_port 18680)
+sed -i "s/PORT/$NGINX_PORT/" "$TMP/nginx/nginx.conf"
+log "nginx under callgrind (${DURATION}s of header checks)"
+measure nginx "$NGINX_PORT" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log"
+NG_REQ=$REQUESTS NG_IR=$INSTRUCTIONS
+CVD_PORT=$(free_port $((NGINX_PORT + 1)))
+log "cvdmirror under callgrind (${DURATION}s of header checks)"
+measure cvdmirror "$CVD_PORT" "$CVD_BIN" serve --config "$TMP/cvdmirror.toml" \
+  --listen "127.0.0.1:$CVD_PORT" --root "$ROOT" --access-log "$TMP/cvdmirror-access.log"
+CVD_REQ=$REQUESTS CVD_IR=$INSTRUCTIONS
+
+NG_PER=$((NG_IR / NG_REQ))
+CVD_PER=$((CVD_IR / CVD_REQ))
+RATIO=$(awk -v a="$CVD_PER" -v b="$NG_PER" 'BEGIN { printf "%.2f", a / b }')
+REPORT=$(
+  cat <<EOF
+## Instructions per header check — $(date -u '+%Y-%m-%d %H:%M') UTC
+
+Command: \`bench/instructions.sh\` (INSTR_DURATION=$DURATION; one worker each, under $(valgrind --version), wrk -t1 -c4, \`Range: bytes=0-511\`, \`Connection: close\`, access log to a file). User-space instructions only; kernel work is not counted.
+
+Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r); $(nginx -v 2>&1 | sed 's/nginx version: //'); cvdmirror $COMMIT ($(rustc --version 2>/dev/null | awk '{print $1, $2}')).
+
+| server | requests | instructions | per request | cvdmirror / nginx |
+|---|---:|---:|---:|---:|
+| nginx | $NG_REQ | $NG_IR | $NG_PER | |
+| cvdmirror | $CVD_REQ | $CVD_IR | $CVD_PER | $RATIO |
+EOF
+)
+echo "$REPORT"
+[[ -n ${BENCH_OUT:-} ]] && echo "$REPORT" >"$BENCH_OUT"
+exit 0
