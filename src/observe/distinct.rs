@@ -8,10 +8,12 @@
 //! to linear counting); [`Windowed`] keeps one sketch per minute so the last
 //! few minutes can be merged on demand.
 
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
+use std::hash::{BuildHasher, Hash};
 
 const BITS: u32 = 10;
 const REGISTERS: usize = 1 << BITS;
+/// The hash seed: any fixed value.
+const SEED: u64 = 0x6376_646d_6972_726f;
 
 /// A HyperLogLog sketch.
 #[derive(Clone)]
@@ -36,8 +38,10 @@ impl std::fmt::Debug for Distinct {
 impl Distinct {
     /// Counts `item`.
     pub fn insert(&mut self, item: &impl Hash) {
-        // Fixed keys: the estimate must not depend on the process.
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(item);
+        // A fixed seed: the estimate must not depend on the process.
+        // foldhash's quality variant mixes every bit into the top ones the
+        // register index and rank are taken from.
+        let hash = foldhash::quality::FixedState::with_seed(SEED).hash_one(item);
         let index = (hash >> (64 - BITS)) as usize;
         let rest = (hash << BITS) | (1 << (BITS - 1));
         let rank = rest.leading_zeros() as u8 + 1;

@@ -105,7 +105,9 @@ pub struct Traffic {
     sites: RwLock<BTreeMap<Arc<str>, Arc<ClassCounters>>>,
     codes: Mutex<CodeCounts>,
     cdiff_not_found: AtomicU64,
-    active: Mutex<HashMap<usize, Running>>,
+    /// Keyed by the exchange's address, never by anything a client
+    /// chooses: foldhash, cheaper than SipHash on every request.
+    active: Mutex<foldhash::HashMap<usize, Running>>,
     tables: Mutex<Tables>,
     baseline: Mutex<Baseline>,
     durations: [Histogram; RequestClass::COUNT],

@@ -5,7 +5,8 @@
 //! beneath that descriptor (see `file`) and a root renamed or replaced while
 //! running is noticed only on reload, never half-way through a request.
 
-use std::collections::HashMap;
+// Keys come from the config (a request's Host only looks up): foldhash.
+use foldhash::{HashMap, HashMapExt as _};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
