@@ -62,13 +62,6 @@ wrk.headers["Connection"] = "close"
 wrk.headers["User-Agent"] = "ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-4b8e-9d7a-1c2b3d4e5f60)"
 EOF
 
-free_port() { # free_port START -> first free TCP port from START
-  local p
-  for ((p = $1; p < $1 + 200; p++)); do
-    [[ -z $(ss -Htln "( sport = :$p )") ]] && { echo "$p"; return 0; }
-  done
-  die "no free port near $1"
-}
 
 cat >"$TMP/nginx/nginx.conf" <<EOF
 # Written by bench/instructions.sh: as bench/serve.sh's, with one worker,

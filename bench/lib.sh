@@ -43,3 +43,12 @@ bench_commit() {
   git -C "$1" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
   echo "$commit"
 }
+
+# free_port START -> the first TCP port from START nothing listens on (needs ss).
+free_port() {
+  local p
+  for ((p = $1; p < $1 + 200; p++)); do
+    [[ -z $(ss -Htln "( sport = :$p )") ]] && { echo "$p"; return 0; }
+  done
+  die "no free port near $1"
+}

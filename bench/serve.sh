@@ -116,13 +116,6 @@ touch -d "@$DAILY_STIME" "$ROOT/daily.cvd"
 chmod 644 "$ROOT"/*
 
 # ---------------------------------------------------------------- servers
-free_port() { # free_port START -> first free TCP port from START
-  local p
-  for ((p = $1; p < $1 + 200; p++)); do
-    [[ -z $(ss -Htln "( sport = :$p )") ]] && { echo "$p"; return 0; }
-  done
-  die "no free port near $1"
-}
 NGINX_PORT=$(free_port 18480)
 NGINX_OFC_PORT=$(free_port $((NGINX_PORT + 1)))
 CVD_PORT=$(free_port $((NGINX_OFC_PORT + 1)))

@@ -132,7 +132,7 @@ upstream_at() { # upstream_at VERSION: CVD VERSION, cdiffs OLDEST..VERSION, DNS 
 }
 upstream_at "$VERSION"
 
-free_port() { # free_port START -> first free TCP+UDP port from START
+free_port() { # free_port START -> first free TCP+UDP port from START (replaces lib.sh's, TCP only: the beacon listens on UDP too)
   local p
   for ((p = $1; p < $1 + 200; p++)); do
     [[ -z $(ss -Htln "( sport = :$p )")$(ss -Hlun "( sport = :$p )") ]] && { echo "$p"; return 0; }
