@@ -55,13 +55,7 @@ mkdir -p "$ROOT" "$TMP/nginx/logs" "$TMP/nginx/tmp"
 chmod 755 "$TMP" "$ROOT"
 cp "$FIXTURE" "$ROOT/bytecode.cvd"
 chmod 644 "$ROOT/bytecode.cvd"
-cat >"$TMP/check.lua" <<'EOF'
-wrk.method = "GET"
-wrk.headers["Range"] = "bytes=0-511"
-wrk.headers["Connection"] = "close"
-wrk.headers["User-Agent"] = "ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-4b8e-9d7a-1c2b3d4e5f60)"
-EOF
-
+write_check_lua "$TMP/check.lua"
 
 cat >"$TMP/nginx/nginx.conf" <<EOF
 # Written by bench/instructions.sh: as bench/serve.sh's, with one worker,

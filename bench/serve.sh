@@ -32,7 +32,6 @@ SLOW_CONNS=${BENCH_SLOW_CONNS:-10000}
 ACCESS_LOG=${BENCH_ACCESS_LOG:-file}
 NGINX_OFC=${BENCH_NGINX_OFC:-0}
 BIG_BYTES=$((60 * 1024 * 1024))
-UA='ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-4b8e-9d7a-1c2b3d4e5f60)'
 # Several loopback source addresses, so 10k connections never run short of ports.
 SOURCES=127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4
 
@@ -268,21 +267,16 @@ RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 
 write_lua() {
-  cat >"$TMP/check.lua" <<EOF
-wrk.method = "GET"
-wrk.headers["Range"] = "bytes=0-511"
-wrk.headers["Connection"] = "close"
-wrk.headers["User-Agent"] = "$UA"
-EOF
+  write_check_lua "$TMP/check.lua"
   cat >"$TMP/ims.lua" <<EOF
 wrk.method = "GET"
 wrk.headers["Range"] = "bytes=0-511"
 wrk.headers["If-Modified-Since"] = "$IMS_DATE"
-wrk.headers["User-Agent"] = "$UA"
+wrk.headers["User-Agent"] = "$CLAMAV_UA"
 EOF
   cat >"$TMP/bulk.lua" <<EOF
 wrk.method = "GET"
-wrk.headers["User-Agent"] = "$UA"
+wrk.headers["User-Agent"] = "$CLAMAV_UA"
 EOF
 }
 
@@ -386,7 +380,7 @@ run_memory() {
     timeout 400 "$LOADGEN" slow --addr "127.0.0.1:${PORT[$s]}" --path /daily.cvd --conns "$SLOW_CONNS" \
       --source "$SOURCES" --rcvbuf 4096 --read-chunk 4096 --interval-ms 1000 --connect-parallel 256 \
       --ramp-secs 90 --settle-secs 5 --hold-secs "$DURATION" --pids "$(server_pids "$s")" \
-      --header "User-Agent: $UA" >"$out" 2>"$out.err" || { cat "$out.err" >&2; die "loadgen failed ($s)"; }
+      --header "User-Agent: $CLAMAV_UA" >"$out" 2>"$out.err" || { cat "$out.err" >&2; die "loadgen failed ($s)"; }
     cat "$out.err" >&2
     line=$(grep '^RESULT' "$out")
     log "memory $s: ${line#RESULT }"
