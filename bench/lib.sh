@@ -56,13 +56,20 @@ free_port() {
 # The User-Agent the benchmarks' clients send: freshclam's.
 CLAMAV_UA='ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64, CPU: x86_64, UUID: 7f3c1a52-0d3e-4b8e-9d7a-1c2b3d4e5f60)'
 
+# write_wrk_get FILE ['Name: value'...]: a wrk script sending GET with these
+# headers and freshclam's User-Agent.
+write_wrk_get() {
+  local file=$1 header
+  shift
+  {
+    echo 'wrk.method = "GET"'
+    for header in "$@"; do
+      printf 'wrk.headers["%s"] = "%s"\n' "${header%%: *}" "${header#*: }"
+    done
+    printf 'wrk.headers["User-Agent"] = "%s"\n' "$CLAMAV_UA"
+  } >"$file"
+}
+
 # write_check_lua FILE: wrk's script for freshclam's header check (a new
 # connection per request, the first 512 bytes).
-write_check_lua() {
-  cat >"$1" <<EOF
-wrk.method = "GET"
-wrk.headers["Range"] = "bytes=0-511"
-wrk.headers["Connection"] = "close"
-wrk.headers["User-Agent"] = "$CLAMAV_UA"
-EOF
-}
+write_check_lua() { write_wrk_get "$1" 'Range: bytes=0-511' 'Connection: close'; }

@@ -268,16 +268,8 @@ RESULTS=$TMP/results.tsv
 
 write_lua() {
   write_check_lua "$TMP/check.lua"
-  cat >"$TMP/ims.lua" <<EOF
-wrk.method = "GET"
-wrk.headers["Range"] = "bytes=0-511"
-wrk.headers["If-Modified-Since"] = "$IMS_DATE"
-wrk.headers["User-Agent"] = "$CLAMAV_UA"
-EOF
-  cat >"$TMP/bulk.lua" <<EOF
-wrk.method = "GET"
-wrk.headers["User-Agent"] = "$CLAMAV_UA"
-EOF
+  write_wrk_get "$TMP/ims.lua" 'Range: bytes=0-511' "If-Modified-Since: $IMS_DATE"
+  write_wrk_get "$TMP/bulk.lua"
 }
 
 # CPU (clock ticks) used by everyone, by the server's processes, by wrk: what
