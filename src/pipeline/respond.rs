@@ -170,20 +170,15 @@ fn insert_validators(response: &mut Response<ResponseBody>, v: &Validators) {
 /// header check answers with one of these, and `format!` was over a third
 /// of the work of building its response).
 fn content_range(start: u64, end: u64, len: u64) -> HeaderValue {
-    let mut text = [0u8; 6 + 3 * 20 + 2];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        text[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
     let mut n = itoa::Buffer::new();
-    put(b"bytes ");
-    put(n.format(start).as_bytes());
-    put(b"-");
-    put(n.format(end).as_bytes());
-    put(b"/");
-    put(n.format(len).as_bytes());
-    HeaderValue::from_bytes(&text[..at]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut text = Vec::with_capacity(6 + 3 * 20 + 2);
+    text.extend_from_slice(b"bytes ");
+    text.extend_from_slice(n.format(start).as_bytes());
+    text.push(b'-');
+    text.extend_from_slice(n.format(end).as_bytes());
+    text.push(b'/');
+    text.extend_from_slice(n.format(len).as_bytes());
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Our own formatted values are always valid header text.

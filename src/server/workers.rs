@@ -28,7 +28,7 @@ pub(super) struct Workers {
 
 impl Workers {
     /// Starts `count` workers. For each, `accept` is called with that
-    /// worker's registered copies of `listeners` (on the calling thread,
+    /// worker's own sockets on the addresses of `listeners` (on the calling thread,
     /// inside the worker's runtime) and returns the accept loops the worker
     /// then runs; the worker keeps running what they spawn until
     /// [`stop`](Self::stop).
@@ -42,7 +42,7 @@ impl Workers {
         L: Future<Output = ()> + Send + 'static,
     {
         let mut prepared = Vec::with_capacity(count);
-        for _ in 0..count {
+        for worker in 0..count {
             // Sockets and timers only: signals and child processes are the
             // main runtime's, and their drivers would be polled on every turn.
             let runtime = Builder::new_current_thread()
@@ -54,7 +54,8 @@ impl Workers {
                 let copies = listeners
                     .iter()
                     .map(|l| {
-                        let own = if prepared.is_empty() {
+                        // The first worker takes the bound socket itself.
+                        let own = if worker == 0 {
                             l.try_clone()?
                         } else {
                             super::listen::sibling(l)?
