@@ -13,10 +13,12 @@
 //!    metrics.
 //!
 //! Stages return early with a finished response, so the order above is the
-//! whole control flow.
+//! whole control flow. The header fields the stages read are picked out
+//! first, in one pass (`fields`).
 
 mod complete;
 pub mod conditional;
+mod fields;
 pub mod file;
 mod listing;
 mod method;
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use http::header::{self, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Request, Response, StatusCode, Version};
 use tokio::time::Instant;
 
@@ -39,6 +41,7 @@ use crate::body::ResponseBody;
 use crate::hooks::Hooks;
 use crate::limits::TrustedProxies;
 pub use complete::CompletionBody;
+use fields::Fields;
 pub use file::FileKind;
 pub use site::Router;
 
@@ -152,6 +155,7 @@ impl Pipeline {
 
     /// Answers one request.
     pub fn handle<B>(&self, req: &Request<B>, conn: &ConnectionInfo) -> Response<CompletionBody> {
+        let fields = Fields::scan(req.headers());
         let mut exchange = Exchange {
             peer: conn.peer,
             client: self.proxies.load().client_ip(conn.peer, req.headers()),
@@ -159,8 +163,8 @@ impl Pipeline {
             target: owned_uri(req.uri()),
             version: req.version(),
             site: self.unnamed_site.clone(),
-            referer: req.headers().get(header::REFERER).map(owned_header),
-            user_agent: req.headers().get(header::USER_AGENT).map(owned_header),
+            referer: fields.referer.map(owned_header),
+            user_agent: fields.user_agent.map(owned_header),
             received: SystemTime::now(),
             started: Instant::now(),
             file: None,
@@ -170,7 +174,7 @@ impl Pipeline {
         let mut response = if conn.over_limit {
             respond::over_connection_limit()
         } else {
-            self.respond(req, &mut exchange)
+            self.respond(req, &fields, &mut exchange)
         };
         for hook in self.hooks.iter() {
             if let Some(other) = hook.admit(&mut exchange, &mut response) {
@@ -191,11 +195,16 @@ impl Pipeline {
         Response::from_parts(parts, body)
     }
 
-    fn respond<B>(&self, req: &Request<B>, exchange: &mut Exchange) -> Response<ResponseBody> {
+    fn respond<B>(
+        &self,
+        req: &Request<B>,
+        fields: &Fields,
+        exchange: &mut Exchange,
+    ) -> Response<ResponseBody> {
         if let Some(response) = method::reject(req.method()) {
             return response;
         }
-        let Some(host) = site::request_host(req) else {
+        let Some(host) = site::request_host(req, fields) else {
             return respond::status(StatusCode::BAD_REQUEST);
         };
         let router = self.router.load();
@@ -209,7 +218,7 @@ impl Pipeline {
         let names_directory = req.uri().path().ends_with('/');
         if !names_directory
             && let Some(known) = file::lookup_known(site, &relative)
-            && let Some(response) = Self::answer_file(req, exchange, known)
+            && let Some(response) = Self::answer_file(req, fields, exchange, known)
         {
             return response;
         }
@@ -228,7 +237,7 @@ impl Pipeline {
             }
             file::Opened::Directory(_) => return respond::status(StatusCode::NOT_FOUND),
         };
-        Self::answer_file(req, exchange, served)
+        Self::answer_file(req, fields, exchange, served)
             .unwrap_or_else(|| respond::status(StatusCode::INTERNAL_SERVER_ERROR))
     }
 
@@ -237,6 +246,7 @@ impl Pipeline {
     /// needs its bytes.
     fn answer_file<B>(
         req: &Request<B>,
+        fields: &Fields,
         exchange: &mut Exchange,
         served: file::ServedFile,
     ) -> Option<Response<ResponseBody>> {
@@ -245,7 +255,12 @@ impl Pipeline {
             size: served.len,
         });
         let validators = &served.meta.validators;
-        let honor_range = match conditional::evaluate(req.method(), req.headers(), validators) {
+        let preconditions = if fields.preconditions {
+            conditional::evaluate(req.method(), req.headers(), validators)
+        } else {
+            conditional::Outcome::Proceed { honor_range: true }
+        };
+        let honor_range = match preconditions {
             conditional::Outcome::PreconditionFailed => {
                 return Some(respond::precondition_failed(validators));
             }
@@ -255,7 +270,7 @@ impl Pipeline {
             }
         };
         let range = if honor_range {
-            range::evaluate(req.headers().get(header::RANGE), served.len)
+            range::evaluate(fields.range, served.len)
         } else {
             range::Selection::Full
         };

@@ -28,22 +28,18 @@ pub enum Outcome {
 pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome {
     let safe = method == Method::GET || method == Method::HEAD;
     // Step 1 and 2: If-Match, else If-Unmodified-Since.
-    match header_str(headers, header::IF_MATCH) {
-        Some(value) if !matches_any(value, &v.etag, Comparison::Strong) => {
+    if let Some(mut lines) = list_lines(headers, header::IF_MATCH) {
+        if !lines.any(|l| matches_any(l, &v.etag, Comparison::Strong)) {
             return Outcome::PreconditionFailed;
         }
-        Some(_) => {}
-        None => {
-            if let Some(date) = header_date(headers, header::IF_UNMODIFIED_SINCE)
-                && v.last_modified > date
-            {
-                return Outcome::PreconditionFailed;
-            }
-        }
+    } else if let Some(date) = header_date(headers, header::IF_UNMODIFIED_SINCE)
+        && v.last_modified > date
+    {
+        return Outcome::PreconditionFailed;
     }
     // Step 3 and 4: If-None-Match, else If-Modified-Since (GET/HEAD only).
-    if let Some(value) = header_str(headers, header::IF_NONE_MATCH) {
-        if matches_any(value, &v.etag, Comparison::Weak) {
+    if let Some(mut lines) = list_lines(headers, header::IF_NONE_MATCH) {
+        if lines.any(|l| matches_any(l, &v.etag, Comparison::Weak)) {
             return if safe {
                 Outcome::NotModified
             } else {
@@ -99,6 +95,15 @@ fn entity_tags(list: &str) -> impl Iterator<Item = (bool, &str)> {
         rest = &body[end + 1..];
         Some((weak, tag))
     })
+}
+
+/// The field lines of a list-valued field (a list may be split over
+/// several), `None` when there is none; a line that is not text matches
+/// no tag.
+fn list_lines(headers: &HeaderMap, name: header::HeaderName) -> Option<impl Iterator<Item = &str>> {
+    let mut lines = headers.get_all(name).into_iter().peekable();
+    lines.peek()?;
+    Some(lines.filter_map(|v| v.to_str().ok()))
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -188,6 +193,21 @@ mod tests {
             eval(&[("if-range", EARLIER)]),
             Outcome::Proceed { honor_range: false }
         );
+    }
+
+    #[test]
+    fn a_tag_list_may_span_several_lines() {
+        let mut h = HeaderMap::new();
+        h.append(header::IF_NONE_MATCH, "\"x\"".parse().unwrap());
+        h.append(header::IF_NONE_MATCH, "W/\"abc\"".parse().unwrap());
+        assert_eq!(
+            evaluate(&Method::GET, &h, &validators()),
+            Outcome::NotModified
+        );
+        let mut h = HeaderMap::new();
+        h.append(header::IF_MATCH, "\"x\"".parse().unwrap());
+        h.append(header::IF_MATCH, "\"abc\"".parse().unwrap());
+        assert_eq!(evaluate(&Method::GET, &h, &validators()), PROCEED);
     }
 
     #[test]

@@ -51,49 +51,52 @@ impl PathError {
 pub fn decode(path: &str) -> Result<PathBuf, PathError> {
     let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
     let mut out: Vec<u8> = Vec::with_capacity(rest.len());
-    for raw in rest.split('/') {
+    for raw in rest.as_bytes().split(|&b| b == b'/') {
         if raw.is_empty() {
             continue;
         }
-        let segment = decode_segment(raw)?;
-        match segment.as_slice() {
+        if !out.is_empty() {
+            out.push(b'/');
+        }
+        let start = out.len();
+        decode_segment_into(raw, &mut out)?;
+        let segment = &out[start..];
+        match segment {
             b"." | b".." => return Err(PathError::DotSegment),
             _ if segment.contains(&0) => return Err(PathError::Nul),
             [b'.', ..] => return Err(PathError::Hidden),
             _ if segment.contains(&b'/') => return Err(PathError::Hidden),
             _ => {}
         }
-        if !out.is_empty() {
-            out.push(b'/');
-        }
-        out.extend_from_slice(&segment);
     }
     Ok(PathBuf::from(OsString::from_vec(out)))
 }
 
-fn decode_segment(raw: &str) -> Result<Vec<u8>, PathError> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = bytes.get(i + 1).and_then(|b| hex(*b));
-            let lo = bytes.get(i + 2).and_then(|b| hex(*b));
-            match (hi, lo) {
-                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                _ => return Err(PathError::BadEncoding),
-            }
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+/// Appends `raw` to `out` with its percent-escapes decoded, copying the
+/// runs between escapes whole.
+fn decode_segment_into(raw: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+    let mut rest = raw;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        out.extend_from_slice(&rest[..at]);
+        let hi = rest.get(at + 1).copied().and_then(hex);
+        let lo = rest.get(at + 2).copied().and_then(hex);
+        match (hi, lo) {
+            (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+            _ => return Err(PathError::BadEncoding),
         }
+        rest = &rest[at + 3..];
     }
-    Ok(out)
+    out.extend_from_slice(rest);
+    Ok(())
 }
 
 fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -141,7 +144,54 @@ mod tests {
         assert_eq!(decode("x"), Err(PathError::NotAbsolute));
     }
 
+    /// The decoder as first written, a vector per segment: the in-place
+    /// decoder must agree with it.
+    fn reference(path: &str) -> Result<PathBuf, PathError> {
+        let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+        let mut out: Vec<u8> = Vec::new();
+        for raw in rest.split('/').filter(|s| !s.is_empty()) {
+            let bytes = raw.as_bytes();
+            let mut segment = Vec::new();
+            let mut i = 0;
+            while i < bytes.len() {
+                if bytes[i] == b'%' {
+                    let digit = |j: usize| {
+                        bytes
+                            .get(j)
+                            .and_then(|b| (*b as char).to_digit(16))
+                            .map(|d| d as u8)
+                    };
+                    match (digit(i + 1), digit(i + 2)) {
+                        (Some(hi), Some(lo)) => segment.push(hi << 4 | lo),
+                        _ => return Err(PathError::BadEncoding),
+                    }
+                    i += 3;
+                } else {
+                    segment.push(bytes[i]);
+                    i += 1;
+                }
+            }
+            match segment.as_slice() {
+                b"." | b".." => return Err(PathError::DotSegment),
+                _ if segment.contains(&0) => return Err(PathError::Nul),
+                [b'.', ..] => return Err(PathError::Hidden),
+                _ if segment.contains(&b'/') => return Err(PathError::Hidden),
+                _ => {}
+            }
+            if !out.is_empty() {
+                out.push(b'/');
+            }
+            out.extend_from_slice(&segment);
+        }
+        Ok(PathBuf::from(OsString::from_vec(out)))
+    }
+
     proptest! {
+        #[test]
+        fn agrees_with_the_segment_vector_decoder(path in "/?[a-f0-9%./gG_-]{0,40}") {
+            prop_assert_eq!(decode(&path), reference(&path));
+        }
+
         #[test]
         fn decoded_paths_are_always_plain_relative(path in "/[a-zA-Z0-9%./_-]{0,40}") {
             if let Ok(p) = decode(&path) {

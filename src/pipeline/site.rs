@@ -11,8 +11,9 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use http::{Request, Version, header};
+use http::{Request, Version};
 
+use super::fields::Fields;
 use crate::config::{Config, SiteConfig};
 
 /// One virtual host, ready to serve.
@@ -117,15 +118,14 @@ impl Site {
 
 /// The request's host: the absolute-form authority, else the Host header.
 /// `None` (outer) means the request is malformed: HTTP/1.1 requires Host.
-pub fn request_host<B>(req: &Request<B>) -> Option<Option<&str>> {
+pub fn request_host<'a, B>(req: &'a Request<B>, fields: &Fields<'a>) -> Option<Option<&'a str>> {
     if let Some(authority) = req.uri().authority() {
         return Some(Some(authority.host()));
     }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    match hosts.next() {
+    match fields.host {
         // RFC 9112 §3.2: more than one Host line is a bad request; a proxy
         // in front might route on the other one.
-        Some(_) if hosts.next().is_some() => None,
+        Some(_) if fields.several_hosts => None,
         Some(value) => value.to_str().ok().map(Some),
         None if req.version() == Version::HTTP_11 => None,
         None => Some(None),

@@ -423,7 +423,17 @@ impl Http1Transaction for Server {
         // the half-pushed message, so rewind to before.
         let orig_len = dst.len();
 
-        let init_cap = 30 + msg.head.headers.len() * AVERAGE_HEADER_SIZE;
+        // The head's own size, plus room for the longest status line and
+        // the `date` and length headers added below: the head is written
+        // without regrowing the buffer, which starts empty.
+        let init_cap = 64
+            + 2 * 40
+            + msg
+                .head
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
         dst.reserve(init_cap);
 
         let custom_reason_phrase = msg.head.extensions.get::<crate::ext::ReasonPhrase>();
