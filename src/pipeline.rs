@@ -18,7 +18,7 @@
 
 mod complete;
 pub mod conditional;
-mod fields;
+pub mod fields;
 pub mod file;
 mod listing;
 mod method;
@@ -255,8 +255,8 @@ impl Pipeline {
             size: served.len,
         });
         let validators = &served.meta.validators;
-        let preconditions = if fields.preconditions {
-            conditional::evaluate(req.method(), req.headers(), validators)
+        let preconditions = if fields.preconditions.any() {
+            conditional::evaluate(req.method(), &fields.preconditions, validators)
         } else {
             conditional::Outcome::Proceed { honor_range: true }
         };

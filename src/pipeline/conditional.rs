@@ -6,8 +6,10 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, Method, header};
+use http::Method;
+use http::header::{self, HeaderName, HeaderValue};
 
+use super::fields::Preconditions;
 use super::file::Validators;
 
 /// What the preconditions decided.
@@ -24,22 +26,22 @@ pub enum Outcome {
     PreconditionFailed,
 }
 
-/// Evaluates the precondition headers against `v`.
-pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome {
+/// Evaluates the request's preconditions against `v`.
+pub fn evaluate(method: &Method, p: &Preconditions, v: &Validators) -> Outcome {
     let safe = method == Method::GET || method == Method::HEAD;
     // Step 1 and 2: If-Match, else If-Unmodified-Since.
-    if let Some(mut lines) = list_lines(headers, header::IF_MATCH) {
-        if !lines.any(|l| matches_any(l, &v.etag, Comparison::Strong)) {
+    if p.if_match {
+        if !list_matches(p, header::IF_MATCH, &v.etag, Comparison::Strong) {
             return Outcome::PreconditionFailed;
         }
-    } else if let Some(date) = header_date(headers, header::IF_UNMODIFIED_SINCE)
+    } else if let Some(date) = p.if_unmodified_since.and_then(|d| date(d, v))
         && v.last_modified > date
     {
         return Outcome::PreconditionFailed;
     }
     // Step 3 and 4: If-None-Match, else If-Modified-Since (GET/HEAD only).
-    if let Some(mut lines) = list_lines(headers, header::IF_NONE_MATCH) {
-        if lines.any(|l| matches_any(l, &v.etag, Comparison::Weak)) {
+    if p.if_none_match {
+        if list_matches(p, header::IF_NONE_MATCH, &v.etag, Comparison::Weak) {
             return if safe {
                 Outcome::NotModified
             } else {
@@ -47,19 +49,38 @@ pub fn evaluate(method: &Method, headers: &HeaderMap, v: &Validators) -> Outcome
             };
         }
     } else if safe
-        && let Some(date) = header_date(headers, header::IF_MODIFIED_SINCE)
+        && let Some(date) = p.if_modified_since.and_then(|d| date(d, v))
         && v.last_modified <= date
     {
         return Outcome::NotModified;
     }
     // Step 5: If-Range.
-    let honor_range = match header_str(headers, header::IF_RANGE) {
+    let honor_range = match p.if_range.and_then(|r| r.to_str().ok()) {
         None => true,
         Some(value) if value.trim_start().starts_with("W/") => false,
         Some(value) if value.trim_start().starts_with('"') => value.trim() == v.etag,
-        Some(value) => httpdate::parse_http_date(value.trim()).is_ok_and(|d| d == v.last_modified),
+        Some(_) => p.if_range.and_then(|d| date(d, v)) == Some(v.last_modified),
     };
     Outcome::Proceed { honor_range }
+}
+
+/// The time an HTTP-date field names. A client sending back our own
+/// `Last-Modified` (freshclam's check, every browser's revalidation) is
+/// recognized by its bytes, without parsing.
+fn date(value: &HeaderValue, v: &Validators) -> Option<SystemTime> {
+    if value == v.last_modified_header {
+        return Some(v.last_modified);
+    }
+    let text = value.to_str().ok()?;
+    httpdate::parse_http_date(text.trim()).ok()
+}
+
+/// Whether any line of the list field `name` matches `etag`; a line that
+/// is not text matches nothing.
+fn list_matches(p: &Preconditions, name: HeaderName, etag: &str, comparison: Comparison) -> bool {
+    p.lines(name)
+        .filter_map(|line| line.to_str().ok())
+        .any(|line| matches_any(line, etag, comparison))
 }
 
 #[derive(Clone, Copy)]
@@ -97,26 +118,11 @@ fn entity_tags(list: &str) -> impl Iterator<Item = (bool, &str)> {
     })
 }
 
-/// The field lines of a list-valued field (a list may be split over
-/// several), `None` when there is none; a line that is not text matches
-/// no tag.
-fn list_lines(headers: &HeaderMap, name: header::HeaderName) -> Option<impl Iterator<Item = &str>> {
-    let mut lines = headers.get_all(name).into_iter().peekable();
-    lines.peek()?;
-    Some(lines.filter_map(|v| v.to_str().ok()))
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-fn header_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    header_str(headers, name).and_then(|v| httpdate::parse_http_date(v.trim()).ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::fields::Fields;
+    use http::HeaderMap;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn validators() -> Validators {
@@ -131,7 +137,11 @@ mod tests {
         for (k, v) in pairs {
             h.insert(*k, v.parse().unwrap());
         }
-        evaluate(&Method::GET, &h, &validators())
+        evaluate_map(&h)
+    }
+
+    fn evaluate_map(h: &HeaderMap) -> Outcome {
+        evaluate(&Method::GET, &Fields::scan(h).preconditions, &validators())
     }
 
     const PROCEED: Outcome = Outcome::Proceed { honor_range: true };
@@ -143,6 +153,15 @@ mod tests {
         assert_eq!(eval(&[("if-modified-since", SAME)]), Outcome::NotModified);
         assert_eq!(eval(&[("if-modified-since", EARLIER)]), PROCEED);
         assert_eq!(eval(&[("if-modified-since", "garbage")]), PROCEED);
+        // Our own `Last-Modified` bytes are recognized without parsing;
+        // the same time in the obsolete formats is parsed.
+        assert_eq!(validators().last_modified_header, SAME);
+        for same in [
+            "Thursday, 20-Aug-15 14:50:41 GMT",
+            "Thu Aug 20 14:50:41 2015",
+        ] {
+            assert_eq!(eval(&[("if-modified-since", same)]), Outcome::NotModified);
+        }
     }
 
     #[test]
@@ -200,14 +219,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(header::IF_NONE_MATCH, "\"x\"".parse().unwrap());
         h.append(header::IF_NONE_MATCH, "W/\"abc\"".parse().unwrap());
-        assert_eq!(
-            evaluate(&Method::GET, &h, &validators()),
-            Outcome::NotModified
-        );
+        assert_eq!(evaluate_map(&h), Outcome::NotModified);
         let mut h = HeaderMap::new();
         h.append(header::IF_MATCH, "\"x\"".parse().unwrap());
         h.append(header::IF_MATCH, "\"abc\"".parse().unwrap());
-        assert_eq!(evaluate(&Method::GET, &h, &validators()), PROCEED);
+        assert_eq!(evaluate_map(&h), PROCEED);
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! the map when they are (the list-valued ones may span several lines).
 
 use http::HeaderMap;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 
 /// What the stages read from the request's header fields.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Fields<'a> {
     /// First `Host` value.
     pub host: Option<&'a HeaderValue>,
@@ -24,15 +24,61 @@ pub struct Fields<'a> {
     pub referer: Option<&'a HeaderValue>,
     /// First `User-Agent` value.
     pub user_agent: Option<&'a HeaderValue>,
-    /// Whether any of `If-Match`, `If-None-Match`, `If-Modified-Since`,
-    /// `If-Unmodified-Since` or `If-Range` is present.
-    pub preconditions: bool,
+    /// The precondition fields.
+    pub preconditions: Preconditions<'a>,
+}
+
+/// The precondition fields of a request (RFC 9110 §13.1).
+#[derive(Debug, Clone, Copy)]
+pub struct Preconditions<'a> {
+    headers: &'a HeaderMap,
+    /// Whether `If-Match` is present.
+    pub if_match: bool,
+    /// Whether `If-None-Match` is present.
+    pub if_none_match: bool,
+    /// First `If-Modified-Since` value.
+    pub if_modified_since: Option<&'a HeaderValue>,
+    /// First `If-Unmodified-Since` value.
+    pub if_unmodified_since: Option<&'a HeaderValue>,
+    /// First `If-Range` value.
+    pub if_range: Option<&'a HeaderValue>,
+}
+
+impl<'a> Preconditions<'a> {
+    /// Whether the request has any precondition at all.
+    pub fn any(&self) -> bool {
+        self.if_match
+            || self.if_none_match
+            || self.if_modified_since.is_some()
+            || self.if_unmodified_since.is_some()
+            || self.if_range.is_some()
+    }
+
+    /// Every line of the list-valued field `name`.
+    pub fn lines(&self, name: HeaderName) -> impl Iterator<Item = &'a HeaderValue> + use<'a> {
+        self.headers.get_all(name).into_iter()
+    }
 }
 
 impl<'a> Fields<'a> {
     /// Reads `headers` once.
     pub fn scan(headers: &'a HeaderMap) -> Self {
-        let mut fields = Fields::default();
+        let mut fields = Fields {
+            host: None,
+            several_hosts: false,
+            range: None,
+            referer: None,
+            user_agent: None,
+            preconditions: Preconditions {
+                headers,
+                if_match: false,
+                if_none_match: false,
+                if_modified_since: None,
+                if_unmodified_since: None,
+                if_range: None,
+            },
+        };
+        let p = &mut fields.preconditions;
         for (name, value) in headers {
             let slot = if name == header::HOST {
                 fields.several_hosts = fields.host.is_some();
@@ -43,12 +89,15 @@ impl<'a> Fields<'a> {
                 &mut fields.user_agent
             } else if name == header::REFERER {
                 &mut fields.referer
+            } else if name == header::IF_MODIFIED_SINCE {
+                &mut p.if_modified_since
+            } else if name == header::IF_UNMODIFIED_SINCE {
+                &mut p.if_unmodified_since
+            } else if name == header::IF_RANGE {
+                &mut p.if_range
             } else {
-                fields.preconditions |= name == header::IF_MATCH
-                    || name == header::IF_NONE_MATCH
-                    || name == header::IF_MODIFIED_SINCE
-                    || name == header::IF_UNMODIFIED_SINCE
-                    || name == header::IF_RANGE;
+                p.if_match |= name == header::IF_MATCH;
+                p.if_none_match |= name == header::IF_NONE_MATCH;
                 continue;
             };
             slot.get_or_insert(value);
@@ -60,7 +109,6 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderName;
     use proptest::prelude::*;
 
     const NAMES: [HeaderName; 11] = [
@@ -92,8 +140,13 @@ mod tests {
             prop_assert_eq!(fields.range, headers.get(header::RANGE));
             prop_assert_eq!(fields.referer, headers.get(header::REFERER));
             prop_assert_eq!(fields.user_agent, headers.get(header::USER_AGENT));
-            let preconditions = NAMES[3..8].iter().any(|n| headers.contains_key(n));
-            prop_assert_eq!(fields.preconditions, preconditions);
+            let p = fields.preconditions;
+            prop_assert_eq!(p.if_match, headers.contains_key(header::IF_MATCH));
+            prop_assert_eq!(p.if_none_match, headers.contains_key(header::IF_NONE_MATCH));
+            prop_assert_eq!(p.if_modified_since, headers.get(header::IF_MODIFIED_SINCE));
+            prop_assert_eq!(p.if_unmodified_since, headers.get(header::IF_UNMODIFIED_SINCE));
+            prop_assert_eq!(p.if_range, headers.get(header::IF_RANGE));
+            prop_assert_eq!(p.any(), NAMES[3..8].iter().any(|n| headers.contains_key(n)));
         }
     }
 
@@ -105,7 +158,7 @@ mod tests {
         headers.insert(header::USER_AGENT, HeaderValue::from_static("ClamAV/1.4.3"));
         let fields = Fields::scan(&headers);
         assert_eq!(fields.range, Some(&HeaderValue::from_static("bytes=0-511")));
-        assert!(!fields.preconditions);
+        assert!(!fields.preconditions.any());
         assert_eq!(fields.referer, None);
     }
 }
