@@ -70,6 +70,10 @@ impl Router {
 
     /// The site for a Host value (port and trailing dot ignored, any case).
     pub fn select(&self, host: Option<&str>) -> &Site {
+        // A mirror with one site (the default) has nothing to look up.
+        if self.exact.is_empty() && self.wildcard.is_empty() {
+            return &self.default;
+        }
         let Some(host) = host.map(strip_port) else {
             return &self.default;
         };
