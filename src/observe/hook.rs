@@ -69,6 +69,10 @@ impl ObserveHook {
     }
 }
 
+/// Bodies up to this size are handed to the connection in one go (its
+/// write queue holds 16 KiB), so they are never seen running.
+const HANDED_OVER_AT_ONCE: u64 = 16 * 1024;
+
 impl Hook for ObserveHook {
     fn admit(
         &self,
@@ -84,8 +88,10 @@ impl Hook for ObserveHook {
 
     fn wrap_body(&self, exchange: &Arc<Exchange>, body: ResponseBody) -> ResponseBody {
         let len = body.size_hint().exact();
-        if len == Some(0) {
-            // Nothing will be sent: `complete` books it without a transfer.
+        if len.is_some_and(|n| n <= HANDED_OVER_AT_ONCE) {
+            // Nothing, or a body the connection takes in one write (a
+            // header check's 512 bytes, a `.sign`, most cdiffs): there is
+            // no transfer to watch, and `complete` books it whole.
             return body;
         }
         // Live rates read the exchange's own count of bytes handed over.

@@ -225,7 +225,8 @@ impl Traffic {
     pub fn finish(&self, exchange: &Exchange, completion: &Completion) -> RequestClass {
         let class = RequestClass::classify(exchange, completion.status, completion.body_bytes);
         let running = lock(&self.active).remove(&key_of(exchange));
-        // Bodyless answers (`304`, `HEAD`) were never registered.
+        // Bodyless answers (`304`, `HEAD`) and bodies handed over in one
+        // write were never registered.
         let remainder = match &running {
             Some(r) => r.exchange.sent.get() - r.flushed,
             None => completion.body_bytes,
