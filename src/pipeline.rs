@@ -255,20 +255,18 @@ impl Pipeline {
             size: served.len,
         });
         let validators = &served.meta.validators;
-        let preconditions = if fields.preconditions.any() {
-            conditional::evaluate(req.method(), &fields.preconditions, validators)
-        } else {
-            conditional::Outcome::Proceed { honor_range: true }
-        };
-        let honor_range = match preconditions {
-            conditional::Outcome::PreconditionFailed => {
-                return Some(respond::precondition_failed(validators));
-            }
-            conditional::Outcome::NotModified => return Some(respond::not_modified(validators)),
-            conditional::Outcome::Proceed { honor_range } => {
-                honor_range && req.method() == Method::GET
-            }
-        };
+        let honor_range =
+            match conditional::evaluate(req.method(), &fields.preconditions, validators) {
+                conditional::Outcome::PreconditionFailed => {
+                    return Some(respond::precondition_failed(validators));
+                }
+                conditional::Outcome::NotModified => {
+                    return Some(respond::not_modified(validators));
+                }
+                conditional::Outcome::Proceed { honor_range } => {
+                    honor_range && req.method() == Method::GET
+                }
+            };
         let range = if honor_range {
             range::evaluate(fields.range, served.len)
         } else {
