@@ -63,11 +63,7 @@ mkdir -p "$ROOT" "$TMP/nginx/logs" "$TMP/nginx/tmp"
 chmod 755 "$TMP" "$ROOT"
 cp "$FIXTURE" "$ROOT/bytecode.cvd"
 chmod 644 "$ROOT/bytecode.cvd"
-BC_STIME=$(head -c 512 "$ROOT/bytecode.cvd" | tr -d ' \0' | awk -F: '{print $NF}')
-[[ $BC_STIME =~ ^[0-9]+$ ]] || die "cannot read stime from $FIXTURE"
-# nginx's Last-Modified is the mtime, cvdmirror's the header's stime: make them equal.
-touch -d "@$BC_STIME" "$ROOT/bytecode.cvd"
-IMS_DATE=$(TZ=GMT LC_ALL=C date -d "@$BC_STIME" '+%a, %d %b %Y %H:%M:%S GMT')
+IMS_DATE=$(date_like_cvdmirror "$ROOT/bytecode.cvd")
 write_check_lua "$TMP/check.lua"
 write_wrk_get "$TMP/ims.lua" 'Range: bytes=0-511' "If-Modified-Since: $IMS_DATE"
 

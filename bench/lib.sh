@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by the benchmarks (bench/serve.sh, bench/sync.sh): logging, installing
+# Shared by the benchmarks (bench/serve.sh, sync.sh, instructions.sh, incident.sh): logging, installing
 # what a bench needs, and cleaning up every process it started and its temp
 # directory on exit, failure or Ctrl-C. Source it after setting BENCH_NAME.
 
@@ -73,3 +73,14 @@ write_wrk_get() {
 # write_check_lua FILE: wrk's script for freshclam's header check (a new
 # connection per request, the first 512 bytes).
 write_check_lua() { write_wrk_get "$1" 'Range: bytes=0-511' 'Connection: close'; }
+
+# date_like_cvdmirror CVD: sets the file's mtime to its header's build time
+# (nginx's Last-Modified is the mtime, cvdmirror's the header's stime), and
+# prints that time as an HTTP date, for `If-Modified-Since`.
+date_like_cvdmirror() {
+  local stime
+  stime=$(head -c 512 "$1" | tr -d ' \0' | awk -F: '{print $NF}')
+  [[ $stime =~ ^[0-9]+$ ]] || die "cannot read the build time in $1's header"
+  touch -d "@$stime" "$1"
+  TZ=GMT LC_ALL=C date -d "@$stime" '+%a, %d %b %Y %H:%M:%S GMT'
+}

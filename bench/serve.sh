@@ -96,11 +96,7 @@ ROOT=$TMP/root
 mkdir -p "$ROOT"
 chmod 755 "$TMP" "$ROOT"
 cp "$FIXTURE" "$ROOT/bytecode.cvd"
-BC_STIME=$(head -c 512 "$ROOT/bytecode.cvd" | tr -d ' \0' | awk -F: '{print $NF}')
-[[ $BC_STIME =~ ^[0-9]+$ ]] || die "cannot read stime from $FIXTURE"
-# nginx's Last-Modified is the mtime, cvdmirror's the header's stime: make them equal.
-touch -d "@$BC_STIME" "$ROOT/bytecode.cvd"
-IMS_DATE=$(TZ=GMT LC_ALL=C date -d "@$BC_STIME" '+%a, %d %b %Y %H:%M:%S GMT')
+IMS_DATE=$(date_like_cvdmirror "$ROOT/bytecode.cvd")
 # A daily.cvd-sized file: a well-formed CVD header (MD5 of the body, unsigned)
 # in front of random bytes, so a server that reads CVD headers accepts it.
 DAILY_STIME=$(($(date +%s) - 3600))
