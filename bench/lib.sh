@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# Shared by the benchmarks (bench/serve.sh, sync.sh, instructions.sh,
-# incident.sh): logging, installing what a bench needs, and cleaning up every
-# process it started and its temp directory on exit, failure or Ctrl-C.
-# Source it after setting BENCH_NAME.
+# Shared by the benchmarks (bench/serve.sh, sync.sh, instructions.sh):
+# logging, installing what a bench needs, and cleaning up every process it
+# started and its temp directory on exit, failure or Ctrl-C. Source it after
+# setting BENCH_NAME.
 
 log() { printf '[%s %(%H:%M:%S)T] %s\n' "${BENCH_NAME:-bench}" -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
