@@ -39,13 +39,7 @@ done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 && $DURATION -le 120 ]] || die "INSTR_DURATION must be 2..120"
 
 need valgrind valgrind
-need nginx nginx
-need wrk wrk
-need curl curl
-need pgrep procps
-need ss iproute2
-command -v cargo >/dev/null 2>&1 || die "cargo is required"
-[[ -r $FIXTURE ]] || die "fixture not found: $FIXTURE"
+need_serving_peers
 
 bench_tmp cvdinstr
 cd "$REPO"
@@ -59,7 +53,7 @@ else
 fi
 
 ROOT=$TMP/root
-mkdir -p "$ROOT" "$TMP/nginx/logs" "$TMP/nginx/tmp"
+mkdir -p "$ROOT"
 chmod 755 "$TMP" "$ROOT"
 cp "$FIXTURE" "$ROOT/bytecode.cvd"
 chmod 644 "$ROOT/bytecode.cvd"
@@ -67,31 +61,10 @@ IMS_DATE=$(date_like_cvdmirror "$ROOT/bytecode.cvd")
 write_check_lua "$TMP/check.lua"
 write_wrk_get "$TMP/ims.lua" 'Range: bytes=0-511' "If-Modified-Since: $IMS_DATE"
 
-cat >"$TMP/nginx/nginx.conf" <<EOF
-# Written by bench/instructions.sh: as bench/serve.sh's, with one worker,
-# which stays root: callgrind_control cannot reach a process that changed user.
-user root;
-worker_processes 1;
-daemon off;
-pid $TMP/nginx/nginx.pid;
-error_log $TMP/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  types { application/octet-stream cvd cld cdiff; }
-  default_type application/octet-stream;
-  sendfile on;
-  tcp_nopush on;
-  access_log $TMP/nginx/logs/access.log;
-  open_file_cache off;
-  if_modified_since before;
-  client_body_temp_path $TMP/nginx/tmp/body;
-  proxy_temp_path $TMP/nginx/tmp/proxy;
-  fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
-  uwsgi_temp_path $TMP/nginx/tmp/uwsgi;
-  scgi_temp_path $TMP/nginx/tmp/scgi;
-  server { listen 127.0.0.1:PORT backlog=4096; root $ROOT; location / { } }
-}
-EOF
+# nginx as bench/serve.sh runs it, with one worker, which stays root:
+# callgrind_control cannot reach a process that changed user.
+NGINX_PORT=$(free_port 18680)
+write_mirror_nginx_conf "$TMP/nginx" "$NGINX_PORT" "$ROOT" root 1 file 0 4096
 cat >"$TMP/cvdmirror.toml" <<EOF
 workers = 1
 EOF
@@ -156,8 +129,6 @@ measure() {
   for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 }
 
-NGINX_PORT=$(free_port 18680)
-sed -i "s/PORT/$NGINX_PORT/" "$TMP/nginx/nginx.conf"
 log "nginx under callgrind (${DURATION}s of each of: ${SCENARIOS[*]})"
 measure nginx "$NGINX_PORT" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/logs/error.log"
 CVD_PORT=$(free_port $((NGINX_PORT + 1)))

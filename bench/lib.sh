@@ -85,3 +85,60 @@ date_like_cvdmirror() {
   touch -d "@$stime" "$1"
   TZ=GMT LC_ALL=C date -d "@$stime" '+%a, %d %b %Y %H:%M:%S GMT'
 }
+
+# need_serving_peers: what a serving comparison needs besides cvdmirror:
+# nginx, wrk, curl, pgrep and ss, cargo to build, and the fixture ($FIXTURE).
+need_serving_peers() {
+  need nginx nginx
+  need wrk wrk
+  need curl curl
+  need pgrep procps
+  need ss iproute2
+  command -v cargo >/dev/null 2>&1 || die "cargo is required"
+  [[ -r $FIXTURE ]] || die "fixture not found: $FIXTURE"
+}
+
+# write_mirror_nginx_conf DIR PORT ROOT USER WORKERS ACCESS_LOG(file|off) OFC(0|1) NOFILE
+# writes DIR/nginx.conf, nginx as a static mirror of ROOT on 127.0.0.1:PORT
+# the way bench/serve.sh compares it (sendfile, `if_modified_since before`,
+# unlimited keep-alive requests), and has nginx check it.
+write_mirror_nginx_conf() {
+  local dir=$1 port=$2 root=$3 user=$4 workers=$5 log_line ofc_line
+  mkdir -p "$dir/logs" "$dir/tmp"
+  if [[ $6 == file ]]; then log_line="access_log $dir/logs/access.log;"; else log_line="access_log off;"; fi
+  if [[ $7 == 1 ]]; then ofc_line="open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;"; else ofc_line="open_file_cache off;"; fi
+  cat >"$dir/nginx.conf" <<EOF
+# Written by write_mirror_nginx_conf (bench/lib.sh) for ${0##*/}.
+user $user;
+worker_processes $workers;
+worker_rlimit_nofile $8;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections $8; }
+http {
+  types { application/octet-stream cvd cld cdiff; }
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  $log_line
+  $ofc_line
+  # freshclam's If-Modified-Since is its local file's stime: answer 304 when the
+  # file is not newer (RFC 9110), not only on an exact match (nginx's default).
+  if_modified_since before;
+  keepalive_timeout 65s;
+  keepalive_requests 100000000;
+  client_body_temp_path $dir/tmp/body;
+  proxy_temp_path $dir/tmp/proxy;
+  fastcgi_temp_path $dir/tmp/fastcgi;
+  uwsgi_temp_path $dir/tmp/uwsgi;
+  scgi_temp_path $dir/tmp/scgi;
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    root $root;
+    location / { }
+  }
+}
+EOF
+  nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" || die "nginx config $dir/nginx.conf is invalid"
+}

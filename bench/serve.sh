@@ -51,13 +51,7 @@ done
 [[ $ACCESS_LOG == file || $ACCESS_LOG == off ]] || die "BENCH_ACCESS_LOG must be file or off"
 
 # ---------------------------------------------------------------- tools
-need nginx nginx
-need wrk wrk
-need curl curl
-need pgrep procps
-need ss iproute2
-command -v cargo >/dev/null 2>&1 || die "cargo is required"
-[[ -r $FIXTURE ]] || die "fixture not found: $FIXTURE"
+need_serving_peers
 # 65536 open files for servers and load generator; a container without
 # CAP_SYS_RESOURCE caps this at its hard limit (20000 here), which is recorded.
 NOFILE=$(ulimit -Hn)
@@ -115,45 +109,9 @@ NGINX_PORT=$(free_port 18480)
 NGINX_OFC_PORT=$(free_port $((NGINX_PORT + 1)))
 CVD_PORT=$(free_port $((NGINX_OFC_PORT + 1)))
 
-write_nginx_conf() { # write_nginx_conf NAME PORT OFC(0|1)
-  local pfx=$TMP/$1 log_line ofc_line
-  mkdir -p "$pfx/logs" "$pfx/tmp"
-  if [[ $ACCESS_LOG == file ]]; then log_line="access_log $pfx/logs/access.log;"; else log_line="access_log off;"; fi
-  if [[ $3 == 1 ]]; then ofc_line="open_file_cache max=1000 inactive=60s; open_file_cache_valid 60s;"; else ofc_line="open_file_cache off;"; fi
-  cat >"$pfx/nginx.conf" <<EOF
-# Written by bench/serve.sh. Two workers = the two tokio workers cvdmirror runs.
-user www-data;
-worker_processes 2;
-worker_rlimit_nofile $NOFILE;
-daemon off;
-pid $pfx/nginx.pid;
-error_log $pfx/logs/error.log warn;
-events { worker_connections 20000; }
-http {
-  types { application/octet-stream cvd cld cdiff; }
-  default_type application/octet-stream;
-  sendfile on;
-  tcp_nopush on;
-  $log_line
-  $ofc_line
-  # freshclam's If-Modified-Since is its local file's stime: answer 304 when the
-  # file is not newer (RFC 9110), not only on an exact match (nginx's default).
-  if_modified_since before;
-  keepalive_timeout 65s;
-  keepalive_requests 100000000;
-  client_body_temp_path $pfx/tmp/body;
-  proxy_temp_path $pfx/tmp/proxy;
-  fastcgi_temp_path $pfx/tmp/fastcgi;
-  uwsgi_temp_path $pfx/tmp/uwsgi;
-  scgi_temp_path $pfx/tmp/scgi;
-  server {
-    listen 127.0.0.1:$2 backlog=4096;
-    root $ROOT;
-    location / { }
-  }
-}
-EOF
-  nginx -t -q -p "$pfx" -c "$pfx/nginx.conf" -e "$pfx/logs/error.log" || die "nginx config $1 is invalid"
+# Two nginx workers = the two tokio workers cvdmirror runs.
+write_serve_nginx_conf() { # write_serve_nginx_conf NAME PORT OFC(0|1)
+  write_mirror_nginx_conf "$TMP/$1" "$2" "$ROOT" www-data 2 "$ACCESS_LOG" "$3" "$NOFILE"
 }
 
 wait_http() { # wait_http PORT PID
@@ -221,8 +179,8 @@ SERVERS=()
 [[ $CVD_PENDING == 0 ]] && SERVERS+=(cvdmirror)
 SERVERS+=(nginx)
 [[ $NGINX_OFC == 1 ]] && SERVERS+=(nginx-ofc)
-write_nginx_conf nginx "$NGINX_PORT" 0
-[[ $NGINX_OFC == 1 ]] && write_nginx_conf nginx-ofc "$NGINX_OFC_PORT" 1
+write_serve_nginx_conf nginx "$NGINX_PORT" 0
+[[ $NGINX_OFC == 1 ]] && write_serve_nginx_conf nginx-ofc "$NGINX_OFC_PORT" 1
 
 start_all() { for s in "${SERVERS[@]}"; do start_server "$s"; done; }
 stop_all() { for s in "${SERVERS[@]}"; do stop_server "$s"; done; }
