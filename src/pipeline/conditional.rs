@@ -55,11 +55,12 @@ pub fn evaluate(method: &Method, p: &Preconditions, v: &Validators) -> Outcome {
         return Outcome::NotModified;
     }
     // Step 5: If-Range.
-    let honor_range = match p.if_range.and_then(|r| r.to_str().ok()) {
-        None => true,
-        Some(value) if value.trim_start().starts_with("W/") => false,
-        Some(value) if value.trim_start().starts_with('"') => value.trim() == v.etag,
-        Some(_) => p.if_range.and_then(|d| date(d, v)) == Some(v.last_modified),
+    // A field that is not text is ignored, like an absent one.
+    let honor_range = match p.if_range.map(|field| (field, field.to_str())) {
+        None | Some((_, Err(_))) => true,
+        Some((_, Ok(value))) if value.trim_start().starts_with("W/") => false,
+        Some((_, Ok(value))) if value.trim_start().starts_with('"') => value.trim() == v.etag,
+        Some((field, Ok(_))) => date(field, v) == Some(v.last_modified),
     };
     Outcome::Proceed { honor_range }
 }

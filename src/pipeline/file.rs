@@ -471,18 +471,14 @@ pub fn content_type(path: &Path) -> &'static str {
 }
 
 /// [`Path::extension`] as bytes for a path as [`decode`](super::path::decode)
-/// leaves it (no dot segments), found with one backward scan instead of
-/// component parsing (it runs twice per request).
+/// leaves it (no dot segments, no trailing `/`), found with one backward
+/// scan instead of component parsing (it runs twice per request).
 fn extension(path: &Path) -> Option<&[u8]> {
     let bytes = path.as_os_str().as_bytes();
-    let bytes = bytes.strip_suffix(b"/").unwrap_or(bytes);
     let name = match bytes.iter().rposition(|&b| b == b'/') {
         Some(slash) => &bytes[slash + 1..],
         None => bytes,
     };
-    if name == b".." {
-        return None;
-    }
     match name.iter().rposition(|&b| b == b'.') {
         Some(0) | None => None,
         Some(dot) => Some(&name[dot + 1..]),
@@ -493,7 +489,6 @@ fn extension(path: &Path) -> Option<&[u8]> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::os::unix::ffi::OsStrExt;
 
     proptest! {
         #[test]
