@@ -182,6 +182,18 @@ pub struct SyncArgs {
     /// of cvd, info, cdiff (repeatable; ClamAV's official keys are always trusted).
     #[arg(long = "trusted-key", value_name = "ROLE:n=..,e=..")]
     pub trusted_keys: Vec<String>,
+
+    /// An extra trusted root for ClamAV 1.5 `.sign` files: a PEM file with
+    /// one or more certificates (repeatable; ClamAV's production root is
+    /// always trusted).
+    #[arg(long = "sign-root", env = "CVDMIRROR_SIGN_ROOTS", value_name = "FILE", value_delimiter = ',')]
+    pub sign_roots: Vec<std::path::PathBuf>,
+
+    /// Which signatures a file must carry before it is published:
+    /// `either` (a verified `.sign`, or without one the legacy signature;
+    /// default), `sign` (the `.sign`) or `both`.
+    #[arg(long, env = "CVDMIRROR_SIGNATURES", value_name = "POLICY")]
+    pub signatures: Option<crate::sync::SignaturePolicy>,
 }
 
 /// How the sync engine learns the newest versions.

@@ -25,6 +25,8 @@ mod error;
 mod header;
 pub mod info;
 mod keys;
+mod mapped;
+pub mod sign;
 pub mod signature;
 mod tar;
 pub mod testkeys;
@@ -38,6 +40,6 @@ pub use error::{Signed, VerifyError};
 pub use header::{HEADER_LEN, Header, HeaderError};
 pub use keys::{ExtraKey, KeyError, KeyRole, PublicKey, TrustedKeys};
 pub use verify::{
-    DbKind, Expected, MAX_MEMBERS, MAX_TAR_BYTES, Member, Verified, verify_bytes, verify_file,
+    DbKind, Expected, HeaderSignature, Legacy, MAX_MEMBERS, MAX_TAR_BYTES, Member, Verified, verify_bytes, verify_file,
     verify_reader,
 };

@@ -8,27 +8,41 @@
 //! A file that fails verification, is truncated or has the wrong version is
 //! logged with the reason and never replaces what is served.
 //!
+//! Since ClamAV 1.5 each CVD and cdiff also has a detached `.sign`: it is
+//! fetched with its file, verified ([`crate::cvd::sign`]), weighed with the
+//! legacy signature by the mirror's [`SignaturePolicy`], and published
+//! before the file it signs; `.sign` files the published set lacks are
+//! back-filled, and a replaced CVD's `.sign` stays for a grace period.
+//!
 //! Upstream etiquette is enforced here, persisted in [`state`]: a `429`
 //! cools that file down for its `Retry-After` (4 h without one); a `403`
 //! stops all requests for 24 h; errors are retried with jittered backoff; no
 //! file is requested more than a handful of times per hour.
 
 pub mod backoff;
+pub mod demand;
 mod engine;
+mod fetch;
 pub mod plan;
+pub mod policy;
 pub mod publish;
+mod report;
 pub mod schedule;
+pub mod signatures;
 pub mod state;
 pub mod upstream;
 pub mod versions;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-pub use engine::{DbOutcome, DbReport, Engine, PassReport, Progress, Quiet, SyncError, SyncStatus};
+pub use engine::Engine;
+pub use policy::SignaturePolicy;
+pub use report::{DbOutcome, DbReport, PassReport, Progress, Quiet, SyncError, SyncStatus};
 pub use versions::VersionSource;
 
 use crate::cvd::TrustedKeys;
+use crate::cvd::sign::{SignRoots, SignVerifier};
 
 /// Default upstream.
 pub const DEFAULT_UPSTREAM: &str = "https://database.clamav.net";
@@ -38,8 +52,15 @@ pub const DEFAULT_DATABASES: [&str; 3] = ["daily", "main", "bytecode"];
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default cdiff history fetched by a mirror that lacks it.
 pub const DEFAULT_BACKFILL: u32 = 30;
-/// Default wait for a required cdiff missing upstream.
-pub const DEFAULT_MISSING_CDIFF_GRACE: Duration = Duration::from_secs(3600);
+/// Default wait for a required cdiff missing upstream before the CVD is
+/// published without it. Short: while the mirror waits it serves the old
+/// CVD, and clients that learned the new version from upstream's DNS fall
+/// back to whole downloads of the *old* one (the seed incident's pattern).
+pub const DEFAULT_MISSING_CDIFF_GRACE: Duration = Duration::from_secs(5 * 60);
+/// Default time a replaced CVD's `.sign` stays published (clients that
+/// were downloading the old CVD ask for its `.sign` when they finish, and
+/// a download on a saturated link can take most of an hour).
+pub const DEFAULT_SIGN_GRACE: Duration = Duration::from_secs(3 * 3600);
 /// Default request budget per upstream file per hour.
 pub const DEFAULT_MAX_REQUESTS_PER_FILE_PER_HOUR: u32 = 6;
 
@@ -58,8 +79,17 @@ pub struct SyncConfig {
     pub backfill: u32,
     /// cdiffs older than this (since published here) are removed.
     pub retention: Duration,
-    /// Keys signatures must verify with.
+    /// Keys legacy signatures must verify with.
     pub keys: TrustedKeys,
+    /// Which signatures a file must carry (legacy, `.sign`, both).
+    pub signatures: SignaturePolicy,
+    /// Roots and feature level `.sign` files are verified with.
+    pub sign_verifier: SignVerifier,
+    /// How long a replaced CVD's `.sign` stays published.
+    pub sign_grace: Duration,
+    /// Certificates are checked at this time instead of now (tests pin it:
+    /// test roots expire).
+    pub verify_at: Option<SystemTime>,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
     /// A transfer with no byte for this long is abandoned (and resumed later).
@@ -89,6 +119,10 @@ impl SyncConfig {
             backfill: DEFAULT_BACKFILL,
             retention: DEFAULT_RETENTION,
             keys: TrustedKeys::official(),
+            signatures: SignaturePolicy::default(),
+            sign_verifier: SignVerifier::new(SignRoots::official()),
+            sign_grace: DEFAULT_SIGN_GRACE,
+            verify_at: None,
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             attempts: 3,

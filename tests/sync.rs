@@ -27,6 +27,8 @@ mod freshclam;
 mod genuine;
 #[path = "sync/serve.rs"]
 mod serve;
+#[path = "sync/signs.rs"]
+mod signs;
 #[path = "sync/upstream.rs"]
 mod upstream;
 #[path = "sync/world.rs"]

@@ -151,6 +151,15 @@ pub struct FileSync {
     /// First retry delay after a retryable error.
     #[serde(default, with = "humantime_serde::option")]
     pub retry_base: Option<Duration>,
+    /// Which signatures a file must carry: `either`, `sign` or `both`.
+    pub signatures: Option<Spanned<String>>,
+    /// Extra trusted roots for `.sign` files (PEM files).
+    pub sign_roots: Option<Spanned<Vec<String>>>,
+    /// Feature level `.sign` lines are selected for.
+    pub sign_flevel: Option<Spanned<u32>>,
+    /// How long a replaced CVD's `.sign` stays published.
+    #[serde(default, with = "humantime_serde::option")]
+    pub sign_grace: Option<Duration>,
 }
 
 /// The `[beacon]` table.

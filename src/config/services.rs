@@ -9,7 +9,8 @@ use super::file::{FileAdmin, FileBeacon, FileSync};
 use super::{ConfigError, Resolver};
 use crate::cli::{ServeArgs, VersionCheck};
 use crate::cvd::TrustedKeys;
-use crate::sync::{self, SyncConfig, VersionSource};
+use crate::cvd::sign::{self, SignRoots, SignVerifier};
+use crate::sync::{self, SignaturePolicy, SyncConfig, VersionSource};
 
 /// Default TTL of beacon answers.
 pub const DEFAULT_BEACON_TTL: Duration = Duration::from_secs(60);
@@ -43,6 +44,12 @@ pub struct SyncSettings {
     pub missing_cdiff_grace: Duration,
     /// First retry delay after a retryable error.
     pub retry_base: Duration,
+    /// Which signatures a file must carry.
+    pub signatures: SignaturePolicy,
+    /// Roots and feature level for `.sign` files.
+    pub sign_verifier: SignVerifier,
+    /// How long a replaced CVD's `.sign` stays published.
+    pub sign_grace: Duration,
 }
 
 impl SyncSettings {
@@ -60,6 +67,9 @@ impl SyncSettings {
         config.max_requests_per_file_per_hour = self.max_requests_per_file_per_hour;
         config.missing_cdiff_grace = self.missing_cdiff_grace;
         config.retry_base = self.retry_base;
+        config.signatures = self.signatures;
+        config.sign_verifier = self.sign_verifier.clone();
+        config.sign_grace = self.sign_grace;
         config
     }
 }
@@ -193,6 +203,40 @@ impl Resolver<'_> {
                     .into(),
             ));
         }
+        let signatures = match (&flags.signatures, &file.signatures) {
+            (Some(policy), _) => *policy,
+            (None, Some(text)) => text
+                .get_ref()
+                .parse()
+                .map_err(|e| self.invalid(Some(text.span()), format!("signatures: {e}")))?,
+            (None, None) => SignaturePolicy::default(),
+        };
+        let mut roots = SignRoots::official();
+        if let Some(paths) = &file.sign_roots {
+            for path in paths.get_ref() {
+                roots
+                    .add_file(std::path::Path::new(path))
+                    .map_err(|e| self.invalid(Some(paths.span()), format!("sign_roots: {e}")))?;
+            }
+        }
+        for path in &flags.sign_roots {
+            roots
+                .add_file(path)
+                .map_err(|e| self.invalid(None, format!("--sign-root: {e}")))?;
+        }
+        let flevel = file
+            .sign_flevel
+            .as_ref()
+            .map_or(sign::CLAMAV_FLEVEL, |f| *f.get_ref());
+        if flevel < sign::MIN_SIGN_FLEVEL {
+            return Err(self.invalid(
+                file.sign_flevel.as_ref().map(|f| f.span()),
+                format!(
+                    "sign_flevel must be at least {} (the level that introduced .sign files)",
+                    sign::MIN_SIGN_FLEVEL
+                ),
+            ));
+        }
         let interval = args.sync_interval.or(file.interval);
         if interval.is_some_and(|i| i < Duration::from_secs(60)) {
             return Err(self.invalid(None, "sync interval must be at least 1m".into()));
@@ -213,6 +257,9 @@ impl Resolver<'_> {
                 .missing_cdiff_grace
                 .unwrap_or(sync::DEFAULT_MISSING_CDIFF_GRACE),
             retry_base: file.retry_base.unwrap_or(Duration::from_secs(2)),
+            signatures,
+            sign_verifier: SignVerifier::new(roots).flevel(flevel),
+            sign_grace: file.sign_grace.unwrap_or(sync::DEFAULT_SIGN_GRACE),
         })
     }
 

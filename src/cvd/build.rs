@@ -9,6 +9,7 @@
 //! is deterministic: the same spec and keys give the same bytes.
 
 mod bulk;
+pub mod sign;
 
 use std::io::{self, Write};
 
@@ -43,6 +44,26 @@ pub struct DbSpec {
     pub builder: String,
     /// Approximate size of the whole file in bytes; 0 for no filler.
     pub target_size: u64,
+    /// What a CVD's header carries in its md5 and dsig fields.
+    pub legacy_signature: LegacySignature,
+}
+
+/// The legacy (pre-1.5) signature in a CVD header: the MD5 of the body and
+/// an RSA signature of that MD5. ClamAV 1.5 does not need it when a valid
+/// `.sign` vouches for the CVD (see [`sign`]). Whatever the choice, the
+/// `<db>.info` inside stays signed with the test info key, since ClamAV
+/// checks that signature on every load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LegacySignature {
+    /// md5 and dsig present and valid.
+    #[default]
+    Signed,
+    /// `X:X` for md5 and dsig, as a CLD header (and the header line inside
+    /// `<db>.info`) carries them.
+    Absent,
+    /// The real md5 and `X` for dsig: the header `sigtool --build
+    /// --unsigned` writes (it puts `X:X` only in the `.info` header line).
+    Md5Only,
 }
 
 impl DbSpec {
@@ -58,6 +79,7 @@ impl DbSpec {
             built: None,
             builder: "cvdmirror".to_owned(),
             target_size: 0,
+            legacy_signature: LegacySignature::Signed,
         }
     }
 
@@ -100,6 +122,25 @@ impl DbSpec {
     #[must_use]
     pub fn size(mut self, bytes: u64) -> Self {
         self.target_size = bytes;
+        self
+    }
+
+    /// Whether [`cvd`] signs the header (`true`, the default) or writes
+    /// `X:X` for its md5 and dsig (`false`, [`LegacySignature::Absent`]):
+    /// a CVD only a ClamAV 1.5 `.sign` can vouch for.
+    #[must_use]
+    pub fn legacy_signature(self, signed: bool) -> Self {
+        self.legacy_header(if signed {
+            LegacySignature::Signed
+        } else {
+            LegacySignature::Absent
+        })
+    }
+
+    /// Sets what [`cvd`] writes in the header's md5 and dsig fields.
+    #[must_use]
+    pub fn legacy_header(mut self, legacy: LegacySignature) -> Self {
+        self.legacy_signature = legacy;
         self
     }
 
@@ -274,12 +315,17 @@ fn padded_header(line: &str) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Builds a signed CVD.
+/// Builds a CVD, its header signed unless the spec says otherwise
+/// ([`DbSpec::legacy_signature`]).
 pub fn cvd(spec: &DbSpec, keys: &SigningKeys) -> io::Result<Vec<u8>> {
     let body = gzip(&archive(spec, keys, stored_overhead)?)?;
     let md5: [u8; 16] = Md5::digest(&body).into();
-    let dsig = sign_md5(&md5, &keys.cvd);
-    let mut out = padded_header(&spec.line(&hex(&md5), &dsig))?;
+    let header = match spec.legacy_signature {
+        LegacySignature::Signed => spec.line(&hex(&md5), &sign_md5(&md5, &keys.cvd)),
+        LegacySignature::Absent => spec.header_line(),
+        LegacySignature::Md5Only => spec.line(&hex(&md5), "X"),
+    };
+    let mut out = padded_header(&header)?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -370,6 +416,52 @@ mod tests {
         assert!(cvd(&DbSpec::new("da/ily", 1), &keys).is_err());
         assert!(cvd(&DbSpec::new("daily", 1).builder("a:b"), &keys).is_err());
         assert!(cvd(&DbSpec::new("daily", 1).builder(&"x".repeat(400)), &keys).is_err());
+    }
+
+    #[test]
+    fn unsigned_cvds_carry_no_legacy_signature() {
+        use crate::cvd::{Expected, Header, verify_bytes};
+
+        let keys = crate::cvd::testkeys::signing_keys();
+        let trusted = keys.trusted();
+        let spec = DbSpec::new("daily", 12).size(20_000);
+        let signed = cvd(&spec, &keys).unwrap();
+        let unsigned = cvd(&spec.clone().legacy_signature(false), &keys).unwrap();
+        let md5_only = cvd(&spec.clone().legacy_header(LegacySignature::Md5Only), &keys).unwrap();
+
+        let text = |file: &[u8]| String::from_utf8(file[..HEADER_LEN].to_vec()).unwrap();
+        let fields = |file: &[u8]| {
+            let text = text(file);
+            let fields: Vec<String> = text.trim_end().split(':').map(str::to_owned).collect();
+            (fields[5].clone(), fields[6].clone())
+        };
+        assert_eq!(fields(&unsigned), ("X".into(), "X".into()));
+        let (md5, dsig) = fields(&signed);
+        assert_eq!((md5.len(), dsig.len() > 1), (32, true));
+        assert_eq!(fields(&md5_only), (md5, "X".into()));
+        // Only the md5 and dsig fields differ; the body is the same.
+        assert_eq!(
+            text(&unsigned).trim_end(),
+            spec.header_line(),
+            "the header line is the .info's"
+        );
+        assert_eq!(signed[HEADER_LEN..], unsigned[HEADER_LEN..]);
+        assert_eq!(signed[HEADER_LEN..], md5_only[HEADER_LEN..]);
+        let header = Header::parse(&unsigned).unwrap();
+        assert_eq!((header.md5, header.dsig, header.version), (None, None, 12));
+
+        // The legacy check refuses it as a CVD, while its body (and signed
+        // .info) verify: as a compressed CLD it is the same file.
+        assert!(verify_bytes(&signed, &Expected::cvd("daily"), &trusted).is_ok());
+        assert!(verify_bytes(&unsigned, &Expected::cvd("daily"), &trusted).is_err());
+        assert!(verify_bytes(&md5_only, &Expected::cvd("daily"), &trusted).is_err());
+        assert_eq!(unsigned, cld(&spec, &keys, true).unwrap());
+        let ok = verify_bytes(&unsigned, &Expected::cld("daily"), &trusted).unwrap();
+        assert!(ok.members.iter().any(|m| m.name == "daily.info"));
+        // ... and that .info is signed: without the test info key it fails.
+        let official = crate::cvd::TrustedKeys::official();
+        let err = verify_bytes(&unsigned, &Expected::cld("daily"), &official).unwrap_err();
+        assert!(err.to_string().contains("info"), "{err}");
     }
 
     #[test]

@@ -66,6 +66,33 @@ pub struct Expected {
     pub kind: DbKind,
     /// Required version, if known (e.g. from DNS).
     pub version: Option<u32>,
+    /// Whether a CVD's legacy header signature (MD5 + RSA) must be present
+    /// and verify. When it need not (a ClamAV 1.5 `.sign` vouches for the
+    /// file instead), its verdict is reported in [`Verified::legacy`].
+    pub header_signature: HeaderSignature,
+}
+
+/// Whether a CVD must carry a valid legacy header signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeaderSignature {
+    /// Absent or failing is an error (ClamAV before 1.5, FIPS aside).
+    #[default]
+    Required,
+    /// Absent or failing is reported, not an error: the caller decides
+    /// with the `.sign` verdict (ClamAV 1.5).
+    Reported,
+}
+
+/// The verdict on a file's legacy header signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Legacy {
+    /// Present and verified with a trusted key.
+    Verified,
+    /// `X` (or empty) for md5 and dsig, as `sigtool --unsigned` writes, or
+    /// a CLD.
+    Absent,
+    /// Present but failing; why.
+    Failed(String),
 }
 
 impl Expected {
@@ -75,6 +102,7 @@ impl Expected {
             name: name.to_owned(),
             kind: DbKind::Cvd,
             version: None,
+            header_signature: HeaderSignature::Required,
         }
     }
 
@@ -84,6 +112,7 @@ impl Expected {
             name: name.to_owned(),
             kind: DbKind::Cld,
             version: None,
+            header_signature: HeaderSignature::Required,
         }
     }
 
@@ -99,6 +128,7 @@ impl Expected {
             name: name.to_owned(),
             kind,
             version: None,
+            header_signature: HeaderSignature::Required,
         })
     }
 
@@ -106,6 +136,13 @@ impl Expected {
     #[must_use]
     pub fn version(mut self, version: u32) -> Self {
         self.version = Some(version);
+        self
+    }
+
+    /// Reports the legacy header signature's verdict instead of requiring it.
+    #[must_use]
+    pub fn header_signature(mut self, rule: HeaderSignature) -> Self {
+        self.header_signature = rule;
         self
     }
 }
@@ -136,6 +173,9 @@ pub struct Verified {
     pub compressed: bool,
     /// Members in archive order.
     pub members: Vec<Member>,
+    /// The legacy header signature (always [`Legacy::Verified`] for a CVD
+    /// verified with [`HeaderSignature::Required`]).
+    pub legacy: Legacy,
 }
 
 /// Verifies the file at `path`.
@@ -179,11 +219,19 @@ pub fn verify_reader(
             got: header.version,
         });
     }
+    let reported = expected.kind == DbKind::Cvd
+        && expected.header_signature == HeaderSignature::Reported;
+    let mut legacy = Legacy::Absent;
     let signed = match (expected.kind, &header.md5, &header.dsig) {
         // A CLD carrying md5 and dsig (a CVD saved under the CLD name) must
         // pass the CVD checks too: no header byte goes unchecked.
         (_, Some(md5), Some(dsig)) => Some((*md5, dsig.clone())),
         (DbKind::Cld, None, None) => None,
+        (DbKind::Cvd, None, None) if reported => None,
+        (DbKind::Cvd, _, _) if reported => {
+            legacy = Legacy::Failed("header has only one of md5 and signature".into());
+            None
+        }
         (DbKind::Cvd, _, _) => return Err(VerifyError::Unsigned),
         (DbKind::Cld, _, _) => {
             return Err(VerifyError::HeaderForm(
@@ -202,16 +250,24 @@ pub fn verify_reader(
     let body_md5: [u8; 16] = body.md5.finalize().into();
 
     if let Some((md5, dsig)) = signed {
-        if body_md5 != md5 {
-            return Err(match scan {
+        let verdict = if body_md5 != md5 {
+            match scan {
                 Err(VerifyError::Truncated(why)) => {
-                    VerifyError::Truncated(format!("{why}; md5 of body does not match header"))
+                    return Err(VerifyError::Truncated(format!(
+                        "{why}; md5 of body does not match header"
+                    )));
                 }
-                _ => VerifyError::Md5Mismatch,
-            });
-        }
-        signature::verify_md5(dsig.as_bytes(), &md5, keys.keys(KeyRole::Cvd))
-            .map_err(|e| VerifyError::signature(Signed::Header, e))?;
+                _ => Err(VerifyError::Md5Mismatch),
+            }
+        } else {
+            signature::verify_md5(dsig.as_bytes(), &md5, keys.keys(KeyRole::Cvd))
+                .map_err(|e| VerifyError::signature(Signed::Header, e))
+        };
+        legacy = match verdict {
+            Ok(()) => Legacy::Verified,
+            Err(e) if reported => Legacy::Failed(e.to_string()),
+            Err(e) => return Err(e),
+        };
     }
     let scan = scan?;
     check_info(&scan, &info_line, &expected.name, keys)?;
@@ -230,6 +286,7 @@ pub fn verify_reader(
                 size: m.size,
             })
             .collect(),
+        legacy,
     })
 }
 

@@ -156,6 +156,9 @@ fn sync_settings(settings: &MirrorSettings) -> SyncSettings {
         // rather than publish without it.
         missing_cdiff_grace: Duration::from_secs(3_600),
         retry_base: Duration::from_millis(200),
+        signatures: sync::SignaturePolicy::default(),
+        sign_verifier: crate::cvd::sign::SignVerifier::new(crate::cvd::sign::SignRoots::official()),
+        sign_grace: sync::DEFAULT_SIGN_GRACE,
     }
 }
 

@@ -1,4 +1,7 @@
-//! One sync pass, end to end, and the status it leaves for health checks.
+//! One sync pass, end to end: learn the advertised versions, plan each
+//! database, fetch and verify what is missing ([`super::fetch`]), publish
+//! each file with its `.sign`, retire what is no longer needed, and keep
+//! the status health checks read.
 //!
 //! Passes are single-flight: a trigger while one runs waits for it rather
 //! than starting a second. Database failures are contained per database: a
@@ -9,194 +12,38 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use thiserror::Error;
 use tokio::sync::{Mutex, watch};
 
 use super::SyncConfig;
-use super::backoff::Backoff;
+use super::demand::Demand;
 use super::plan::{self, Plan};
-use super::publish::{self, Staged};
+use super::publish;
+use super::report::{DbOutcome, DbReport, PassReport, Progress, SyncError, SyncStatus};
+use super::signatures::{DbSignatures, Rejection, Signer};
 use super::state::{PassRecord, StateFile, SyncState};
 use super::upstream::{FetchError, Upstream};
 use super::versions::{self, VersionSource};
-use crate::cvd::{self, Expected, TrustedKeys, VerifyError};
+use crate::cvd::{self, Expected, sign};
 
 /// How long a `403` stops all requests upstream.
 const FORBIDDEN_COOL_DOWN: Duration = Duration::from_secs(24 * 3600);
 /// How long history cdiffs upstream lacked are not asked for again.
-const HISTORY_RETRY: Duration = Duration::from_secs(24 * 3600);
-/// Longest wait between retries inside one pass.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
-
-/// Receives progress of downloads (progress bars on a terminal, nothing in the server).
-pub trait Progress: Send + Sync {
-    /// A download of `name` started or restarted.
-    fn started(&self, name: &str) {
-        let _ = name;
-    }
-    /// `done` of `total` bytes of `name` have arrived.
-    fn advanced(&self, name: &str, done: u64, total: Option<u64>) {
-        let _ = (name, done, total);
-    }
-    /// `name` is done; `outcome` says how, in a few words.
-    fn finished(&self, name: &str, outcome: &str) {
-        let _ = (name, outcome);
-    }
-}
-
-/// Progress that goes nowhere.
-#[derive(Debug, Default)]
-pub struct Quiet;
-impl Progress for Quiet {}
-
-/// What health checks and the status page read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SyncStatus {
-    /// Version of each published CVD.
-    pub published: BTreeMap<String, u32>,
-    /// Version upstream advertised at the last pass.
-    pub advertised: BTreeMap<String, u32>,
-    /// The TXT record upstream advertised at the last pass (DNS mode).
-    pub advertised_record: Option<crate::dns::VersionRecord>,
-    /// A pass is running now.
-    pub running: bool,
-    /// The last pass.
-    pub last_pass: Option<PassRecord>,
-}
-
-impl SyncStatus {
-    /// Versions each database lags upstream by (only those that lag).
-    pub fn behind(&self) -> BTreeMap<String, u32> {
-        self.advertised
-            .iter()
-            .filter_map(|(db, &adv)| {
-                let published = self.published.get(db).copied().unwrap_or(0);
-                (adv > published).then(|| (db.clone(), adv - published))
-            })
-            .collect()
-    }
-
-    /// Whether every configured database has a published, verified CVD.
-    pub fn is_complete(&self, databases: &[String]) -> bool {
-        databases.iter().all(|db| self.published.contains_key(db))
-    }
-}
-
-/// The result of one pass for one database.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbReport {
-    /// Database.
-    pub name: String,
-    /// Published version before.
-    pub before: Option<u32>,
-    /// Published version after.
-    pub after: Option<u32>,
-    /// Advertised version.
-    pub advertised: u32,
-    /// Files fetched and published.
-    pub fetched: Vec<String>,
-    /// How it ended.
-    pub outcome: DbOutcome,
-}
-
-/// How a database's pass ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DbOutcome {
-    /// Nothing to do.
-    UpToDate,
-    /// New files published; now at the advertised version.
-    Updated,
-    /// Upstream advertises an older version than ours; kept ours.
-    UpstreamBehind,
-    /// Not brought up to date; the reason.
-    Failed(String),
-}
-
-/// A whole pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassReport {
-    /// Per database.
-    pub databases: Vec<DbReport>,
-}
-
-/// Why a pass did not leave the mirror complete and current.
-#[derive(Debug, Error)]
-pub enum SyncError {
-    /// The version source failed.
-    #[error("cannot learn upstream versions: {0}")]
-    Versions(String),
-    /// Upstream answered `403`.
-    #[error("upstream refuses this mirror (403); no requests until {}", httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(*.until)))]
-    Forbidden {
-        /// Unix time requests resume.
-        until: u64,
-    },
-    /// Local disk trouble.
-    #[error("local I/O: {0}")]
-    Io(#[from] io::Error),
-    /// The configuration cannot work.
-    #[error("{0}")]
-    Config(String),
-    /// Some databases were not brought up to date.
-    #[error("{}", summarize(.0))]
-    Incomplete(Vec<DbReport>),
-}
-
-impl SyncError {
-    /// Whether an early retry may succeed (vs. waiting for a cool-down or a person).
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, SyncError::Forbidden { .. } | SyncError::Config(_))
-    }
-}
-
-fn summarize(reports: &[DbReport]) -> String {
-    let failed: Vec<String> = reports
-        .iter()
-        .filter_map(|r| match &r.outcome {
-            DbOutcome::Failed(reason) => Some(format!("{}: {reason}", r.name)),
-            _ => None,
-        })
-        .collect();
-    format!(
-        "sync incomplete; previous files still served. {}",
-        failed.join("; ")
-    )
-}
-
-/// Why one file was not staged.
-#[derive(Debug, Error)]
-enum FileError {
-    #[error(transparent)]
-    Fetch(FetchError),
-    #[error("cooling down after 429 until {}", httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(*.0)))]
-    CoolingDown(u64),
-    #[error("request budget for this file used up for this hour")]
-    Budget,
-    #[error("rejected: {0}")]
-    Verify(VerifyError),
-    #[error("rejected: upstream served version {got}, expected {expected}")]
-    WrongVersion { expected: u32, got: u32 },
-    #[error("local I/O: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// What a staged file must be.
-#[derive(Debug, Clone, Copy)]
-enum Expect<'a> {
-    Cvd { db: &'a str, at_least: u32 },
-    Cdiff { version: u32 },
-}
+pub(super) const HISTORY_RETRY: Duration = Duration::from_secs(24 * 3600);
+/// How long a `.sign` upstream lacked for the current CVD is not asked for
+/// again.
+pub(super) const SIGN_RETRY: Duration = Duration::from_secs(3600);
 
 /// The sync engine of one root.
 pub struct Engine {
-    config: SyncConfig,
-    upstream: Upstream,
-    state_file: StateFile,
+    pub(super) config: SyncConfig,
+    pub(super) upstream: Upstream,
+    pub(super) state_file: StateFile,
     single_flight: Mutex<()>,
-    status: watch::Sender<SyncStatus>,
+    pub(super) status: watch::Sender<SyncStatus>,
+    pub(super) demand: Arc<Demand>,
 }
 
 impl Engine {
@@ -225,12 +72,20 @@ impl Engine {
             state_file,
             single_flight: Mutex::new(()),
             status: watch::Sender::new(SyncStatus::default()),
+            demand: Arc::new(Demand::default()),
         };
+        let state = engine.state_file.load()?;
         let mut status = SyncStatus {
-            last_pass: engine.state_file.load()?.last_pass,
+            last_pass: state.last_pass.clone(),
             ..Default::default()
         };
         status.published = engine.scan_published()?;
+        status.signatures = state
+            .signatures
+            .iter()
+            .filter(|(db, s)| status.published.get(*db) == Some(&s.version))
+            .map(|(db, s)| (db.clone(), s.clone()))
+            .collect();
         engine.status.send_replace(status);
         Ok(engine)
     }
@@ -243,6 +98,13 @@ impl Engine {
     /// Follows the engine's status.
     pub fn status(&self) -> watch::Receiver<SyncStatus> {
         self.status.subscribe()
+    }
+
+    /// Where the server records the cdiffs clients asked for and did not
+    /// find, so a pass can tell a missing cdiff nobody wants from one
+    /// clients are already falling back over.
+    pub fn demand(&self) -> Arc<Demand> {
+        Arc::clone(&self.demand)
     }
 
     /// Runs one pass (waiting for a running one to finish first).
@@ -266,10 +128,15 @@ impl Engine {
         state.last_pass = Some(record.clone());
         let saved = self.state_file.save(&state);
         let published = self.scan_published();
+        let signatures = state.signatures.clone();
         self.status.send_modify(|s| {
             s.running = false;
             s.last_pass = Some(record);
             if let Ok(published) = published {
+                s.signatures = signatures
+                    .into_iter()
+                    .filter(|(db, sig)| published.get(db) == Some(&sig.version))
+                    .collect();
                 s.published = published;
             }
         });
@@ -285,6 +152,22 @@ impl Engine {
             }
         }
         Ok(published)
+    }
+
+    /// The time certificates are checked at: now, unless pinned.
+    pub(super) fn verify_time(&self) -> SystemTime {
+        self.config.verify_at.unwrap_or_else(SystemTime::now)
+    }
+
+    /// Records a refused upstream file: logged, and shown in the status.
+    pub(super) fn reject(&self, file: &str, reason: &str) {
+        tracing::error!(file, reason, "upstream file rejected; it will not be published");
+        let rejection = Rejection {
+            at: unix_now(),
+            file: file.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.status.send_modify(|s| s.rejections.push(rejection));
     }
 
     async fn run(
@@ -360,18 +243,18 @@ impl Engine {
             cdiffs: before.cdiffs,
             advertised: target,
         };
-        let update = match plan::plan(&input, self.config.backfill) {
+        let mut update = match plan::plan(&input, self.config.backfill) {
             Plan::UpToDate => {
-                self.prune(state, db)?;
+                self.finish_db(state, db, &mut report, progress).await?;
                 return Ok(report);
             }
             Plan::UpstreamBehind { .. } => {
                 report.outcome = DbOutcome::UpstreamBehind;
+                self.refresh_signatures(state, db).await?;
                 return Ok(report);
             }
             Plan::Update(update) => update,
         };
-        let mut update = update;
         let now = unix_now();
         update.cdiffs.retain(|&v| {
             v > update.required_above
@@ -380,10 +263,6 @@ impl Engine {
                     .missing_since
                     .is_none_or(|since| now.saturating_sub(since) >= HISTORY_RETRY.as_secs())
         });
-        if update.cdiffs.is_empty() && !update.cvd {
-            self.prune(state, db)?;
-            return Ok(report);
-        }
         for &version in &update.cdiffs {
             let required = version > update.required_above;
             if let Err(reason) = self
@@ -394,250 +273,144 @@ impl Engine {
                 return Ok(report);
             }
         }
-        if update.cvd {
-            let name = format!("{db}.cvd");
-            let (staged, version) = match self
-                .fetch_verified(
-                    state,
-                    &name,
-                    Expect::Cvd {
-                        db,
-                        at_least: target,
-                    },
-                    progress,
-                )
-                .await
-            {
-                Ok(staged) => staged,
-                Err(FileError::Fetch(FetchError::Forbidden)) => return Err(self.forbidden(state)),
-                Err(e) => {
-                    report.outcome = DbOutcome::Failed(format!("{name}: {e}"));
-                    return Ok(report);
-                }
-            };
-            // Upstream moved on since the version lookup: the CVD still needs its patches.
-            for v in target + 1..=version {
-                if let Err(reason) = self
-                    .fetch_cdiff(state, db, v, true, &mut report, progress)
-                    .await?
-                {
-                    let _ = std::fs::remove_file(&staged.path);
-                    report.outcome = DbOutcome::Failed(reason);
-                    return Ok(report);
-                }
-            }
-            let sign = self
-                .fetch_signature(state, &format!("{db}-{version}.cvd.sign"), progress)
-                .await?;
-            publish::publish(&root, &[], Some(&staged))?;
-            publish::publish(&root, sign.as_slice(), None)?;
-            report.fetched.push(name);
-            report.after = Some(version);
+        if update.cvd
+            && let Err(reason) = self
+                .update_cvd(state, db, target, &mut report, progress)
+                .await?
+        {
+            report.outcome = DbOutcome::Failed(reason);
+            return Ok(report);
         }
-        report.outcome = DbOutcome::Updated;
-        self.prune(state, db)?;
+        if !report.fetched.is_empty() {
+            report.outcome = DbOutcome::Updated;
+        }
+        self.finish_db(state, db, &mut report, progress).await?;
         Ok(report)
     }
 
-    /// Fetches, verifies and publishes one cdiff. `Ok(Err(reason))` when a
-    /// required cdiff is missing; a history cdiff that is missing is fine.
-    async fn fetch_cdiff(
+    /// Fetches, verifies and publishes `<db>.cvd` at `target` or newer with
+    /// its `.sign` and the cdiffs leading to it. `Ok(Err(reason))` when
+    /// it was not published.
+    async fn update_cvd(
         &self,
         state: &mut SyncState,
         db: &str,
-        version: u32,
-        required: bool,
+        target: u32,
         report: &mut DbReport,
         progress: &dyn Progress,
     ) -> Result<Result<(), String>, SyncError> {
-        let name = format!("{db}-{version}.cdiff");
-        if self.config.root.join(&name).exists() {
-            return Ok(Ok(()));
+        let name = format!("{db}.cvd");
+        let expect = super::fetch::Expect::Cvd {
+            db,
+            at_least: target,
+        };
+        let pair = match self.fetch_pair(state, &name, expect, progress).await {
+            Ok(pair) => pair,
+            Err(super::fetch::FileError::Fetch(FetchError::Forbidden)) => {
+                return Err(self.forbidden(state));
+            }
+            Err(e) => return Ok(Err(format!("{name}: {e}"))),
+        };
+        // Upstream moved on since the version lookup: the CVD still needs its patches.
+        for v in target + 1..=pair.version {
+            if let Err(reason) = self.fetch_cdiff(state, db, v, true, report, progress).await? {
+                pair.discard();
+                return Ok(Err(reason));
+            }
         }
-        if !required
-            && state
-                .file(&name)
-                .missing_since
-                .is_some_and(|since| unix_now().saturating_sub(since) < HISTORY_RETRY.as_secs())
+        let previous = report.before;
+        let signatures = DbSignatures {
+            version: pair.version,
+            legacy: pair.accepted.legacy,
+            sign: pair.accepted.sign.as_ref().map(Signer::from),
+            sign_missing_since: None,
+        };
+        pair.publish(&self.config.root)?;
+        if let Some(old) = previous.filter(|&old| old != pair.version) {
+            state
+                .retired_at
+                .insert(sign::cvd_sign_name(db, old), unix_now());
+        }
+        self.record_signatures(state, db, signatures);
+        report.fetched.push(name);
+        report.after = Some(pair.version);
+        Ok(Ok(()))
+    }
+
+    /// After a database's files are in place: back-fill `.sign` files the
+    /// published set lacks, bring its signature status up to date, and
+    /// retire old files.
+    async fn finish_db(
+        &self,
+        state: &mut SyncState,
+        db: &str,
+        report: &mut DbReport,
+        progress: &dyn Progress,
+    ) -> Result<(), SyncError> {
+        self.backfill_signs(state, db, report, progress).await?;
+        self.refresh_signatures(state, db).await?;
+        self.prune(state, db)?;
+        Ok(())
+    }
+
+    /// Stores what a published CVD's signatures are, keeping since when
+    /// upstream has offered no usable `.sign` for it.
+    pub(super) fn record_signatures(&self, state: &mut SyncState, db: &str, mut new: DbSignatures) {
+        if new.sign.is_none() {
+            new.sign_missing_since = Some(
+                state
+                    .signatures
+                    .get(db)
+                    .and_then(|old| old.sign_missing_since)
+                    .unwrap_or_else(unix_now),
+            );
+        }
+        state.signatures.insert(db.to_owned(), new);
+    }
+
+    /// Makes sure the state describes the published CVD's signatures: a CVD
+    /// published by an older cvdmirror, or by hand, is verified once.
+    async fn refresh_signatures(&self, state: &mut SyncState, db: &str) -> Result<(), SyncError> {
+        let root = &self.config.root;
+        let Some(version) = publish::scan(root, db)?.cvd_version else {
+            return Ok(());
+        };
+        let sign_path = root.join(sign::cvd_sign_name(db, version));
+        let known = state.signatures.get(db).cloned();
+        if let Some(known) = &known
+            && known.version == version
+            && known.sign.is_some() == sign_path.exists()
         {
-            // History upstream lacked recently: not asked again before a day passed.
-            return Ok(Ok(()));
+            return Ok(());
         }
-        match self
-            .fetch_verified(state, &name, Expect::Cdiff { version }, progress)
-            .await
-        {
-            Ok((staged, _)) => {
-                state.file(&name).missing_since = None;
-                let sign = self
-                    .fetch_signature(state, &format!("{name}.sign"), progress)
-                    .await?;
-                publish::publish(&self.config.root, &[staged], None)?;
-                // A signature is published only beside the file it signs.
-                publish::publish(&self.config.root, sign.as_slice(), None)?;
-                state.published_at.insert(name.clone(), unix_now());
-                report.fetched.push(name);
-                Ok(Ok(()))
-            }
-            Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
-            Err(FileError::Fetch(FetchError::NotFound)) => {
-                let now = unix_now();
-                if !required {
-                    state.file(&name).missing_since = Some(now);
-                    tracing::debug!(file = %name, "cdiff history not available upstream; asking again in a day");
-                    return Ok(Ok(()));
-                }
-                let since = *state.file(&name).missing_since.get_or_insert(now);
-                let missing_for = Duration::from_secs(now.saturating_sub(since));
-                if missing_for >= self.config.missing_cdiff_grace {
-                    tracing::warn!(file = %name, missing_for = %humantime::format_duration(missing_for), "required cdiff still missing upstream after the grace period; publishing without it (clients at older versions will download the whole CVD, as they would from upstream)");
-                    return Ok(Ok(()));
-                }
-                Ok(Err(format!(
-                    "{name}: not found upstream (404); waiting up to {} for it before publishing without it",
-                    humantime::format_duration(self.config.missing_cdiff_grace)
-                )))
-            }
-            Err(e) if required => Ok(Err(format!("{name}: {e}"))),
-            Err(e) => {
-                tracing::info!(file = %name, reason = %e, "cdiff history not fetched; skipped");
-                Ok(Ok(()))
-            }
-        }
-    }
-
-    /// Fetches an optional `.sign` file and publishes it if it looks like one.
-    async fn fetch_signature(
-        &self,
-        state: &mut SyncState,
-        name: &str,
-        progress: &dyn Progress,
-    ) -> Result<Option<Staged>, SyncError> {
-        let dest = publish::staging_dir(&self.config.root).join(format!("{name}.part"));
-        match self.fetch_raw(state, name, &dest, 1, progress).await {
-            Ok(()) => {
-                let looks_right =
-                    std::fs::read(&dest).is_ok_and(|b| b.starts_with(b"#clamsign-1.0"));
-                if looks_right {
-                    return Ok(Some(Staged {
-                        path: dest,
-                        name: name.to_owned(),
-                    }));
-                }
-                tracing::warn!(file = name, "not a ClamAV signature file; discarded");
-                let _ = std::fs::remove_file(&dest);
-                Ok(None)
-            }
-            Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
-            Err(_) => {
-                let _ = std::fs::remove_file(&dest);
-                Ok(None)
-            }
-        }
-    }
-
-    /// Downloads `name` into staging and verifies it; the staged file and its
-    /// version, or the reason it was rejected (and deleted).
-    async fn fetch_verified(
-        &self,
-        state: &mut SyncState,
-        name: &str,
-        expect: Expect<'_>,
-        progress: &dyn Progress,
-    ) -> Result<(Staged, u32), FileError> {
-        let path = publish::staging_dir(&self.config.root).join(format!("{name}.part"));
-        self.fetch_raw(state, name, &path, self.config.attempts, progress)
-            .await?;
-        state.file(name).partial_validator = None;
-        let verdict = verify(path.clone(), expect, self.config.keys.clone()).await;
-        match verdict {
-            Ok(version) => {
-                progress.finished(name, "verified");
-                Ok((
-                    Staged {
-                        path,
-                        name: name.to_owned(),
-                    },
-                    version,
-                ))
-            }
-            Err(e) => {
-                tracing::error!(file = name, reason = %e, "upstream file rejected; it will not be published");
-                progress.finished(name, "rejected");
-                let _ = std::fs::remove_file(&path);
-                Err(e)
-            }
-        }
-    }
-
-    /// Downloads with cool-downs, budget and retries.
-    async fn fetch_raw(
-        &self,
-        state: &mut SyncState,
-        name: &str,
-        dest: &std::path::Path,
-        attempts: u32,
-        progress: &dyn Progress,
-    ) -> Result<(), FileError> {
-        let now = unix_now();
-        let max_per_hour = self.config.max_requests_per_file_per_hour as usize;
-        let file = state.file(name);
-        match file.cool_down_until {
-            Some(until) if until > now => return Err(FileError::CoolingDown(until)),
-            Some(_) => file.cool_down_until = None,
-            None => {}
-        }
-        file.recent_requests
-            .retain(|&t| now.saturating_sub(t) < 3600);
-        let mut backoff = Backoff::new(self.config.retry_base, MAX_RETRY_DELAY);
-        for attempt in 1..=attempts.max(1) {
-            let file = state.file(name);
-            if file.recent_requests.len() >= max_per_hour {
-                return Err(FileError::Budget);
-            }
-            file.recent_requests.push(unix_now());
-            let validator = file.partial_validator.clone();
-            let mut validator_out = None;
-            progress.started(name);
-            let result = self
-                .upstream
-                .download(
-                    name,
-                    dest,
-                    validator.as_deref(),
-                    &mut validator_out,
-                    &mut |done, total| progress.advanced(name, done, total),
-                )
-                .await;
-            if validator_out.is_some() {
-                state.file(name).partial_validator = validator_out;
-            }
-            match result {
-                Ok(_) => return Ok(()),
-                Err(FetchError::RateLimited { retry_after }) => {
-                    let until = unix_now() + retry_after.as_secs();
-                    state.file(name).cool_down_until = Some(until);
-                    tracing::warn!(
-                        file = name,
-                        retry_after_secs = retry_after.as_secs(),
-                        "upstream rate limit (429); file cooling down"
-                    );
-                    let _ = self.state_file.save(state);
-                    progress.finished(name, "rate limited");
-                    return Err(FileError::Fetch(FetchError::RateLimited { retry_after }));
-                }
-                Err(e) if e.is_retryable() && attempt < attempts => {
-                    let delay = backoff.next_delay(&mut rand::rng());
-                    tracing::warn!(file = name, error = %e, attempt, retry_in = ?delay, "download failed; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => {
-                    progress.finished(name, "failed");
-                    return Err(FileError::Fetch(e));
-                }
-            }
-        }
-        Err(FileError::Budget)
+        let cvd_path = root.join(format!("{db}.cvd"));
+        let keys = self.config.keys.clone();
+        let verifier = self.config.sign_verifier.clone();
+        let at = self.verify_time();
+        let expected = Expected::cvd(db).header_signature(cvd::HeaderSignature::Reported);
+        let (legacy, signed) = tokio::task::spawn_blocking(move || {
+            let legacy = cvd::verify_file(&cvd_path, &expected, &keys)
+                .map(|v| v.legacy == cvd::Legacy::Verified)
+                .unwrap_or(false);
+            let signed = verifier
+                .verify_file(&cvd_path, &sign_path, at)
+                .ok()
+                .and_then(Result::ok);
+            (legacy, signed)
+        })
+        .await
+        .map_err(|e| SyncError::Io(io::Error::other(e)))?;
+        self.record_signatures(
+            state,
+            db,
+            DbSignatures {
+                version,
+                legacy,
+                sign: signed.as_ref().map(Signer::from),
+                sign_missing_since: None,
+            },
+        );
+        Ok(())
     }
 
     /// Versions from `Range: bytes=0-511` of each CVD, under the same
@@ -654,7 +427,7 @@ impl Engine {
             if let Some(until) = file.cool_down_until.filter(|&until| until > now) {
                 return Err(SyncError::Versions(format!(
                     "{name}: {}",
-                    FileError::CoolingDown(until)
+                    super::fetch::FileError::CoolingDown(until)
                 )));
             }
             file.recent_requests
@@ -662,7 +435,7 @@ impl Engine {
             if file.recent_requests.len() >= self.config.max_requests_per_file_per_hour as usize {
                 return Err(SyncError::Versions(format!(
                     "{name}: {}",
-                    FileError::Budget
+                    super::fetch::FileError::Budget
                 )));
             }
             file.recent_requests.push(now);
@@ -685,7 +458,7 @@ impl Engine {
         Ok(versions)
     }
 
-    fn forbidden(&self, state: &mut SyncState) -> SyncError {
+    pub(super) fn forbidden(&self, state: &mut SyncState) -> SyncError {
         let until = unix_now() + FORBIDDEN_COOL_DOWN.as_secs();
         state.forbidden_until = Some(until);
         tracing::error!(
@@ -695,53 +468,37 @@ impl Engine {
     }
 
     fn prune(&self, state: &mut SyncState, db: &str) -> io::Result<()> {
+        let now = SystemTime::now();
         let removed = publish::prune(
             &self.config.root,
             db,
             self.config.retention,
-            SystemTime::now(),
+            now,
             |name| state.published_at.get(name).copied(),
         )?;
         for name in removed {
             tracing::info!(file = %name, "cdiff past retention removed");
             state.published_at.remove(&name);
             state.files.remove(&name);
+            state.files.remove(&sign::cdiff_sign_name(&name));
+        }
+        let retired = publish::prune_cvd_signs(
+            &self.config.root,
+            db,
+            self.config.sign_grace,
+            now,
+            &mut state.retired_at,
+        )?;
+        for name in retired {
+            tracing::info!(file = %name, "signature of a replaced CVD removed after its grace period");
+            state.files.remove(&name);
         }
         Ok(())
     }
 }
 
-/// Verifies a staged file off the async threads (hashing 160 MB takes a while).
-async fn verify(path: PathBuf, expect: Expect<'_>, keys: TrustedKeys) -> Result<u32, FileError> {
-    let expect_owned = match expect {
-        Expect::Cvd { db, at_least } => (Some(db.to_owned()), at_least),
-        Expect::Cdiff { version } => (None, version),
-    };
-    let joined = tokio::task::spawn_blocking(move || -> Result<u32, FileError> {
-        match expect_owned {
-            (Some(db), at_least) => {
-                let verified = cvd::verify_file(&path, &Expected::cvd(&db), &keys)
-                    .map_err(FileError::Verify)?;
-                let got = verified.header.version;
-                if got < at_least {
-                    return Err(FileError::WrongVersion {
-                        expected: at_least,
-                        got,
-                    });
-                }
-                Ok(got)
-            }
-            (None, version) => {
-                cvd::verify_cdiff_file(&path, Some(version), &keys).map_err(FileError::Verify)?;
-                Ok(version)
-            }
-        }
-    })
-    .await;
-    joined.map_err(|e| FileError::Io(io::Error::other(e)))?
-}
-
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

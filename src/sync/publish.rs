@@ -91,6 +91,55 @@ pub fn publish(root: &Path, cdiffs: &[Staged], cvd: Option<&Staged>) -> io::Resu
     Ok(())
 }
 
+/// Removes the `.sign` files of replaced CVDs (`<db>-N.cvd.sign` for any N
+/// but the published version) once they have been retired for `grace`:
+/// clients that started downloading the old CVD ask for its `.sign` when
+/// they finish. `retired_at` maps names to when they were retired; a file
+/// it does not know is retired now.
+pub fn prune_cvd_signs(
+    root: &Path,
+    db: &str,
+    grace: Duration,
+    now: SystemTime,
+    retired_at: &mut std::collections::BTreeMap<String, u64>,
+) -> io::Result<Vec<String>> {
+    let current = scan(root, db)?.cvd_version;
+    let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(version) = cvd_sign_version(name, db) else {
+            continue;
+        };
+        if Some(version) == current {
+            retired_at.remove(name);
+            continue;
+        }
+        let since = *retired_at.entry(name.to_owned()).or_insert(now_secs);
+        if now_secs.saturating_sub(since) >= grace.as_secs() {
+            match std::fs::remove_file(root.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            retired_at.remove(name);
+            removed.push(name.to_owned());
+        }
+    }
+    retired_at.retain(|name, _| root.join(name).exists());
+    Ok(removed)
+}
+
+/// `Some(N)` for `<db>-N.cvd.sign`.
+pub fn cvd_sign_version(name: &str, db: &str) -> Option<u32> {
+    name.strip_prefix(db)?
+        .strip_prefix('-')?
+        .strip_suffix(".cvd.sign")?
+        .parse()
+        .ok()
+}
+
 /// Removes `<db>-N.cdiff` (and its `.sign`) first published before
 /// `now - retention`, never the newest one. `first_seen(name)` is when it
 /// was published; files published by someone else fall back to their mtime.

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use rand::SeedableRng;
 
 use super::backoff::{Backoff, jittered};
+use super::demand::Demand;
 use super::{Engine, Quiet, SyncError};
 use crate::hooks::{Completion, Hook};
 use crate::pipeline::{Exchange, FileKind};
@@ -145,12 +146,22 @@ impl HealGate {
 pub struct HealHook {
     published: Arc<ArcSwap<BTreeMap<String, u32>>>,
     trigger: Arc<Trigger>,
+    demand: Arc<Demand>,
 }
 
 impl HealHook {
-    /// Watches requests against `published` versions.
-    pub fn new(published: Arc<ArcSwap<BTreeMap<String, u32>>>, trigger: Arc<Trigger>) -> Self {
-        Self { published, trigger }
+    /// Watches requests against `published` versions, noting what clients
+    /// asked for in `demand`.
+    pub fn new(
+        published: Arc<ArcSwap<BTreeMap<String, u32>>>,
+        trigger: Arc<Trigger>,
+        demand: Arc<Demand>,
+    ) -> Self {
+        Self {
+            published,
+            trigger,
+            demand,
+        }
     }
 }
 
@@ -172,6 +183,11 @@ impl Hook for HealHook {
         };
         let published = self.published.load();
         if published.get(db).is_some_and(|&p| version > p) {
+            let at = exchange
+                .received
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.demand.note(name, at);
             self.trigger.heal();
         }
     }
@@ -216,7 +232,8 @@ mod tests {
             10,
         )])));
         let trigger = Arc::new(Trigger::default());
-        let hook = HealHook::new(published, Arc::clone(&trigger));
+        let demand = Arc::new(Demand::default());
+        let hook = HealHook::new(published, Arc::clone(&trigger), Arc::clone(&demand));
         let exchange = |path: &'static str| Exchange {
             peer: "192.0.2.1:1".parse().unwrap(),
             method: http::Method::GET,
@@ -241,8 +258,10 @@ mod tests {
         hook.complete(&exchange("/daily-10.cdiff"), &not_found);
         hook.complete(&exchange("/main-99.cdiff"), &not_found);
         assert_eq!(trigger.heal_requests(), 0);
+        assert!(!demand.asked_since("daily-10.cdiff", 0));
         hook.complete(&exchange("/daily-11.cdiff"), &not_found);
         assert_eq!(trigger.heal_requests(), 1);
+        assert!(demand.asked_since("daily-11.cdiff", 0));
         let ok = Completion {
             status: StatusCode::OK,
             ..not_found

@@ -1,7 +1,8 @@
 //! What the sync engine remembers between passes and restarts: upstream
 //! cool-downs (`429 Retry-After`, `403`), recent requests per file (the
 //! etiquette budget), partial downloads to resume, and when each cdiff was
-//! first published (for retention).
+//! first published (for retention), what the published CVDs' signatures
+//! were found to be, and when a replaced CVD's `.sign` was retired.
 //!
 //! The file is a [`state_file::StateFile`] (`cvdmirror-sync-state 1
 //! <sha256>` on the first line, JSON after it), replaced atomically. Published
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::signatures::DbSignatures;
 use crate::state_file;
 
 const MAGIC: &str = "cvdmirror-sync-state";
@@ -39,6 +41,14 @@ pub struct SyncState {
     /// Consecutive failed passes (drives the schedule's backoff).
     #[serde(default)]
     pub consecutive_failures: u32,
+    /// Per database: which signatures the published CVD carried when it was
+    /// verified (so the status need not re-hash it at every start).
+    #[serde(default)]
+    pub signatures: BTreeMap<String, DbSignatures>,
+    /// `.sign` of a replaced CVD (`daily-27780.cvd.sign`) → Unix time its
+    /// CVD was replaced; removed after the grace period.
+    #[serde(default)]
+    pub retired_at: BTreeMap<String, u64>,
 }
 
 /// What we know about one upstream file.

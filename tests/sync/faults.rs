@@ -408,20 +408,3 @@ fn forbidden_stops_the_pass_and_keeps_the_set() {
     run.assert_failed(&["403"]);
     assert_preserved(&before, &mirror, &run);
 }
-
-#[test]
-fn signature_files_are_published_and_junk_ones_discarded() {
-    let (world, mirror) = healthy();
-    world.release(271, 272, CVD_SIZE);
-    let sign = format!("{SIGN_MAGIC}\n90::pkcs7-pem:AAAA\n");
-    world.up.put("bytecode-272.cdiff.sign", sign.as_bytes());
-    world
-        .up
-        .put("bytecode-272.cvd.sign", b"<html>not a signature</html>");
-    let run = mirror.sync(&world);
-    run.assert_ok();
-    let served = mirror.snapshot();
-    assert!(served.contains_key("bytecode-272.cdiff.sign"), "{run}");
-    assert!(!served.contains_key("bytecode-272.cvd.sign"), "{run}");
-    check_served(&mirror.root, Some(271)).unwrap();
-}

@@ -14,9 +14,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use cvdmirror::cvd::build::sign::TestPki;
 use cvdmirror::cvd::build::{self, DbSpec};
+use cvdmirror::cvd::sign::{SignVerifier, cvd_sign_name};
 use cvdmirror::cvd::testkeys::{self, SigningKeys};
-use cvdmirror::cvd::{self, Expected, ExtraKey, KeyRole, TrustedKeys};
+use cvdmirror::cvd::{self, Expected, ExtraKey, HeaderSignature, KeyRole, Legacy, TrustedKeys};
 use cvdmirror::dns::VersionRecord;
 use cvdmirror::dns::test_server::{Behaviour, TxtServer};
 use sha2::{Digest, Sha256};
@@ -91,15 +93,53 @@ impl World {
         self.record.lock().unwrap().to_string()
     }
 
-    /// Publishes generated `bytecode` `version` upstream: the CVD (of
-    /// `size` bytes) and the cdiffs `from+1..=version`, then advertises it.
+    /// Publishes generated `bytecode` `version` upstream as upstream does
+    /// since ClamAV 1.5: the CVD (of `size` bytes) and the cdiffs
+    /// `from+1..=version`, each with its `.sign`, then advertises it.
     pub fn release(&self, from: u32, version: u32, size: u64) {
+        for v in from + 1..=version {
+            self.put_signed(&cdiff_name(v), &cdiff(v));
+        }
+        self.put_cvd(&cvd(version, size));
+        self.advertise(DB, version);
+    }
+
+    /// Like [`World::release`], without `.sign` files (upstream before 1.5).
+    pub fn release_unsigned(&self, from: u32, version: u32, size: u64) {
         for v in from + 1..=version {
             self.up.put(&cdiff_name(v), &cdiff(v));
         }
         self.up.put("bytecode.cvd", &cvd(version, size));
         self.advertise(DB, version);
     }
+
+    /// Puts `bytecode.cvd` and its `.sign` (named by its header's version).
+    pub fn put_cvd(&self, bytes: &[u8]) {
+        let version = cvd::Header::parse(bytes).unwrap().version;
+        self.up.put(&cvd_sign_name(DB, version), &sign(bytes));
+        self.up.put("bytecode.cvd", bytes);
+    }
+
+    /// Puts `name` and `name.sign`.
+    pub fn put_signed(&self, name: &str, bytes: &[u8]) {
+        self.up.put(&format!("{name}.sign"), &sign(bytes));
+        self.up.put(name, bytes);
+    }
+}
+
+/// The test PKI every test mirror trusts (`--sign-root`).
+pub fn pki() -> &'static TestPki {
+    TestPki::shared().unwrap()
+}
+
+/// A `.sign` for `bytes`, signed with [`pki`].
+pub fn sign(bytes: &[u8]) -> Vec<u8> {
+    pki().sign(bytes).unwrap()
+}
+
+/// What a test mirror trusts for `.sign` files: the test PKI's root.
+pub fn sign_verifier() -> SignVerifier {
+    SignVerifier::new(pki().roots().unwrap())
 }
 
 /// `bytecode-N.cdiff`.
@@ -262,11 +302,16 @@ impl Mirror {
     pub fn at(dir: tempfile::TempDir, root: PathBuf, toml: &str) -> Mirror {
         let config = dir.path().join("cvdmirror.toml");
         std::fs::write(&config, toml).unwrap();
+        let sign_root = dir.path().join("sign-root.pem");
+        std::fs::write(&sign_root, pki().root_pem()).unwrap();
+        let mut args = trusted_key_args();
+        args.push("--sign-root".to_owned());
+        args.push(sign_root.to_string_lossy().into_owned());
         Mirror {
             dir,
             root,
             config,
-            args: trusted_key_args(),
+            args,
         }
     }
 
@@ -409,31 +454,81 @@ pub fn assert_preserved(before: &Snapshot, mirror: &Mirror, run: &Run) {
 pub fn check_file(root: &Path, name: &str) -> Result<(), String> {
     let path = root.join(name);
     if name == format!("{DB}.cvd") {
-        cvd::verify_file(&path, &Expected::cvd(DB), &trusted())
+        // Either signature may carry a CVD: the legacy one, or its .sign.
+        let expected = Expected::cvd(DB).header_signature(HeaderSignature::Reported);
+        let verified =
+            cvd::verify_file(&path, &expected, &trusted()).map_err(|e| format!("{name}: {e}"))?;
+        if verified.legacy == Legacy::Verified {
+            return Ok(());
+        }
+        let sign_name = cvd_sign_name(DB, verified.header.version);
+        sign_verifier()
+            .verify_file(&path, &root.join(&sign_name), SystemTime::now())
+            .map_err(|e| format!("{name} has no legacy signature and {sign_name}: {e}"))?
             .map(|_| ())
-            .map_err(|e| format!("{name}: {e}"))
+            .map_err(|e| format!("{name} has no legacy signature and {sign_name} fails: {e}"))
     } else if let Some(v) = cvdmirror::sync::publish::cdiff_version(name, DB) {
         cvd::verify_cdiff_file(&path, Some(v), &trusted())
             .map(|_| ())
             .map_err(|e| format!("{name}: {e}"))
-    } else if name.ends_with(".sign") {
-        let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
-        if text.starts_with(SIGN_MAGIC.as_bytes()) {
-            Ok(())
-        } else {
-            Err(format!("{name} is not a signature file"))
-        }
+    } else if let Some(signed) = name.strip_suffix(".sign") {
+        // A cdiff's .sign, or the current CVD's, must verify over it; a
+        // replaced CVD's (kept for a grace period) must at least be one.
+        let signed = match cvdmirror::sync::publish::cvd_sign_version(name, DB) {
+            Some(v) if served_cvd_version(root) == Some(v) => format!("{DB}.cvd"),
+            Some(_) => {
+                let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
+                return if text.starts_with(SIGN_MAGIC.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(format!("{name} is not a signature file"))
+                };
+            }
+            None => signed.to_owned(),
+        };
+        sign_verifier()
+            .verify_file(&root.join(&signed), &path, SystemTime::now())
+            .map_err(|e| format!("{name}: {e}"))?
+            .map(|_| ())
+            .map_err(|e| format!("{name} does not verify over {signed}: {e}"))
     } else {
         Err(format!("unexpected file {name} in the served root"))
     }
 }
 
+fn served_cvd_version(root: &Path) -> Option<u32> {
+    let bytes = std::fs::read(root.join(format!("{DB}.cvd"))).ok()?;
+    Some(cvd::Header::parse(&bytes).ok()?.version)
+}
+
 /// The served-set invariant: every file verifies (no partial or temporary
-/// file), and a CVD newer than `base` comes with every cdiff after `base`.
+/// file), a CVD newer than `base` comes with every cdiff after `base`, and
+/// in a mirror of an upstream with `.sign` files (any is served) every
+/// served CVD and non-empty cdiff has its `.sign`.
 pub fn check_served(root: &Path, base: Option<u32>) -> Result<Option<u32>, String> {
     let files = snapshot(root);
     for name in files.keys() {
         check_file(root, name)?;
+    }
+    if files.keys().any(|n| n.ends_with(".sign")) {
+        for name in files.keys() {
+            let sign_name = if cvdmirror::sync::publish::cdiff_version(name, DB).is_some() {
+                if std::fs::metadata(root.join(name)).map_or(0, |m| m.len()) == 0 {
+                    continue;
+                }
+                format!("{name}.sign")
+            } else if *name == format!("{DB}.cvd") {
+                match served_cvd_version(root) {
+                    Some(v) => cvd_sign_name(DB, v),
+                    None => continue,
+                }
+            } else {
+                continue;
+            };
+            if !files.contains_key(&sign_name) {
+                return Err(format!("{name} is served without {sign_name}"));
+            }
+        }
     }
     let version = match std::fs::read(root.join(format!("{DB}.cvd"))) {
         Ok(bytes) => Some(
@@ -510,11 +605,7 @@ pub fn wait_until_unix(t: u64) {
 /// cdiffs 269..=271, synced once into a fresh mirror.
 pub fn healthy() -> (World, Mirror) {
     let world = World::new();
-    for v in 269..=271 {
-        world.up.put(&cdiff_name(v), &cdiff(v));
-    }
-    world.up.put("bytecode.cvd", &cvd(271, CVD_SIZE));
-    world.advertise(DB, 271);
+    world.release(268, 271, CVD_SIZE);
     let mirror = Mirror::new();
     let run = mirror.sync(&world);
     run.assert_ok();

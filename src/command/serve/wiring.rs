@@ -239,6 +239,7 @@ fn start_sync(
     hooks.push(Arc::new(HealHook::new(
         Arc::clone(&published),
         Arc::clone(&trigger),
+        engine.demand(),
     )));
     let mut follow = engine.status();
     tokio::spawn(async move {
