@@ -8,7 +8,11 @@ use std::time::Duration;
 use cvdmirror::dns;
 
 use crate::support::{DEADLINE, TestServer};
-use crate::world::{CVD_SIZE, DB, World, cdiff, cdiff_name, cvd, trusted_key_args};
+use cvdmirror::cvd::sign::cvd_sign_name;
+
+use crate::world::{
+    CVD_SIZE, DB, World, cdiff, cdiff_name, check_served, cvd, pki, sign, trusted_key_args,
+};
 
 const BEACON_NAME: &str = "current.cvd.mirror.test";
 
@@ -41,15 +45,12 @@ fn wait_for_announced(
     }
 }
 
-#[test]
-fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
-    let world = World::new();
-    for v in 269..=271 {
-        world.up.put(&cdiff_name(v), &cdiff(v));
-    }
-    world.up.put("bytecode.cvd", &cvd(271, CVD_SIZE));
-    world.advertise(DB, 271);
-
+/// `cvdmirror serve` syncing from `world` in the background (hourly), with
+/// a DNS beacon, trusting the test keys and the test PKI; and the beacon's
+/// address.
+fn serve_with_sync(world: &World, dir: &tempfile::TempDir) -> (TestServer, SocketAddr) {
+    let sign_root = dir.path().join("sign-root.pem");
+    std::fs::write(&sign_root, pki().root_pem()).unwrap();
     let mut args: Vec<String> = [
         "--sync-interval",
         "1h",
@@ -70,6 +71,8 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
     .map(|s| s.to_string())
     .collect();
     args.extend(trusted_key_args());
+    args.push("--sign-root".into());
+    args.push(sign_root.to_string_lossy().into_owned());
     let server = TestServer::builder().args(args).start();
     let beacon: SocketAddr = server
         .startup
@@ -78,10 +81,23 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
         .expect("serve announces the beacon address")
         .parse()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
+    (server, beacon)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
+    let world = World::new();
+    world.release(268, 271, CVD_SIZE);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, beacon) = serve_with_sync(&world, &dir);
+    let rt = runtime();
 
     // The startup pass publishes 271; only then does the beacon say so.
     wait_for_announced(&rt, beacon, 271, &server);
@@ -94,10 +110,7 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
 
     // Upstream moves to 273. The next scheduled pass is an hour away, but a
     // client that learned 273 elsewhere asks for the patch we lack...
-    world.up.put(&cdiff_name(272), &cdiff(272));
-    world.up.put(&cdiff_name(273), &cdiff(273));
-    world.up.put("bytecode.cvd", &cvd(273, CVD_SIZE));
-    world.advertise(DB, 273);
+    world.release(271, 273, CVD_SIZE);
     assert_eq!(
         announced(&rt, beacon),
         Some(271),
@@ -109,6 +122,98 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
     wait_for_announced(&rt, beacon, 273, &server);
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
+    assert_eq!(server.get("/bytecode-273.cdiff.sign", &[]).status, 200);
+    assert_eq!(server.get(&format!("/{}", cvd_sign_name(DB, 273)), &[]).status, 200);
+}
+
+#[test]
+fn a_missing_cdiff_that_clients_ask_for_does_not_hold_the_new_cvd_back() {
+    // The seed's pattern: upstream publishes 273 but lacks the 272 patch.
+    // Clients that learned 273 from upstream's DNS ask us for 272, get 404
+    // and fall back to whole downloads; waiting out the grace period would
+    // serve them the old 271. The default grace is minutes, but clients
+    // already asking means publishing at once.
+    let world = World::new();
+    world.release(268, 271, CVD_SIZE);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, beacon) = serve_with_sync(&world, &dir);
+    let rt = runtime();
+    wait_for_announced(&rt, beacon, 271, &server);
+
+    world.release(271, 273, CVD_SIZE);
+    world.up.remove(&cdiff_name(272));
+    world.up.remove(&format!("{}.sign", cdiff_name(272)));
+    assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 404);
+
+    wait_for_announced(&rt, beacon, 273, &server);
+    let head = server.get("/bytecode.cvd", &[("Range", "bytes=0-511")]);
+    assert_eq!(
+        cvdmirror::cvd::Header::parse(&head.body).unwrap().version,
+        273,
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
+    assert!(
+        server.stderr().contains("clients are already asking for it"),
+        "{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_cvdmirror_upstream_passes_its_sign_files_on() {
+    // Mirror chaining with ClamAV 1.5 signatures: the downstream mirror
+    // verifies and publishes the upstream cvdmirror's .sign files too.
+    let files: Vec<(String, Vec<u8>)> = {
+        let mut files = vec![
+            ("bytecode.cvd".to_owned(), cvd(271, CVD_SIZE).to_vec()),
+            (cvd_sign_name(DB, 271), sign(&cvd(271, CVD_SIZE))),
+        ];
+        for v in 269..=271 {
+            files.push((cdiff_name(v), cdiff(v).to_vec()));
+            files.push((format!("{}.sign", cdiff_name(v)), sign(&cdiff(v))));
+        }
+        files
+    };
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let upstream = TestServer::serving(&borrowed);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("mirror");
+    std::fs::create_dir(&root).unwrap();
+    let sign_root = dir.path().join("sign-root.pem");
+    std::fs::write(&sign_root, pki().root_pem()).unwrap();
+    let config = dir.path().join("cvdmirror.toml");
+    std::fs::write(&config, "[sync]\nbackfill = 3\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cvdmirror"))
+        .args(["sync", "--root"])
+        .arg(&root)
+        .arg("--config")
+        .arg(&config)
+        .args(["--upstream", &upstream.url(""), "--version-check", "http"])
+        .args(["--db", DB, "--signatures", "both", "--sign-root"])
+        .arg(&sign_root)
+        .args(trusted_key_args())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, bytes) in &files {
+        assert_eq!(
+            std::fs::read(root.join(name)).ok().as_ref(),
+            Some(bytes),
+            "{name} passed on byte for byte\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    check_served(&root, None).unwrap();
 }
 
 #[test]
