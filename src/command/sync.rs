@@ -39,6 +39,7 @@ pub async fn run(args: SyncCommandArgs) -> anyhow::Result<()> {
         &Quiet
     };
     let report = engine.pass(progress).await?;
+    let signatures = engine.status().borrow().signatures.clone();
     for db in &report.databases {
         let version = db.after.map_or("-".to_owned(), |v| v.to_string());
         let what = match &db.outcome {
@@ -54,7 +55,14 @@ pub async fn run(args: SyncCommandArgs) -> anyhow::Result<()> {
             ),
             DbOutcome::Failed(reason) => reason.clone(),
         };
-        println!("{:<12} {version:>8}  {what}", db.name);
+        let signed = match signatures.get(&db.name) {
+            Some(s) => match &s.sign {
+                Some(by) => format!("; signatures: {} (.sign by {})", s.kinds(), by.signer),
+                None => format!("; signatures: {}", s.kinds()),
+            },
+            None => String::new(),
+        };
+        println!("{:<12} {version:>8}  {what}{signed}", db.name);
     }
     Ok(())
 }

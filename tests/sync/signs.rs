@@ -56,6 +56,12 @@ fn a_cvd_with_only_a_sign_is_published_under_either_and_sign() {
             "{policy}: the .sign is published with its CVD\n{run}"
         );
         check_served(&mirror.root, Some(271)).unwrap_or_else(|e| panic!("{policy}: {e}\n{run}"));
+        let signer = pki().signer_name();
+        assert!(
+            run.stdout
+                .contains(&format!("signatures: sign (.sign by {signer})")),
+            "the summary says which signatures the published CVD carries\n{run}"
+        );
     }
 }
 
