@@ -23,6 +23,8 @@ mod etiquette;
 mod faults;
 #[path = "sync/freshclam.rs"]
 mod freshclam;
+#[path = "sync/freshclam15.rs"]
+mod freshclam15;
 #[path = "sync/genuine.rs"]
 mod genuine;
 #[path = "sync/serve.rs"]

@@ -110,6 +110,16 @@ impl Engine {
     /// Runs one pass (waiting for a running one to finish first).
     pub async fn pass(&self, progress: &dyn Progress) -> Result<PassReport, SyncError> {
         let _flight = self.single_flight.lock().await;
+        // Another process may be in the middle of a pass on this root: it
+        // writes, verifies and renames the same staging files. Wait for it.
+        let root = self.config.root.clone();
+        let _root_lock = tokio::task::spawn_blocking(move || {
+            publish::lock(&root, |path| {
+                tracing::warn!(lock = %path.display(), "another cvdmirror pass is running on this root; waiting for it to finish");
+            })
+        })
+        .await
+        .map_err(io::Error::other)??;
         self.status.send_modify(|s| s.running = true);
         let started = unix_now();
         let mut state = self.state_file.load()?;

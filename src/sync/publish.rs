@@ -44,6 +44,46 @@ pub fn staging_dir(root: &Path) -> PathBuf {
     root.join(PRIVATE_DIR).join("staging")
 }
 
+/// The lock file that makes passes on one root take turns, across processes.
+pub fn lock_path(root: &Path) -> PathBuf {
+    root.join(PRIVATE_DIR).join("sync.lock")
+}
+
+/// An exclusive hold on a root's staging files and sync state, released
+/// when dropped. It is an `flock`, so the kernel releases it when its holder
+/// dies, even by `kill -9`: a crash never leaves a stale lock behind.
+#[derive(Debug)]
+pub struct RootLock {
+    _file: std::fs::File,
+}
+
+/// Takes the root's lock, blocking while another process holds it (a pass
+/// whose parent was killed but which runs on, a `cvdmirror sync` from cron
+/// beside `serve`); `waiting` is called once, first, if it has to wait.
+pub fn lock(root: &Path, waiting: impl FnOnce(&Path)) -> io::Result<RootLock> {
+    use rustix::fs::{FlockOperation, flock};
+    use rustix::io::Errno;
+    let path = lock_path(root);
+    std::fs::create_dir_all(root.join(PRIVATE_DIR))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => return Ok(RootLock { _file: file }),
+        Err(Errno::WOULDBLOCK) => waiting(&path),
+        Err(e) => return Err(e.into()),
+    }
+    loop {
+        match flock(&file, FlockOperation::LockExclusive) {
+            Ok(()) => return Ok(RootLock { _file: file }),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Reads what is published for `db`.
 pub fn scan(root: &Path, db: &str) -> io::Result<Published> {
     let mut published = Published::default();
@@ -213,6 +253,21 @@ mod tests {
             b"daily.cvd"
         );
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_root_lock_is_exclusive_and_released_on_drop() {
+        let root = tempfile::tempdir().unwrap();
+        let held = lock(root.path(), |_| panic!("nobody holds it yet")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = root.path().to_owned();
+        let waiter = std::thread::spawn(move || {
+            let second = lock(&dir, |_| tx.send(()).unwrap()).unwrap();
+            drop(second);
+        });
+        rx.recv().unwrap();
+        drop(held);
+        waiter.join().unwrap();
     }
 
     #[test]

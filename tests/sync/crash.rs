@@ -5,12 +5,17 @@
 //! a CVD newer than before comes with every cdiff leading to it. Then a
 //! normal pass must converge from whatever the kill left behind.
 //!
+//! A `kill -9` that reaches only the process the operator sees (`sudo`, a
+//! wrapper script, `cargo run`) leaves the pass itself running; the next
+//! pass then shares the root with it and must still converge.
+//!
 //! The delays come from a seeded RNG; the seed is printed and can be
 //! replayed with `CVDMIRROR_CRASH_SEED=<seed>`
 //! (`CVDMIRROR_CRASH_ITERATIONS` changes the count).
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -126,5 +131,166 @@ fn kill_9_at_any_moment_leaves_a_consistent_served_set() {
     assert!(
         outcomes.keys().any(|k| k.starts_with("killed")),
         "no kill landed inside a pass: {outcomes:?}"
+    );
+}
+
+/// A slow download: 8 MiB in 128 chunks of 64 KiB, 15 ms apart (~2 s), so
+/// a pass started once the first pass has staged [`KILL_AT`] bytes meets it
+/// mid-download on however slow a machine.
+const SLOW_CVD: u64 = 8 * 1024 * 1024;
+const SLOW_CHUNK_DELAY: Duration = Duration::from_millis(15);
+const KILL_AT: u64 = 256 * 1024;
+/// How long any wait here may take.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `cvdmirror sync` started the way operators do (`sudo cvdmirror sync`, a
+/// script): under a parent process that is what `ps` shows and what gets
+/// killed. The `sync` process itself is killed (SIGKILL) when this is
+/// dropped, if it still runs.
+struct Wrapped {
+    wrapper: std::process::Child,
+    /// The `cvdmirror sync` process.
+    pid: u32,
+}
+
+impl Wrapped {
+    /// Runs `inner` under `sh`, which does not `exec` it; its output goes to
+    /// `log`.
+    fn spawn(inner: &Command, log: &Path) -> Wrapped {
+        let pid_file = log.with_extension("pid");
+        let mut wrapper = Command::new("sh");
+        wrapper
+            .arg("-c")
+            .arg(r#"pid_file=$1; shift; "$@" & echo $! >"$pid_file.tmp"; mv "$pid_file.tmp" "$pid_file"; wait"#)
+            .arg("sh")
+            .arg(&pid_file)
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => wrapper.env(key, value),
+                None => wrapper.env_remove(key),
+            };
+        }
+        if let Some(dir) = inner.get_current_dir() {
+            wrapper.current_dir(dir);
+        }
+        let wrapper = wrapper.spawn().unwrap();
+        let started = Instant::now();
+        let pid = loop {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "the wrapper never started cvdmirror"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Wrapped { wrapper, pid }
+    }
+
+    /// Whether the `cvdmirror sync` process still runs (a zombie does not).
+    fn sync_alive(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|stat| {
+                let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+                Some(state != 'Z' && state != 'X')
+            })
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Wrapped {
+    fn drop(&mut self) {
+        let _ = self.wrapper.kill();
+        let _ = self.wrapper.wait();
+        if self.sync_alive() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+fn staged_bytes(root: &Path, name: &str) -> u64 {
+    let part: PathBuf = cvdmirror::sync::publish::staging_dir(root).join(format!("{name}.part"));
+    std::fs::metadata(part).map_or(0, |m| m.len())
+}
+
+/// The reported defect, as the operator saw it: `kill -9` of "the sync"
+/// while the CVD trickles in, then a new pass at once. The kill reached the
+/// wrapper only; the first pass lives on in the same staging files. The new
+/// pass must converge at the first try (exit 0, newest version), and the
+/// served files must verify before, during and after, whichever pass
+/// finishes first.
+#[test]
+fn kill_9_of_a_wrapper_mid_download_then_the_next_pass_converges() {
+    let world = World::new();
+    world.release(267, 270, CVD_SIZE);
+    let mirror = Mirror::new();
+    mirror.sync(&world).assert_ok();
+    assert_eq!(mirror.version(), Some(270));
+
+    world.release(270, 272, SLOW_CVD);
+    world.up.set_chunk_delay(SLOW_CHUNK_DELAY);
+    let newest = cvd(272, SLOW_CVD);
+
+    let first = Wrapped::spawn(
+        &mirror.command(&world),
+        &mirror.dir.path().join("first.log"),
+    );
+    let started = Instant::now();
+    while staged_bytes(&mirror.root, "bytecode.cvd") < KILL_AT {
+        assert!(
+            started.elapsed() < WAIT && first.sync_alive(),
+            "the first pass never staged {KILL_AT} bytes of bytecode.cvd"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // kill -9 of what the operator sees.
+    let mut first = first;
+    first.wrapper.kill().unwrap();
+    first.wrapper.wait().unwrap();
+    assert!(
+        first.sync_alive(),
+        "premise: the first pass outlives its wrapper"
+    );
+    check_served(&mirror.root, Some(270)).unwrap_or_else(|e| panic!("after the kill: {e}"));
+
+    let run = mirror.sync(&world);
+    let first_log =
+        || std::fs::read_to_string(mirror.dir.path().join("first.err")).unwrap_or_default();
+    assert!(
+        run.ok,
+        "the first pass after the kill must converge\n{run}--- the killed pass (still running: {})\n{}",
+        first.sync_alive(),
+        first_log()
+    );
+    assert_eq!(mirror.version(), Some(272), "{run}");
+    check_served(&mirror.root, Some(270)).unwrap_or_else(|e| panic!("{e}\n{run}"));
+
+    // The first pass ends on its own; what is served stays whole.
+    let started = Instant::now();
+    while first.sync_alive() {
+        assert!(started.elapsed() < WAIT, "the first pass never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check_served(&mirror.root, Some(270)).unwrap_or_else(|e| {
+        panic!(
+            "after the killed pass ended: {e}\n{run}--- the killed pass\n{}",
+            first_log()
+        )
+    });
+    assert_eq!(
+        std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
+        *newest
     );
 }
