@@ -481,6 +481,69 @@ mod tests {
     }
 
     #[test]
+    fn signature_settings_resolve_and_bad_ones_name_their_line() {
+        let c = resolve("", ServeArgs::default()).unwrap();
+        assert_eq!(c.sync.signatures, crate::sync::SignaturePolicy::Either);
+        assert_eq!(
+            c.sync.sign_verifier.roots().names().len(),
+            1,
+            "the production root"
+        );
+        assert_eq!(
+            c.sync.sign_verifier.feature_level(),
+            crate::cvd::sign::CLAMAV_FLEVEL
+        );
+        assert_eq!(
+            c.sync.missing_cdiff_grace,
+            std::time::Duration::from_secs(300)
+        );
+
+        let c = resolve(
+            "[sync]\nsignatures = \"both\"\nsign_flevel = 240\n",
+            ServeArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.sync.signatures, crate::sync::SignaturePolicy::Both);
+        assert_eq!(c.sync.sign_verifier.feature_level(), 240);
+
+        let err = resolve("[sync]\n\nsignatures = \"any\"\n", ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3") && err.contains("either"), "{err}");
+        let err = resolve("[sync]\nsign_flevel = 229\n", ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("230"), "{err}");
+        let err = resolve(
+            "[sync]\nsign_roots = [\"/nonexistent/root.pem\"]\n",
+            ServeArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("/nonexistent/root.pem"),
+            "{err}"
+        );
+
+        // The production root again: two roots with one name are refused.
+        let dir = tempfile::tempdir().unwrap();
+        let again = dir.path().join("again.pem");
+        std::fs::write(&again, include_bytes!("cvd/certs/clamav-root.crt")).unwrap();
+        let args = ServeArgs {
+            sync: crate::cli::SyncArgs {
+                sign_roots: vec![again],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let err = resolve("", args).unwrap_err().to_string();
+        assert!(
+            err.contains("--sign-root") && err.contains("already trusted"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_host_cannot_belong_to_two_sites() {
         let toml = "[[site]]\nhosts = [\"a.example\"]\nroot = \"/\"\n[[site]]\nhosts = [\"A.example.\"]\nroot = \"/\"\n";
         let err = resolve(toml, ServeArgs::default()).unwrap_err().to_string();
