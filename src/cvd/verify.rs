@@ -88,8 +88,9 @@ pub enum HeaderSignature {
 pub enum Legacy {
     /// Present and verified with a trusted key.
     Verified,
-    /// `X` (or empty) for md5 and dsig, as `sigtool --unsigned` writes, or
-    /// a CLD.
+    /// No signature: `X` for the signature (`sigtool --unsigned` writes the
+    /// body's md5, which must then match, and `X`; upstream may write `X`
+    /// for both), or a CLD.
     Absent,
     /// Present but failing; why.
     Failed(String),
@@ -219,17 +220,20 @@ pub fn verify_reader(
             got: header.version,
         });
     }
-    let reported = expected.kind == DbKind::Cvd
-        && expected.header_signature == HeaderSignature::Reported;
+    let reported =
+        expected.kind == DbKind::Cvd && expected.header_signature == HeaderSignature::Reported;
     let mut legacy = Legacy::Absent;
     let signed = match (expected.kind, &header.md5, &header.dsig) {
         // A CLD carrying md5 and dsig (a CVD saved under the CLD name) must
         // pass the CVD checks too: no header byte goes unchecked.
-        (_, Some(md5), Some(dsig)) => Some((*md5, dsig.clone())),
+        (_, Some(md5), Some(dsig)) => Some((*md5, Some(dsig.clone()))),
         (DbKind::Cld, None, None) => None,
         (DbKind::Cvd, None, None) if reported => None,
-        (DbKind::Cvd, _, _) if reported => {
-            legacy = Legacy::Failed("header has only one of md5 and signature".into());
+        // `sigtool --unsigned` writes the body's md5 and `X` for the
+        // signature: the md5 is still checked, the signature is absent.
+        (DbKind::Cvd, Some(md5), None) if reported => Some((*md5, None)),
+        (DbKind::Cvd, None, Some(_)) if reported => {
+            legacy = Legacy::Failed("header has a signature but no md5".into());
             None
         }
         (DbKind::Cvd, _, _) => return Err(VerifyError::Unsigned),
@@ -260,13 +264,17 @@ pub fn verify_reader(
                 _ => Err(VerifyError::Md5Mismatch),
             }
         } else {
-            signature::verify_md5(dsig.as_bytes(), &md5, keys.keys(KeyRole::Cvd))
-                .map_err(|e| VerifyError::signature(Signed::Header, e))
+            match &dsig {
+                Some(dsig) => signature::verify_md5(dsig.as_bytes(), &md5, keys.keys(KeyRole::Cvd))
+                    .map_err(|e| VerifyError::signature(Signed::Header, e)),
+                None => Ok(()),
+            }
         };
-        legacy = match verdict {
-            Ok(()) => Legacy::Verified,
-            Err(e) if reported => Legacy::Failed(e.to_string()),
-            Err(e) => return Err(e),
+        legacy = match (verdict, dsig) {
+            (Ok(()), Some(_)) => Legacy::Verified,
+            (Ok(()), None) => Legacy::Absent,
+            (Err(e), _) if reported => Legacy::Failed(e.to_string()),
+            (Err(e), _) => return Err(e),
         };
     }
     let scan = scan?;
@@ -508,4 +516,61 @@ fn check_info(
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cvd::build::{self, DbSpec, LegacySignature};
+    use crate::cvd::testkeys;
+
+    fn built(form: LegacySignature) -> Vec<u8> {
+        build::cvd(
+            &DbSpec::new("daily", 7).legacy_header(form),
+            &testkeys::signing_keys(),
+        )
+        .unwrap()
+    }
+
+    fn reported() -> Expected {
+        Expected::cvd("daily").header_signature(HeaderSignature::Reported)
+    }
+
+    #[test]
+    fn the_legacy_verdict_is_reported_for_each_header_form() {
+        let keys = testkeys::trusted();
+        let legacy = |bytes: &[u8]| verify_bytes(bytes, &reported(), &keys).map(|v| v.legacy);
+        assert_eq!(
+            legacy(&built(LegacySignature::Signed)).unwrap(),
+            Legacy::Verified
+        );
+        assert_eq!(
+            legacy(&built(LegacySignature::Absent)).unwrap(),
+            Legacy::Absent
+        );
+        assert_eq!(
+            legacy(&built(LegacySignature::Md5Only)).unwrap(),
+            Legacy::Absent
+        );
+        // Signed with a key the mirror does not trust: reported, not fatal.
+        let info_only =
+            TrustedKeys::none().with(KeyRole::Info, testkeys::public_key(KeyRole::Info));
+        let untrusted = verify_bytes(&built(LegacySignature::Signed), &reported(), &info_only)
+            .map(|v| v.legacy);
+        assert!(matches!(untrusted, Ok(Legacy::Failed(_))), "{untrusted:?}");
+        // A damaged body is still an error whatever the header says.
+        let mut bytes = built(LegacySignature::Md5Only);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(legacy(&bytes).is_err());
+    }
+
+    #[test]
+    fn without_a_legacy_signature_a_required_one_is_an_error() {
+        let keys = testkeys::trusted();
+        for form in [LegacySignature::Absent, LegacySignature::Md5Only] {
+            let err = verify_bytes(&built(form), &Expected::cvd("daily"), &keys).unwrap_err();
+            assert!(matches!(err, VerifyError::Unsigned), "{form:?}: {err}");
+        }
+    }
 }

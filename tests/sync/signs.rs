@@ -11,18 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use cvdmirror::cvd::build::sign::{PkiOptions, TestPki};
-use cvdmirror::cvd::build::{self, DbSpec};
+use cvdmirror::cvd::build::{self, DbSpec, LegacySignature};
 use cvdmirror::cvd::sign::cvd_sign_name;
 
 use super::world::*;
 
-/// `bytecode` `version` without the legacy header signature (`X:X`), as
-/// upstream has announced it will publish.
-fn sign_only_cvd(version: u32) -> Vec<u8> {
+/// `bytecode` `version` without the legacy header signature, as upstream
+/// has announced it will publish: `X:X` for md5 and signature, or the md5
+/// and `X` (what `sigtool --unsigned` writes).
+fn sign_only_cvd(version: u32, form: LegacySignature) -> Vec<u8> {
     build::cvd(
-        &DbSpec::new(DB, version)
-            .size(CVD_SIZE)
-            .legacy_signature(false),
+        &DbSpec::new(DB, version).size(CVD_SIZE).legacy_header(form),
         keys(),
     )
     .unwrap()
@@ -30,25 +29,29 @@ fn sign_only_cvd(version: u32) -> Vec<u8> {
 
 /// Healthy at 271; upstream moves to 272 with `bytecode.cvd` replaced by a
 /// CVD that has only a `.sign`.
-fn world_with_a_sign_only_release() -> (World, Mirror, Snapshot) {
+fn world_with_a_sign_only_release(form: LegacySignature) -> (World, Mirror, Snapshot) {
     let (world, mirror) = healthy();
     let before = mirror.snapshot();
     world.release(271, 272, CVD_SIZE);
-    world.put_cvd(&sign_only_cvd(272));
+    world.put_cvd(&sign_only_cvd(272, form));
     (world, mirror, before)
 }
 
 #[test]
 fn a_cvd_with_only_a_sign_is_published_under_either_and_sign() {
-    for policy in ["either", "sign"] {
-        let (world, mirror, _) = world_with_a_sign_only_release();
+    for (policy, form) in [
+        ("either", LegacySignature::Absent),
+        ("sign", LegacySignature::Absent),
+        ("either", LegacySignature::Md5Only),
+    ] {
+        let (world, mirror, _) = world_with_a_sign_only_release(form);
         let mirror = mirror.arg("--signatures").arg(policy);
         let run = mirror.sync(&world);
         run.assert_ok();
         assert_eq!(mirror.version(), Some(272), "{policy}\n{run}");
         assert_eq!(
             std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
-            sign_only_cvd(272),
+            sign_only_cvd(272, form),
             "{policy}"
         );
         assert!(
@@ -67,7 +70,7 @@ fn a_cvd_with_only_a_sign_is_published_under_either_and_sign() {
 
 #[test]
 fn a_cvd_with_only_a_sign_is_refused_under_both() {
-    let (world, mirror, before) = world_with_a_sign_only_release();
+    let (world, mirror, before) = world_with_a_sign_only_release(LegacySignature::Absent);
     let mirror = mirror.arg("--signatures").arg("both");
     let run = mirror.sync(&world);
     run.assert_failed(&["bytecode.cvd", "legacy signature is required"]);

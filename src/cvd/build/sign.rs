@@ -223,6 +223,10 @@ pub struct LineOptions {
     pub embed_signer: bool,
     /// Whether the intermediate certificate is embedded.
     pub embed_intermediate: bool,
+    /// Whether the root certificate is embedded too (ClamAV's test files do
+    /// not embed it; a verifier must ignore an embedded root it does not
+    /// trust).
+    pub embed_root: bool,
     /// Damage done to the base64 payload.
     pub damage: PayloadDamage,
     /// Fields appended after the payload, each after a `:` (ClamAV ignores
@@ -240,6 +244,7 @@ impl Default for LineOptions {
             signed_attributes: true,
             embed_signer: true,
             embed_intermediate: true,
+            embed_root: false,
             damage: PayloadDamage::Intact,
             extra_fields: Vec::new(),
         }
@@ -298,6 +303,13 @@ impl LineOptions {
     #[must_use]
     pub fn without_intermediate(mut self) -> Self {
         self.embed_intermediate = false;
+        self
+    }
+
+    /// Embeds the root certificate too.
+    #[must_use]
+    pub fn with_root(mut self) -> Self {
+        self.embed_root = true;
         self
     }
 
@@ -624,17 +636,18 @@ impl TestPki {
 
     /// The DER PKCS#7 SignedData over `data` (the digest, attributes and
     /// embedded certificates of `options`; its damage and line fields are
-    /// ignored).
+    /// ignored). Embedded certificates come in the order signer,
+    /// intermediate, root.
     ///
     /// SHA-256 signatures come from `PKCS7_sign` (flags `DETACHED | BINARY`,
     /// plus `NOATTR` and `NOCERTS` as asked), exactly as ClamAV's
     /// `Signer::sign`. `PKCS7_sign` cannot choose another digest nor embed
-    /// the intermediate without the signer, so those are encoded here by
+    /// other certificates without the signer, so those are encoded here by
     /// hand: the same structure, with content type and message digest as
     /// the only signed attributes.
     pub fn pkcs7_der(&self, data: &[u8], options: &LineOptions) -> io::Result<Vec<u8>> {
         let by_openssl = options.digest == SignDigest::Sha256
-            && (options.embed_signer || !options.embed_intermediate);
+            && (options.embed_signer || !(options.embed_intermediate || options.embed_root));
         if by_openssl {
             self.pkcs7_by_openssl(data, options)
         } else {
@@ -644,10 +657,13 @@ impl TestPki {
 
     fn pkcs7_by_openssl(&self, data: &[u8], options: &LineOptions) -> io::Result<Vec<u8>> {
         let mut certs = Stack::<X509>::new().map_err(io::Error::other)?;
-        if options.embed_intermediate {
-            certs
-                .push(self.intermediate.cert.clone())
-                .map_err(io::Error::other)?;
+        for (cert, embed) in [
+            (&self.intermediate.cert, options.embed_intermediate),
+            (&self.root.cert, options.embed_root),
+        ] {
+            if embed {
+                certs.push(cert.clone()).map_err(io::Error::other)?;
+            }
         }
         let mut flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY;
         if !options.signed_attributes {
@@ -718,6 +734,7 @@ impl TestPki {
         for (cert, embed) in [
             (&self.leaf.cert, options.embed_signer),
             (&self.intermediate.cert, options.embed_intermediate),
+            (&self.root.cert, options.embed_root),
         ] {
             if embed {
                 certificates.extend(cert.to_der().map_err(io::Error::other)?);
@@ -1121,6 +1138,14 @@ mod tests {
             Some(2)
         );
         assert_eq!(verify(pki(), b"data", &sign).unwrap(), pki().signer_name());
+        let with_root = pki()
+            .pkcs7_der(b"data", &LineOptions::new().with_root())
+            .unwrap();
+        let p7 = Pkcs7::from_der(&with_root).unwrap();
+        assert_eq!(
+            p7.signed().and_then(|s| s.certificates()).map(|c| c.len()),
+            Some(3)
+        );
         assert!(verify(pki(), b"datA", &sign).unwrap_err().is_invalid());
     }
 
