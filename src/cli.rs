@@ -189,6 +189,12 @@ pub struct SyncArgs {
     #[arg(long = "sign-root", env = "CVDMIRROR_SIGN_ROOTS", value_name = "FILE", value_delimiter = ',')]
     pub sign_roots: Vec<std::path::PathBuf>,
 
+    /// Send every upstream request through this HTTP proxy,
+    /// `http://[user:password@]host:port` (basic authentication). Without
+    /// it, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment apply.
+    #[arg(long, env = "CVDMIRROR_PROXY", value_name = "URL")]
+    pub proxy: Option<String>,
+
     /// Which signatures a file must carry before it is published:
     /// `either` (a verified `.sign`, or without one the legacy signature;
     /// default), `sign` (the `.sign`) or `both`.

@@ -90,6 +90,9 @@ pub struct SyncConfig {
     /// Certificates are checked at this time instead of now (tests pin it:
     /// test roots expire).
     pub verify_at: Option<SystemTime>,
+    /// Proxy for every upstream request (`http://[user:password@]host:port`);
+    /// without one, the environment's (`HTTPS_PROXY`, `NO_PROXY`, …).
+    pub proxy: Option<String>,
     /// TCP/TLS connect timeout.
     pub connect_timeout: Duration,
     /// A transfer with no byte for this long is abandoned (and resumed later).
@@ -123,6 +126,7 @@ impl SyncConfig {
             sign_verifier: SignVerifier::new(SignRoots::official()),
             sign_grace: DEFAULT_SIGN_GRACE,
             verify_at: None,
+            proxy: None,
             connect_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
             attempts: 3,

@@ -27,6 +27,8 @@ mod freshclam;
 mod freshclam15;
 #[path = "sync/genuine.rs"]
 mod genuine;
+#[path = "sync/proxy.rs"]
+mod proxy;
 #[path = "sync/serve.rs"]
 mod serve;
 #[path = "sync/signs.rs"]

@@ -151,6 +151,8 @@ pub struct FileSync {
     /// First retry delay after a retryable error.
     #[serde(default, with = "humantime_serde::option")]
     pub retry_base: Option<Duration>,
+    /// HTTP proxy for upstream requests.
+    pub proxy: Option<Spanned<String>>,
     /// Which signatures a file must carry: `either`, `sign` or `both`.
     pub signatures: Option<Spanned<String>>,
     /// Extra trusted roots for `.sign` files (PEM files).

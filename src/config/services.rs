@@ -32,6 +32,8 @@ pub struct SyncSettings {
     pub retention: Duration,
     /// Trusted signing keys.
     pub keys: TrustedKeys,
+    /// Proxy for upstream requests.
+    pub proxy: Option<String>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Stall timeout.
@@ -61,6 +63,7 @@ impl SyncSettings {
         config.backfill = self.backfill;
         config.retention = self.retention;
         config.keys = self.keys.clone();
+        config.proxy = self.proxy.clone();
         config.connect_timeout = self.connect_timeout;
         config.stall_timeout = self.stall_timeout;
         config.attempts = self.attempts;
@@ -237,6 +240,14 @@ impl Resolver<'_> {
                 ),
             ));
         }
+        let proxy = match (&flags.proxy, &file.proxy) {
+            (Some(url), _) => Some(check_proxy(url).map_err(|e| self.invalid(None, format!("--proxy: {e}")))?),
+            (None, Some(url)) => Some(
+                check_proxy(url.get_ref())
+                    .map_err(|e| self.invalid(Some(url.span()), format!("proxy: {e}")))?,
+            ),
+            (None, None) => None,
+        };
         let interval = args.sync_interval.or(file.interval);
         if interval.is_some_and(|i| i < Duration::from_secs(60)) {
             return Err(self.invalid(None, "sync interval must be at least 1m".into()));
@@ -249,6 +260,7 @@ impl Resolver<'_> {
             backfill: file.backfill.unwrap_or(sync::DEFAULT_BACKFILL),
             retention: file.retention.unwrap_or(sync::DEFAULT_RETENTION),
             keys,
+            proxy,
             connect_timeout: file.connect_timeout.unwrap_or(Duration::from_secs(30)),
             stall_timeout: file.stall_timeout.unwrap_or(Duration::from_secs(60)),
             attempts,
@@ -328,4 +340,20 @@ fn abbreviate(entry: &str) -> String {
         short.push('…');
     }
     short
+}
+
+/// A proxy URL reqwest can use: `http://` or `https://` (or `socks5://`
+/// would need a feature we do not build), with a host.
+fn check_proxy(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "proxy scheme `{}` is not supported (use http:// or https://)",
+            parsed.scheme()
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("the proxy URL names no host".into());
+    }
+    Ok(url.to_owned())
 }

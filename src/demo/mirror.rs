@@ -148,6 +148,7 @@ fn sync_settings(settings: &MirrorSettings) -> SyncSettings {
         backfill: 5,
         retention: sync::DEFAULT_RETENTION,
         keys: TrustedKeys::official().merged(&signing_keys().trusted()),
+        proxy: None,
         connect_timeout: Duration::from_secs(5),
         stall_timeout: Duration::from_secs(10),
         attempts: 1,

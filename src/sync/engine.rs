@@ -61,6 +61,7 @@ impl Engine {
             &config.upstream,
             config.connect_timeout,
             config.stall_timeout,
+            config.proxy.as_deref(),
         )
         .map_err(|e| SyncError::Config(e.to_string()))?;
         let private = config.root.join(publish::PRIVATE_DIR);

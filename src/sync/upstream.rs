@@ -39,6 +39,10 @@ pub enum FetchError {
     /// `403`: upstream refuses this mirror.
     #[error("forbidden by upstream (403)")]
     Forbidden,
+    /// `407` (or `401`, which some proxies send for plain HTTP): credentials
+    /// were missing or refused.
+    #[error("{0}: credentials missing or refused; check the user and password of the proxy (--proxy, [sync] proxy, HTTPS_PROXY) or of the upstream URL")]
+    Unauthorized(StatusCode),
     /// Another unexpected status.
     #[error("upstream answered {0}")]
     Status(StatusCode),
@@ -84,13 +88,31 @@ pub struct Upstream {
 impl Upstream {
     /// A client for `base` (e.g. `https://database.clamav.net`); `stall` is
     /// how long a transfer may go without a byte before it is abandoned.
-    pub fn new(base: &str, connect_timeout: Duration, stall: Duration) -> Result<Self, FetchError> {
+    /// Requests go through `proxy` (`http://[user:password@]host:port`,
+    /// basic authentication from the URL; hosts in `NO_PROXY` go direct)
+    /// or, without one, through the proxy the usual environment names
+    /// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`).
+    pub fn new(
+        base: &str,
+        connect_timeout: Duration,
+        stall: Duration,
+        proxy: Option<&str>,
+    ) -> Result<Self, FetchError> {
         // One process-wide TLS provider; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(connect_timeout)
-            .read_timeout(stall)
+            .read_timeout(stall);
+        if let Some(url) = proxy {
+            let proxy = reqwest::Proxy::all(url)
+                .map_err(|e| {
+                    FetchError::Transport(format!("proxy {}: {e}", redact_password(url)))
+                })?
+                .no_proxy(reqwest::NoProxy::from_env());
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
             .build()
             .map_err(|e| FetchError::Transport(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
@@ -225,6 +247,9 @@ fn check(response: reqwest::Response) -> Result<reqwest::Response, FetchError> {
         s if s.is_success() => Ok(response),
         StatusCode::NOT_FOUND => Err(FetchError::NotFound),
         StatusCode::FORBIDDEN => Err(FetchError::Forbidden),
+        s @ (StatusCode::PROXY_AUTHENTICATION_REQUIRED | StatusCode::UNAUTHORIZED) => {
+            Err(FetchError::Unauthorized(s))
+        }
         StatusCode::TOO_MANY_REQUESTS => {
             let retry_after = response
                 .headers()
@@ -235,6 +260,18 @@ fn check(response: reqwest::Response) -> Result<reqwest::Response, FetchError> {
             Err(FetchError::RateLimited { retry_after })
         }
         s => Err(FetchError::Status(s)),
+    }
+}
+
+/// A proxy URL fit for a log line: `http://user:***@host:port`.
+pub fn redact_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "(unparsable URL)".to_owned(),
     }
 }
 

@@ -282,6 +282,7 @@ pub struct Mirror {
     pub root: PathBuf,
     config: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Mirror {
@@ -312,6 +313,7 @@ impl Mirror {
             root,
             config,
             args,
+            envs: Vec::new(),
         }
     }
 
@@ -324,6 +326,12 @@ impl Mirror {
     /// Extra arguments for every run.
     pub fn arg(mut self, arg: &str) -> Mirror {
         self.args.push(arg.to_owned());
+        self
+    }
+
+    /// An environment variable for every run.
+    pub fn env(mut self, key: &str, value: &str) -> Mirror {
+        self.envs.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -349,7 +357,11 @@ impl Mirror {
                 cmd.env_remove(key);
             }
         }
+        for key in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            cmd.env_remove(key).env_remove(key.to_ascii_lowercase());
+        }
         cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
