@@ -1,7 +1,8 @@
 //! `cvdmirror analyze LOG...`: reads access logs and explains a traffic
 //! incident — the command the operator of the 16:41–18:17 saturation never
 //! had. It answers *when* (surge episodes against a robust baseline), *what*
-//! (traffic per file class: whole databases, patches, header checks), *who*
+//! (traffic per file class: whole databases, patches, header checks,
+//! ClamAV 1.5's `.sign` files), *who*
 //! (top clients, agents, freshclam versions) and above all *why*: clients
 //! that missed a patch (`404`) and fell back to downloading the whole
 //! database, and how many bytes that and aborted downloads cost.
@@ -12,7 +13,7 @@
 //!
 //! Pipeline: [`input`] (files, stdin, gzip, bounded lines) → [`parse`] →
 //! [`classify`] → [`aggregate`] ([`timeline`], [`topk`], [`chains`],
-//! [`sizes`]) → [`episodes`] → [`report`] (text, HTML, JSON).
+//! [`signs`], [`sizes`]) → [`episodes`] → [`report`] (text, HTML, JSON).
 
 pub mod aggregate;
 pub mod args;
@@ -22,6 +23,7 @@ pub mod episodes;
 pub mod input;
 pub mod parse;
 pub mod report;
+pub mod signs;
 pub mod sizes;
 pub mod time;
 pub mod timeline;

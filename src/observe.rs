@@ -265,17 +265,20 @@ impl Observer {
                 |b: &history::Bucket| b.requests[RequestClass::Cvd.index()] + b.cdiff_not_found;
             // A baseline needs at least five minutes of history.
             let baseline = (buckets >= 30).then(|| herd(&older) as f64 * 6.0 / buckets as f64);
-            let (behind, sync_failures) = self.sync.get().map_or((0, 0), |s| {
-                let behind = s
-                    .status
-                    .borrow()
-                    .behind()
-                    .values()
-                    .copied()
-                    .max()
-                    .unwrap_or(0);
-                (behind, s.tally().consecutive_failures)
-            });
+            let (behind, sync_failures, signatures, rejections) =
+                self.sync.get().map_or_else(Default::default, |s| {
+                    let status = s.status.borrow();
+                    let behind = status.behind().values().copied().max().unwrap_or(0);
+                    let signatures = status.signatures.clone();
+                    let rejections = alerts::signatures::pass_rejections(&status);
+                    drop(status);
+                    (
+                        behind,
+                        s.tally().consecutive_failures,
+                        signatures,
+                        rejections,
+                    )
+                });
             Inputs {
                 link_rate: history.rates().total,
                 link_capacity: match self.link_capacity.load(Ordering::Relaxed) {
@@ -286,6 +289,8 @@ impl Observer {
                 herd_baseline: baseline,
                 behind,
                 sync_failures,
+                signatures,
+                rejections,
             }
         };
         self.update_live(now);
@@ -370,16 +375,10 @@ impl Observer {
     /// Every alert rule and whether it fires.
     pub fn alert_names(&self) -> Vec<(&'static str, bool)> {
         let active = lock(&self.alerts).active();
-        [
-            "link_saturated",
-            "herd",
-            "mirror_behind",
-            "sync_failing",
-            "quota_exhausted",
-        ]
-        .into_iter()
-        .map(|name| (name, active.iter().any(|a| a.alert == name)))
-        .collect()
+        alerts::NAMES
+            .into_iter()
+            .map(|name| (name, active.iter().any(|a| a.alert == name)))
+            .collect()
     }
 
     /// The public path, when the public page is on.
@@ -389,5 +388,194 @@ impl Observer {
 
     fn config(&self) -> &ObserveConfig {
         &self.config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::sync::signatures::{DbSignatures, Rejection, Signer};
+    use crate::sync::state::PassRecord;
+
+    fn release() -> Signer {
+        Signer {
+            signer: "ClamAV_datafiles_release".into(),
+            issuer: "Cisco ClamAV CA".into(),
+            fingerprint: "6b3d4e1b9a0c7f2100112233445566778899aabbccddeeff0011223344556677".into(),
+        }
+    }
+
+    /// An observer following a sync engine whose status is `tx`.
+    fn observed() -> (Arc<Observer>, watch::Sender<SyncStatus>) {
+        let observer = Observer::new(ObserveConfig {
+            alerts: AlertConfig {
+                clear_for: Duration::ZERO,
+                ..AlertConfig::default()
+            },
+            ..ObserveConfig::default()
+        });
+        let (tx, rx) = watch::channel(SyncStatus::default());
+        observer.attach_sync(rx, Arc::new(Trigger::default()));
+        (observer, tx)
+    }
+
+    fn status(observer: &Observer) -> serde_json::Value {
+        serde_json::from_str(&observer.status_json_text(false)).unwrap()
+    }
+
+    fn firing(observer: &Observer, name: &str) -> bool {
+        observer
+            .alert_names()
+            .into_iter()
+            .any(|(n, on)| n == name && on)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn signatures_and_rejections_reach_status_metrics_and_alerts() {
+        let (observer, tx) = observed();
+        tx.send_modify(|s| {
+            s.published = BTreeMap::from([("daily".into(), 27780), ("main".into(), 62)]);
+            s.signatures = BTreeMap::from([
+                (
+                    "daily".into(),
+                    DbSignatures {
+                        version: 27780,
+                        legacy: true,
+                        sign: Some(release()),
+                        sign_missing_since: None,
+                    },
+                ),
+                (
+                    "main".into(),
+                    DbSignatures {
+                        version: 62,
+                        legacy: true,
+                        sign: None,
+                        sign_missing_since: Some(1_764_000_000),
+                    },
+                ),
+            ]);
+            for (at, file) in [
+                (1_764_288_000, "daily.cvd"),
+                (1_764_288_060, "daily-27781.cdiff.sign"),
+            ] {
+                s.rejections.push(Rejection {
+                    at,
+                    file: file.into(),
+                    reason: "invalid signature: line 1: certificate has expired".into(),
+                });
+            }
+        });
+        let sync = observer.sync().unwrap();
+        sync.note(&tx.borrow());
+        observer.tick(Instant::now(), SystemTime::now());
+
+        let j = status(&observer);
+        let daily = &j["sync"]["signatures"]["daily"];
+        assert_eq!(daily["kinds"], "both");
+        assert_eq!(daily["version"], 27780);
+        assert_eq!(daily["sign"]["signer"], "ClamAV_datafiles_release");
+        assert_eq!(daily["sign"]["issuer"], "Cisco ClamAV CA");
+        assert_eq!(daily["sign"]["fingerprint_short"], "6b3d4e1b9a0c7f21");
+        assert_eq!(daily["sign_missing_since"], serde_json::Value::Null);
+        let main = &j["sync"]["signatures"]["main"];
+        assert_eq!(
+            (&main["kinds"], &main["sign"]),
+            (&"legacy".into(), &serde_json::Value::Null)
+        );
+        assert_eq!(main["sign_missing_since"], 1_764_000_000);
+        let rejections = j["sync"]["rejections"].as_array().unwrap();
+        let files: Vec<&str> = rejections
+            .iter()
+            .map(|r| r["file"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            files,
+            ["daily-27781.cdiff.sign", "daily.cvd"],
+            "newest first"
+        );
+        assert_eq!(
+            rejections[0]["reason"],
+            "invalid signature: line 1: certificate has expired"
+        );
+        assert_eq!(j["sync"]["rejections_total"], 2);
+
+        let m = observer.metrics_text();
+        for line in [
+            "cvdmirror_database_signature{database=\"daily\",kind=\"legacy\"} 1",
+            "cvdmirror_database_signature{database=\"daily\",kind=\"sign\"} 1",
+            "cvdmirror_database_signature{database=\"main\",kind=\"sign\"} 0",
+            "cvdmirror_database_sign_missing_since_timestamp_seconds{database=\"daily\"} 0",
+            "cvdmirror_database_sign_missing_since_timestamp_seconds{database=\"main\"} 1764000000",
+            "cvdmirror_database_signer_info{database=\"daily\",signer=\"ClamAV_datafiles_release\",issuer=\"Cisco ClamAV CA\",fingerprint=\"6b3d4e1b9a0c7f2100112233445566778899aabbccddeeff0011223344556677\"} 1",
+            "cvdmirror_sync_rejections_total{kind=\"cvd\"} 1",
+            "cvdmirror_sync_rejections_total{kind=\"sign\"} 1",
+            "cvdmirror_sync_last_rejection_timestamp_seconds 1764288060.0",
+            "cvdmirror_alert_firing{alert=\"upstream_rejected\"} 1",
+            "cvdmirror_alert_firing{alert=\"sign_missing\"} 0",
+        ] {
+            assert!(m.lines().any(|l| l == line), "no {line} in\n{m}");
+        }
+        assert!(
+            !m.contains("database=\"main\",signer="),
+            "main has no signer"
+        );
+        assert!(firing(&observer, "upstream_rejected"));
+        assert!(!firing(&observer, "sign_missing"), "main never had a .sign");
+
+        // A pass that refuses nothing; then daily's next version comes
+        // without a `.sign`, and later with one by another certificate.
+        tx.send_modify(|s| {
+            s.last_pass = Some(PassRecord {
+                started: 1_764_289_000,
+                finished: 1_764_289_010,
+                ok: true,
+                error: None,
+            });
+            s.signatures.insert(
+                "daily".into(),
+                DbSignatures {
+                    version: 27781,
+                    legacy: true,
+                    sign: None,
+                    sign_missing_since: Some(1_764_289_005),
+                },
+            );
+        });
+        tokio::time::advance(TICK).await;
+        observer.tick(Instant::now(), SystemTime::now());
+        assert!(!firing(&observer, "upstream_rejected"));
+        assert!(firing(&observer, "sign_missing"));
+        assert_eq!(
+            status(&observer)["sync"]["signatures"]["daily"]["kinds"],
+            "legacy"
+        );
+        assert!(
+            status(&observer)["headline"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("upstream stopped providing .sign files: published without one: daily 27781 (last signed 27780)"),
+        );
+
+        tx.send_modify(|s| {
+            s.signatures.insert(
+                "daily".into(),
+                DbSignatures {
+                    version: 27782,
+                    legacy: true,
+                    sign: Some(Signer {
+                        fingerprint: "ffee".into(),
+                        ..release()
+                    }),
+                    sign_missing_since: None,
+                },
+            );
+        });
+        tokio::time::advance(TICK).await;
+        observer.tick(Instant::now(), SystemTime::now());
+        assert!(!firing(&observer, "sign_missing"));
+        assert!(firing(&observer, "signer_changed"));
     }
 }

@@ -1,5 +1,6 @@
 //! The streaming analyzer: every parsed line updates fixed-size aggregates
-//! (timeline, top-K tables, fallback chains, download sizes) and is then
+//! (timeline, top-K tables, fallback chains, `.sign` requests, download
+//! sizes) and is then
 //! forgotten, so memory depends on the configured [`Limits`], never on the
 //! length of the logs. [`Analyzer::finish`] turns the aggregates into a
 //! [`Report`](super::report::Report).
@@ -11,6 +12,7 @@ use super::chains::{ChainLimits, Chains, client_key};
 use super::classify::{self, Class};
 use super::input::{self, Line, Lines};
 use super::parse::{self, ParseError};
+use super::signs::Signs;
 use super::sizes::{self, Sizes};
 use super::timeline::Timeline;
 use super::topk::{Rank, TopK};
@@ -31,6 +33,9 @@ pub struct Limits {
     pub pending_streaks: usize,
     /// Clients with a fallback chain.
     pub fallback_clients: usize,
+    /// Recent downloads a `.sign` request may follow, and distinct clients
+    /// counted per `.sign` tally.
+    pub sign_clients: usize,
 }
 
 impl Default for Limits {
@@ -40,6 +45,7 @@ impl Default for Limits {
             top_capacity: 1000,
             pending_streaks: 200_000,
             fallback_clients: 100_000,
+            sign_clients: 100_000,
         }
     }
 }
@@ -141,6 +147,10 @@ pub struct TableSizes {
     pub fallback_clients: (usize, usize),
     /// Whole-database files with size tallies / cap.
     pub sized_files: (usize, usize),
+    /// Downloads a `.sign` may follow / cap.
+    pub sign_recent: (usize, usize),
+    /// Largest set of distinct `.sign` clients / cap.
+    pub sign_clients: (usize, usize),
 }
 
 /// The streaming analyzer.
@@ -154,6 +164,7 @@ pub struct Analyzer {
     pub(super) files: TopK<String>,
     pub(super) statuses: BTreeMap<u16, u64>,
     pub(super) chains: Chains,
+    pub(super) signs: Signs,
     pub(super) sizes: Sizes,
     pub(super) inputs: Vec<InputSummary>,
     pub(super) malformed: BTreeMap<ParseError, u64>,
@@ -163,8 +174,8 @@ pub struct Analyzer {
     pub(super) out_of_range: u64,
     pub(super) first_offset: Option<i32>,
     pub(super) span: Option<(i64, i64)>,
-    pub(super) class_requests: [u64; 4],
-    pub(super) class_bytes: [u64; 4],
+    pub(super) class_requests: [u64; Class::COUNT],
+    pub(super) class_bytes: [u64; Class::COUNT],
 }
 
 impl Analyzer {
@@ -183,6 +194,7 @@ impl Analyzer {
                 pending_cap: l.pending_streaks,
                 clients_cap: l.fallback_clients,
             }),
+            signs: Signs::new(options.chain_window_secs, l.sign_clients),
             sizes: Sizes::default(),
             inputs: Vec::new(),
             malformed: BTreeMap::new(),
@@ -192,8 +204,8 @@ impl Analyzer {
             out_of_range: 0,
             first_offset: None,
             span: None,
-            class_requests: [0; 4],
-            class_bytes: [0; 4],
+            class_requests: [0; Class::COUNT],
+            class_bytes: [0; Class::COUNT],
             options,
         }
     }
@@ -292,23 +304,41 @@ impl Analyzer {
         self.files.add(file_key.as_ref(), e.bytes);
 
         let key = client_key(e.host, agent.uuid);
-        if let Some((db, version)) = classify::cdiff(name) {
-            let db = self.chains.intern(db);
+        let end = start.saturating_add((dur / 1000) as i64);
+        if class == Class::Sign {
+            // Never a patch: a `.sign` 404 starts no fallback chain.
+            self.signs.sign(
+                key,
+                &file_key,
+                classify::sign(name),
+                e.status,
+                e.bytes,
+                start,
+            );
+            if e.status == 404 {
+                self.timeline.at(start).sign_404 += 1;
+            }
+        } else if let Some((db_name, version)) = classify::cdiff(name) {
+            let db = self.chains.intern(db_name);
             match e.status {
                 404 => {
                     let patch = self.chains.intern(name);
                     self.chains.miss(key, db, patch, version, start);
                     self.timeline.at(start).cdiff_404 += 1;
                 }
-                200 => self.chains.patched(key, db, version),
+                200 => {
+                    self.chains.patched(key, db, version);
+                    self.signs.patch(key, db_name, version, start, end);
+                }
                 _ => {}
             }
-        } else if let Some(db) = classify::whole_database(name)
+        } else if let Some(db_name) = classify::whole_database(name)
             && class == Class::Cvd
             && e.status == 200
         {
             self.sizes.record(name, e.bytes);
-            let (db, file) = (self.chains.intern(db), self.chains.intern(name));
+            self.signs.whole(key, db_name, start, end);
+            let (db, file) = (self.chains.intern(db_name), self.chains.intern(name));
             if self.chains.whole(key, e.host, db, file, start, e.bytes) {
                 self.timeline.at(start).fallbacks += 1;
             }
@@ -319,6 +349,7 @@ impl Analyzer {
     pub fn table_sizes(&self) -> TableSizes {
         let (pending, fallback) = self.chains.table_sizes();
         let cl = self.chains.limits();
+        let (signs_recent, signs_clients) = self.signs.table_sizes();
         TableSizes {
             buckets: (self.timeline.len(), self.timeline.cap()),
             clients: (self.clients.len(), self.clients.max_len()),
@@ -328,6 +359,8 @@ impl Analyzer {
             pending_streaks: (pending, cl.pending_cap),
             fallback_clients: (fallback, cl.clients_cap),
             sized_files: (self.sizes.len(), sizes::FILES_CAP + 1),
+            sign_recent: (signs_recent, self.signs.cap()),
+            sign_clients: (signs_clients, self.signs.cap()),
         }
     }
 

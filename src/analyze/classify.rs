@@ -1,7 +1,8 @@
 //! What a request was, in the terms of the incident: the ClamAV file class
-//! (whole database, patch, header check, anything else), which database and
-//! patch number it names, and which freshclam version asked. These are the
-//! only facts the aggregates and the fallback-chain detector need.
+//! (whole database, patch, header check, detached signature, anything
+//! else), which database and patch number it names, and which freshclam
+//! version asked. These are the only facts the aggregates, the
+//! fallback-chain detector and the `.sign` follow-up detector need.
 
 use std::borrow::Cow;
 
@@ -19,13 +20,26 @@ pub enum Class {
     /// freshclam's version probe: a `304`, a `206` of at most 512 bytes or a
     /// `HEAD` on a `.cvd`/`.cld`.
     HeaderCheck = 2,
-    /// Everything else (`.sign`, `dns.txt`, web pages, scanners).
-    Other = 3,
+    /// A detached signature (`daily-27780.cvd.sign`, `daily-27781.cdiff.sign`)
+    /// that ClamAV 1.5 clients fetch after the file it signs, whatever the
+    /// status.
+    Sign = 3,
+    /// Everything else (`dns.txt`, web pages, scanners).
+    Other = 4,
 }
 
 impl Class {
+    /// Number of classes (length of the per-class arrays).
+    pub const COUNT: usize = 5;
+
     /// All classes in timeline order.
-    pub const ALL: [Class; 4] = [Class::Cvd, Class::Cdiff, Class::HeaderCheck, Class::Other];
+    pub const ALL: [Class; Self::COUNT] = [
+        Class::Cvd,
+        Class::Cdiff,
+        Class::HeaderCheck,
+        Class::Sign,
+        Class::Other,
+    ];
 
     /// Short label for reports.
     pub fn label(self) -> &'static str {
@@ -33,6 +47,7 @@ impl Class {
             Class::Cvd => "cvd",
             Class::Cdiff => "cdiff",
             Class::HeaderCheck => "header checks",
+            Class::Sign => "sign",
             Class::Other => "other",
         }
     }
@@ -61,8 +76,70 @@ pub fn whole_database(name: &[u8]) -> Option<&[u8]> {
 }
 
 /// `daily-27654.cdiff` -> (`daily`, 27654).
+///
+/// Only a name ending in `.cdiff`: `daily-27654.cdiff.sign` is a signature
+/// ([`sign`]), never a patch, so its `404` never starts a fallback chain.
 pub fn cdiff(name: &[u8]) -> Option<(&[u8], u32)> {
-    let stem = name.strip_suffix(b".cdiff")?;
+    numbered(name.strip_suffix(b".cdiff")?)
+}
+
+/// What a `.sign` file signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signed {
+    /// A whole database: `<db>-<version>.cvd.sign` (version from the CVD
+    /// header, not the name `daily.cvd` it was downloaded as).
+    Cvd,
+    /// A patch: `<db>-<N>.cdiff.sign`.
+    Cdiff,
+    /// A `.cld` (`<db>-<version>.cld.sign`): sigtool names one so, but no
+    /// ClamAV checks or asks for it.
+    Cld,
+}
+
+/// A `.sign` name taken apart: `daily-27780.cvd.sign` -> (`daily`, 27780,
+/// [`Signed::Cvd`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignName<'a> {
+    /// The database.
+    pub db: &'a [u8],
+    /// The CVD version or patch number.
+    pub version: u32,
+    /// What it signs.
+    pub signed: Signed,
+}
+
+/// Whether `name` is a detached signature (any `*.sign`).
+pub fn is_sign(name: &[u8]) -> bool {
+    name.len() > b".sign".len() && name.ends_with(b".sign")
+}
+
+/// `daily-27780.cvd.sign`, `daily-27781.cdiff.sign`, `main-62.cld.sign`
+/// taken apart; `None` for any other name (also a `.sign` not in ClamAV's
+/// naming, which still counts as [`Class::Sign`]).
+pub fn sign(name: &[u8]) -> Option<SignName<'_>> {
+    let signed = name.strip_suffix(b".sign")?;
+    if let Some((db, version)) = cdiff(signed) {
+        return Some(SignName {
+            db,
+            version,
+            signed: Signed::Cdiff,
+        });
+    }
+    let (stem, kind) = match signed.strip_suffix(b".cvd") {
+        Some(stem) => (stem, Signed::Cvd),
+        None => (signed.strip_suffix(b".cld")?, Signed::Cld),
+    };
+    let (db, version) = numbered(stem)?;
+    Some(SignName {
+        db,
+        version,
+        signed: kind,
+    })
+}
+
+/// `daily-27654` -> (`daily`, 27654).
+fn numbered(stem: &[u8]) -> Option<(&[u8], u32)> {
     let dash = stem.iter().rposition(|&b| b == b'-')?;
     let (db, num) = (&stem[..dash], &stem[dash + 1..]);
     if !is_db_name(db) || num.is_empty() || num.len() > 9 || !num.iter().all(u8::is_ascii_digit) {
@@ -78,7 +155,9 @@ fn is_db_name(db: &[u8]) -> bool {
 
 /// The class of one request.
 pub fn classify(method: &[u8], name: &[u8], status: u16, bytes: u64) -> Class {
-    if whole_database(name).is_some() {
+    if is_sign(name) {
+        Class::Sign
+    } else if whole_database(name).is_some() {
         if status == 304 || (status == 206 && bytes <= 512) || method == b"HEAD" {
             Class::HeaderCheck
         } else {
@@ -193,11 +272,62 @@ mod tests {
         assert_eq!(classify(b"GET", b"daily.cvd", 206, 4096), Class::Cvd);
         assert_eq!(classify(b"GET", b"main.cld", 304, 0), Class::HeaderCheck);
         assert_eq!(classify(b"GET", b"daily-27654.cdiff", 404, 0), Class::Cdiff);
-        assert_eq!(
-            classify(b"GET", b"daily-27654.cdiff.sign", 200, 900),
-            Class::Other
-        );
         assert_eq!(classify(b"GET", b"", 200, 9), Class::Other);
+        assert_eq!(classify(b"GET", b"dns.txt", 200, 9), Class::Other);
+    }
+
+    #[test]
+    fn signatures_are_their_own_class_whatever_the_status() {
+        for (name, status, bytes) in [
+            (&b"daily-27654.cdiff.sign"[..], 200, 8870),
+            (b"daily-27654.cdiff.sign", 404, 0),
+            (b"daily-27780.cvd.sign", 200, 9083),
+            (b"daily-27780.cvd.sign", 404, 14),
+            (b"main-62.cld.sign", 404, 14),
+            (b"daily-27780.cvd.sign", 304, 0),
+            (b"odd.sign", 200, 5),
+        ] {
+            assert_eq!(
+                classify(b"GET", name, status, bytes),
+                Class::Sign,
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        // Not a signature: a CVD, a patch, the bare suffix.
+        assert_eq!(classify(b"GET", b"daily.cvd", 200, 9), Class::Cvd);
+        assert_eq!(classify(b"GET", b".sign", 200, 9), Class::Other);
+    }
+
+    #[test]
+    fn a_signature_is_never_a_patch_or_a_database() {
+        // The fallback detector asks these: a `.sign` 404 must not look
+        // like a missing patch, nor a `.sign` 200 like a whole download.
+        assert_eq!(cdiff(b"daily-27654.cdiff.sign"), None);
+        assert_eq!(whole_database(b"daily-27780.cvd.sign"), None);
+        assert_eq!(whole_database(b"daily.cvd.sign"), None);
+    }
+
+    #[test]
+    fn signature_names_follow_clamav() {
+        let n = |s: &'static [u8]| sign(s).map(|n| (n.db, n.version, n.signed));
+        assert_eq!(
+            n(b"daily-27780.cvd.sign"),
+            Some((&b"daily"[..], 27780, Signed::Cvd))
+        );
+        assert_eq!(
+            n(b"daily-27781.cdiff.sign"),
+            Some((&b"daily"[..], 27781, Signed::Cdiff))
+        );
+        assert_eq!(
+            n(b"bytecode-339.cld.sign"),
+            Some((&b"bytecode"[..], 339, Signed::Cld))
+        );
+        // freshclam never asks for `daily.cvd.sign`: the version is part of the name.
+        assert_eq!(n(b"daily.cvd.sign"), None);
+        assert_eq!(n(b"daily-x.cvd.sign"), None);
+        assert_eq!(n(b"daily-27780.cvd"), None);
+        assert_eq!(n(b"-1.cdiff.sign"), None);
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Report {
     pub episodes: Vec<EpisodeReport>,
     /// cdiff 404 → whole download chains.
     pub fallback: Fallback,
+    /// ClamAV 1.5 `.sign` requests.
+    pub sign: SignReport,
     /// Whole-database downloads per file, with aborted ones.
     pub downloads: Vec<FileVerdict>,
     /// Bytes of aborted whole-database downloads.
@@ -117,7 +119,7 @@ pub struct ClassTotal {
 pub struct Point {
     /// Bucket start, UTC seconds.
     pub start: i64,
-    /// Counts (indexed by class: cvd, cdiff, header checks, other).
+    /// Counts (indexed by class: cvd, cdiff, header checks, sign, other).
     #[serde(flatten)]
     pub counts: Bucket,
 }
@@ -153,7 +155,7 @@ pub struct EpisodeReport {
     /// Bytes during the episode.
     pub bytes: u64,
     /// Bytes per class during the episode.
-    pub class_bytes: [u64; 4],
+    pub class_bytes: [u64; Class::COUNT],
     /// Share of all bytes in the log, percent.
     pub share_percent: f64,
     /// Busiest bucket start.
@@ -204,6 +206,47 @@ pub struct Fallback {
     pub top_clients: Vec<(String, u64, u64)>,
     /// Window from the last 404 to the download, seconds.
     pub window_secs: i64,
+}
+
+/// Detached signatures (`.sign`) requested, as ClamAV 1.5 clients ask for
+/// them after a CVD or patch.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SignReport {
+    /// `.sign` requests.
+    pub requests: u64,
+    /// Their body bytes.
+    pub bytes: u64,
+    /// Of which answered `404`.
+    pub not_found: u64,
+    /// Distinct clients (address and freshclam UUID) that asked for one.
+    pub clients: u64,
+    /// Distinct clients that got a `404` for one.
+    pub clients_not_found: u64,
+    /// Distinct clients that asked for one right after the file it signs
+    /// (the ClamAV 1.5 chain).
+    pub chain_clients: u64,
+    /// True when a client set overflowed: the client counts are lower bounds.
+    pub at_least: bool,
+    /// Requests that followed the client's download of the CVD they sign.
+    pub after_cvd: u64,
+    /// Requests that followed the client's download of the patch they sign.
+    pub after_cdiff: u64,
+    /// Other requests (a current CVD's missing `.sign` fetched alone, or a
+    /// name outside ClamAV's naming).
+    pub standalone: u64,
+    /// The `.sign` files answered `404` most often.
+    pub missing: Vec<MissingSign>,
+    /// Longest gap from the end of a download to its `.sign` request, seconds.
+    pub window_secs: i64,
+}
+
+/// One `.sign` file the mirror did not have.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MissingSign {
+    /// File name.
+    pub file: String,
+    /// `404` answers for it.
+    pub requests: u64,
 }
 
 /// Chains that started with one missing patch.

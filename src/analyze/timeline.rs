@@ -22,11 +22,13 @@ pub const MAX_SPREAD_SECS: i64 = 3 * 3600;
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Bucket {
     /// Requests that started in this bucket, by [`Class`].
-    pub requests: [u64; 4],
+    pub requests: [u64; Class::COUNT],
     /// Bytes transferred during this bucket, by [`Class`].
-    pub bytes: [u64; 4],
+    pub bytes: [u64; Class::COUNT],
     /// Requests for a patch that got 404.
     pub cdiff_404: u64,
+    /// Requests for a `.sign` that got 404 (not counted in `cdiff_404`).
+    pub sign_404: u64,
     /// Whole-database downloads that completed a cdiff-404 fallback chain.
     pub fallbacks: u64,
 }
@@ -43,11 +45,12 @@ impl Bucket {
     }
 
     fn merge(&mut self, other: &Bucket) {
-        for i in 0..4 {
+        for i in 0..Class::COUNT {
             self.requests[i] += other.requests[i];
             self.bytes[i] = self.bytes[i].saturating_add(other.bytes[i]);
         }
         self.cdiff_404 += other.cdiff_404;
+        self.sign_404 += other.sign_404;
         self.fallbacks += other.fallbacks;
     }
 }

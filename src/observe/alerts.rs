@@ -1,6 +1,6 @@
 //! Alerts: the mirror warns before anyone calls.
 //!
-//! Five rules, each with its own [`Episode`] (fire once, resolve once):
+//! Eight rules, each with its own [`Episode`] (fire once, resolve once):
 //!
 //! - `link_saturated`: throughput at or above a share of the link capacity
 //!   for longer than a duration. The capacity comes from the shaping module
@@ -14,6 +14,17 @@
 //! - `sync_failing`: N sync passes in a row failed.
 //! - `quota_exhausted`: raised by the limits module through
 //!   [`Alerts::quota_exhausted`]; resolves after a quiet hold time.
+//! - `sign_missing`: a database seen published with a verified ClamAV 1.5
+//!   `.sign` is now published without one and upstream offers none
+//!   (`sign_missing_since` set): FIPS-mode clients cannot update it.
+//! - `signer_changed`: the `.sign` of a database names another signer,
+//!   issuer or certificate fingerprint than the one seen last; holds for
+//!   [`SIGNER_CHANGED_HOLD`] after the last change.
+//! - `upstream_rejected`: the engine refused upstream files (bad signature,
+//!   bad header) in the pass running now or the last one; resolves after a
+//!   pass refuses nothing. Complements `sync_failing`, which needs several
+//!   failed passes in a row and misses a refused `.sign` in a pass that
+//!   otherwise succeeds.
 //!
 //! Rules are evaluated on the sampler's tick with the time passed in, so the
 //! state machine is tested on a paused clock. Transitions become
@@ -21,7 +32,9 @@
 
 pub mod deliver;
 pub mod episode;
+pub mod signatures;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -29,6 +42,25 @@ use serde_json::json;
 use tokio::time::Instant;
 
 pub use episode::{Episode, Transition};
+use signatures::SignWatch;
+
+use crate::sync::signatures::{DbSignatures, Rejection};
+
+/// Every rule, in evaluation and display order.
+pub const NAMES: [&str; 8] = [
+    "link_saturated",
+    "herd",
+    "mirror_behind",
+    "sync_failing",
+    "quota_exhausted",
+    "sign_missing",
+    "signer_changed",
+    "upstream_rejected",
+];
+
+/// How long `signer_changed` keeps firing after the last change seen (a
+/// certificate rotation is worth a look, not an open alert forever).
+pub const SIGNER_CHANGED_HOLD: Duration = Duration::from_secs(60 * 60);
 
 /// Thresholds of the rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +119,11 @@ pub struct Inputs {
     pub behind: u32,
     /// Consecutive failed sync passes.
     pub sync_failures: u32,
+    /// Per database, the signatures the published CVD carries.
+    pub signatures: BTreeMap<String, DbSignatures>,
+    /// Upstream files refused in the pass running now or the last one
+    /// ([`signatures::pass_rejections`]).
+    pub rejections: Vec<Rejection>,
 }
 
 /// Firing or resolved.
@@ -142,6 +179,9 @@ pub struct Alerts {
     config: AlertConfig,
     rules: Vec<Rule>,
     last_quota: Option<(Instant, String)>,
+    signs: SignWatch,
+    /// The last signer change seen: when, its summary and values.
+    last_signer_change: Option<(Instant, String, serde_json::Value)>,
     source: String,
 }
 
@@ -160,17 +200,20 @@ impl Alerts {
             summary: String::new(),
             values: serde_json::Value::Null,
         };
-        let rules = vec![
-            rule("link_saturated", config.link_for),
-            rule("herd", Duration::ZERO),
-            rule("mirror_behind", config.behind_for),
-            rule("sync_failing", Duration::ZERO),
-            rule("quota_exhausted", Duration::ZERO),
-        ];
+        let rules = NAMES
+            .iter()
+            .map(|&name| match name {
+                "link_saturated" => rule(name, config.link_for),
+                "mirror_behind" => rule(name, config.behind_for),
+                _ => rule(name, Duration::ZERO),
+            })
+            .collect();
         Self {
             config,
             rules,
             last_quota: None,
+            signs: SignWatch::default(),
+            last_signer_change: None,
             source,
         }
     }
@@ -195,7 +238,19 @@ impl Alerts {
             .last_quota
             .as_ref()
             .filter(|(at, _)| now.duration_since(*at) < c.quota_hold);
-        let checks: [(bool, String, serde_json::Value); 5] = [
+        let changes = self.signs.update(&inputs.signatures);
+        if !changes.is_empty() {
+            let (summary, values) = signatures::change_alert(&changes);
+            self.last_signer_change = Some((now, summary, values));
+        }
+        let signer_change = self
+            .last_signer_change
+            .as_ref()
+            .filter(|(at, _, _)| now.duration_since(*at) < SIGNER_CHANGED_HOLD);
+        let missing = self.signs.missing(&inputs.signatures);
+        let (missing_summary, missing_values) = signatures::missing_alert(&missing);
+        let (rejected_summary, rejected_values) = signatures::rejection_alert(&inputs.rejections);
+        let checks: [(bool, String, serde_json::Value); NAMES.len()] = [
             (
                 share.is_some_and(|s| s >= c.link_threshold),
                 format!(
@@ -229,6 +284,17 @@ impl Alerts {
                 quota.is_some(),
                 format!("quota exhausted: {}", quota.map_or("", |(_, s)| s.as_str())),
                 json!({"subject": quota.map(|(_, s)| s)}),
+            ),
+            (!missing.is_empty(), missing_summary, missing_values),
+            (
+                signer_change.is_some(),
+                signer_change.map_or(String::new(), |(_, s, _)| s.clone()),
+                signer_change.map_or(serde_json::Value::Null, |(_, _, v)| v.clone()),
+            ),
+            (
+                !inputs.rejections.is_empty(),
+                rejected_summary,
+                rejected_values,
             ),
         ];
         let at = unix(wall);
@@ -413,6 +479,112 @@ mod tests {
         assert_eq!(
             tick(&mut a, 1, &behind).await,
             vec![("quota_exhausted", AlertState::Resolved)]
+        );
+    }
+
+    fn signed(version: u32, fingerprint: &str) -> Inputs {
+        Inputs {
+            signatures: signatures::tests::daily(
+                version,
+                Some(signatures::tests::signer(
+                    "ClamAV_datafiles_release",
+                    "Cisco ClamAV CA",
+                    fingerprint,
+                )),
+                None,
+            ),
+            ..Inputs::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sign_that_upstream_stops_providing_fires_sign_missing() {
+        let mut a = Alerts::new(config(), "test".into());
+        let unsigned = |version, since| Inputs {
+            signatures: signatures::tests::daily(version, None, Some(since)),
+            ..Inputs::default()
+        };
+        // An upstream that never had `.sign`s is not an alert.
+        assert!(tick(&mut a, 1, &unsigned(27779, 500)).await.is_empty());
+        assert!(tick(&mut a, 1, &signed(27780, "aa")).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 1, &unsigned(27781, 1_764_288_000)).await,
+            vec![("sign_missing", AlertState::Firing)]
+        );
+        let active = a.active();
+        assert_eq!(active[0].alert, "sign_missing");
+        assert!(
+            active[0]
+                .summary
+                .contains("daily 27781 (last signed 27780)"),
+            "{active:?}"
+        );
+        assert!(
+            tick(&mut a, 600, &unsigned(27782, 1_764_288_000))
+                .await
+                .is_empty()
+        );
+        // Upstream signs again: resolves once clear for `clear_for`.
+        assert!(tick(&mut a, 1, &signed(27783, "aa")).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &signed(27783, "aa")).await,
+            vec![("sign_missing", AlertState::Resolved)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_signer_fires_signer_changed_for_an_hour() {
+        let mut a = Alerts::new(config(), "test".into());
+        // The first signer seen is nobody's change.
+        assert!(tick(&mut a, 1, &signed(27780, "aa")).await.is_empty());
+        assert!(tick(&mut a, 60, &signed(27781, "aa")).await.is_empty());
+        let rotated = signed(27782, "bb");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let events = a.evaluate(Instant::now(), SystemTime::now(), &rotated);
+        assert_eq!(events.len(), 1, "{events:?}");
+        let e = &events[0];
+        assert_eq!((e.alert, e.state), ("signer_changed", AlertState::Firing));
+        assert_eq!(e.values["databases"]["daily"]["from"]["fingerprint"], "aa");
+        assert_eq!(e.values["databases"]["daily"]["to"]["fingerprint"], "bb");
+        assert!(
+            e.summary.starts_with(".sign signer changed: daily 27782: "),
+            "{}",
+            e.summary
+        );
+        // The same new signer is no new change; the alert holds, then resolves.
+        assert!(tick(&mut a, 3599, &rotated).await.is_empty());
+        assert!(tick(&mut a, 1, &rotated).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &rotated).await,
+            vec![("signer_changed", AlertState::Resolved)]
+        );
+        assert!(tick(&mut a, 3600, &rotated).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refused_upstream_files_fire_until_a_pass_refuses_nothing() {
+        let mut a = Alerts::new(config(), "test".into());
+        let refused = Inputs {
+            rejections: vec![Rejection {
+                at: 1_764_288_000,
+                file: "daily.cvd".into(),
+                reason: "invalid signature: line 1: certificate has expired".into(),
+            }],
+            ..Inputs::default()
+        };
+        assert_eq!(
+            tick(&mut a, 1, &refused).await,
+            vec![("upstream_rejected", AlertState::Firing)]
+        );
+        assert_eq!(
+            a.active()[0].summary,
+            "upstream file refused: daily.cvd: invalid signature: line 1: certificate has expired"
+        );
+        assert!(tick(&mut a, 3600, &refused).await.is_empty());
+        assert!(tick(&mut a, 1, &Inputs::default()).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &Inputs::default()).await,
+            vec![("upstream_rejected", AlertState::Resolved)]
         );
     }
 

@@ -108,9 +108,18 @@ impl RequestClass {
             .then(|| Self::of_kind(file.kind))
     }
 
-    /// Whether a `404` for this target is a cdiff (a herd symptom).
+    /// Whether a `404` for this target is a cdiff (a herd symptom). A
+    /// `.cdiff.sign` is not: a missing signature sends no client to the
+    /// whole CVD.
     pub fn is_cdiff_target(exchange: &Exchange) -> bool {
         exchange.target.path().ends_with(".cdiff")
+    }
+
+    /// Whether a `404` for this target is a ClamAV 1.5 detached signature
+    /// (`.cvd.sign`, `.cdiff.sign`): harmless to most clients, but a
+    /// FIPS-mode client cannot update a CVD without one.
+    pub fn is_sign_target(exchange: &Exchange) -> bool {
+        exchange.target.path().ends_with(".sign")
     }
 
     fn of_kind(kind: FileKind) -> Self {
@@ -174,6 +183,26 @@ pub(crate) mod tests {
             RequestClass::classify(&cdiff, StatusCode::OK, 100),
             RequestClass::Cdiff
         );
+    }
+
+    #[test]
+    fn signatures_classify_apart_from_patches() {
+        let sign = exchange("192.0.2.1:1", "/daily-9.cdiff.sign", Some(FileKind::Sign));
+        assert_eq!(
+            RequestClass::classify(&sign, StatusCode::OK, 8870),
+            RequestClass::Sign
+        );
+        let missing = exchange("192.0.2.1:1", "/daily-9.cdiff.sign", None);
+        assert_eq!(
+            RequestClass::classify(&missing, StatusCode::NOT_FOUND, 14),
+            RequestClass::NotFound
+        );
+        assert!(!RequestClass::is_cdiff_target(&missing), "no herd symptom");
+        assert!(RequestClass::is_sign_target(&missing));
+        let cvd_sign = exchange("192.0.2.1:1", "/daily-27780.cvd.sign", None);
+        assert!(RequestClass::is_sign_target(&cvd_sign));
+        let cdiff = exchange("192.0.2.1:1", "/daily-9.cdiff", None);
+        assert!(!RequestClass::is_sign_target(&cdiff));
     }
 
     #[test]

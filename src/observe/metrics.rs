@@ -7,8 +7,9 @@
 //! sub-registry of the same registry, so one scrape sees all of them.
 //!
 //! Cardinality is bounded on purpose: labels are sites (from the config),
-//! classes (nine), status codes and database names; never clients or files,
-//! whose tables live on the status page instead.
+//! classes (nine), status codes, database names, signature kinds and the
+//! one current signer per database; never clients or files, whose tables
+//! live on the status page instead.
 
 use std::sync::Weak;
 
@@ -84,6 +85,12 @@ impl Collector for ObserverCollector {
                 )
             }),
         )?;
+        ConstCounter::new(traffic.sign_not_found()).encode(e.encode_descriptor(
+            "cvdmirror_sign_not_found",
+            "404 answers to requests for .sign files (ClamAV 1.5 clients; those in FIPS mode cannot update a CVD without its .sign).",
+            None,
+            MetricType::Counter,
+        )?)?;
         let sites = traffic.sites();
         family(
             e,
@@ -252,6 +259,85 @@ impl ObserverCollector {
             "Sync passes requested because clients asked for cdiffs past the published version.",
             None,
             MetricType::Counter,
-        )?)
+        )?)?;
+        Self::encode_signatures(e, &status, &tally)
+    }
+
+    fn encode_signatures(
+        e: &mut DescriptorEncoder,
+        status: &crate::sync::SyncStatus,
+        tally: &super::sync_view::PassTally,
+    ) -> Result<(), std::fmt::Error> {
+        let signatures = &status.signatures;
+        family(
+            e,
+            "cvdmirror_database_signature",
+            "1 when the published CVD carries a verified signature of this kind: legacy (in the CVD header) or sign (a ClamAV 1.5 .sign file, published beside it).",
+            MetricType::Gauge,
+            signatures.iter().flat_map(|(db, s)| {
+                [("legacy", s.legacy), ("sign", s.sign.is_some())]
+                    .into_iter()
+                    .map(move |(kind, has)| {
+                        (
+                            vec![("database", db.clone()), ("kind", kind.to_owned())],
+                            ConstGauge::new(i64::from(has)),
+                        )
+                    })
+            }),
+        )?;
+        family(
+            e,
+            "cvdmirror_database_sign_missing_since_timestamp_seconds",
+            "Unix time since which upstream has offered no usable .sign for the published versions; 0 while it does.",
+            MetricType::Gauge,
+            signatures.iter().map(|(db, s)| {
+                (
+                    vec![("database", db.clone())],
+                    ConstGauge::new(s.sign_missing_since.unwrap_or(0) as i64),
+                )
+            }),
+        )?;
+        family(
+            e,
+            "cvdmirror_database_signer_info",
+            "1 per database whose published .sign verified, labelled with its signer certificate's common name, issuer and SHA-256 fingerprint.",
+            MetricType::Gauge,
+            signatures.iter().filter_map(|(db, s)| {
+                s.sign.as_ref().map(|by| {
+                    (
+                        vec![
+                            ("database", db.clone()),
+                            ("signer", by.signer.clone()),
+                            ("issuer", by.issuer.clone()),
+                            ("fingerprint", by.fingerprint.clone()),
+                        ],
+                        ConstGauge::new(1),
+                    )
+                })
+            }),
+        )?;
+        family(
+            e,
+            "cvdmirror_sync_rejections",
+            "Upstream files the sync engine refused to publish since start, by file kind.",
+            MetricType::Counter,
+            ["cvd", "cdiff", "sign", "cld", "other"]
+                .into_iter()
+                .map(|kind| {
+                    (
+                        vec![("kind", kind.to_owned())],
+                        ConstCounter::new(tally.rejections.get(kind).copied().unwrap_or(0)),
+                    )
+                }),
+        )?;
+        if let Some(last) = status.rejections.iter().map(|r| r.at).max() {
+            gauge(
+                e,
+                "cvdmirror_sync_last_rejection_timestamp_seconds",
+                "Unix time of the most recent upstream file the sync engine refused.",
+                last as f64,
+            )?;
+        }
+        Ok(())
     }
 }

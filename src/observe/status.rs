@@ -5,20 +5,69 @@
 //! last one-second tick, in bytes per second (the page shows bits). The
 //! public view (`public = true`) leaves out client addresses unless
 //! `[observe] public_clients` allows them.
+//!
+//! The sync section also says, per database, which signatures the published
+//! CVD carries (the legacy one in its header, a ClamAV 1.5 `.sign`, or
+//! both) and who signed the `.sign`, and lists the upstream files the
+//! engine refused recently, newest first.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::alerts::signatures::short_fingerprint;
 use super::alerts::{ActiveAlert, bits};
 use super::class::RequestClass;
 use super::history::BUCKET;
 use super::source::{Headline, Level};
 use super::{Observer, lock};
+use crate::sync::signatures::{DbSignatures, Rejections};
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// `sync.signatures`: per database, `{"version", "kinds", "legacy", "sign":
+/// {"signer", "issuer", "fingerprint", "fingerprint_short"} or null,
+/// "sign_missing_since"}`.
+pub fn signatures_json(signatures: &BTreeMap<String, DbSignatures>) -> Value {
+    signatures
+        .iter()
+        .map(|(db, s)| {
+            let sign = s.sign.as_ref().map(|by| {
+                json!({
+                    "signer": by.signer,
+                    "issuer": by.issuer,
+                    "fingerprint": by.fingerprint,
+                    "fingerprint_short": short_fingerprint(&by.fingerprint),
+                })
+            });
+            (
+                db.clone(),
+                json!({
+                    "version": s.version,
+                    "kinds": s.kinds(),
+                    "legacy": s.legacy,
+                    "sign": sign,
+                    "sign_missing_since": s.sign_missing_since,
+                }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// `sync.rejections`: every rejection kept, newest first.
+pub fn rejections_json(rejections: &Rejections) -> Value {
+    let mut all: Vec<Value> = rejections
+        .iter()
+        .map(|r| json!({"at": r.at, "file": r.file, "reason": r.reason}))
+        .collect();
+    all.reverse();
+    Value::Array(all)
 }
 
 /// Builds the document.
@@ -109,6 +158,9 @@ pub fn build(observer: &Observer, public: bool) -> Value {
             "last_success": tally.last_success,
             "last_error": tally.last_error,
             "heal_requests": s.trigger.heal_requests(),
+            "signatures": signatures_json(&status.signatures),
+            "rejections": rejections_json(&status.rejections),
+            "rejections_total": tally.rejections.values().sum::<u64>(),
         })
     });
 
@@ -156,6 +208,7 @@ pub fn build(observer: &Observer, public: bool) -> Value {
         "classes": classes,
         "status_codes": codes,
         "cdiff_not_found": since.cdiff_not_found,
+        "sign_not_found": since.sign_not_found,
         "sites": sites,
         "clients": clients,
         "distinct_clients_5m": distinct5,
@@ -257,6 +310,12 @@ fn headline(f: &Facts<'_>) -> Headline {
     if firing("quota_exhausted") {
         part(Level::Critical, "a quota is exhausted".into());
     }
+    // The signature alerts say it best themselves.
+    for name in ["sign_missing", "signer_changed", "upstream_rejected"] {
+        if let Some(a) = f.alerts.iter().find(|a| a.alert == name) {
+            part(Level::Warn, a.summary.clone());
+        }
+    }
     parts.extend(f.extra.iter().cloned());
     let level = parts.iter().map(|p| p.level).max().unwrap_or(Level::Ok);
     if level == Level::Ok {
@@ -304,6 +363,23 @@ mod tests {
         assert_eq!(
             h.text,
             "Link 10 % of cap (10.0 Mbit/s of 100.0 Mbit/s) — all quiet, 3 transfers running"
+        );
+    }
+
+    #[test]
+    fn signature_alerts_are_in_the_headline() {
+        let alerts = [ActiveAlert {
+            alert: "sign_missing",
+            summary: "upstream stopped providing .sign files: published without one: daily 27781 (last signed 27780)".into(),
+            since: 0,
+        }];
+        let h = headline(&facts(1_250_000.0, &alerts));
+        assert_eq!(h.level, Level::Warn);
+        assert!(
+            h.text
+                .ends_with(" — upstream stopped providing .sign files: published without one: daily 27781 (last signed 27780)"),
+            "{}",
+            h.text
         );
     }
 

@@ -97,6 +97,7 @@ struct Baseline {
     sites: BTreeMap<Arc<str>, ([u64; RequestClass::COUNT], [u64; RequestClass::COUNT])>,
     codes: CodeCounts,
     cdiff_not_found: u64,
+    sign_not_found: u64,
 }
 
 /// Every traffic counter of the server.
@@ -105,6 +106,7 @@ pub struct Traffic {
     sites: RwLock<BTreeMap<Arc<str>, Arc<ClassCounters>>>,
     codes: Mutex<CodeCounts>,
     cdiff_not_found: AtomicU64,
+    sign_not_found: AtomicU64,
     /// Keyed by the exchange's address, never by anything a client
     /// chooses: foldhash, cheaper than SipHash on every request.
     active: Mutex<foldhash::HashMap<usize, Running>>,
@@ -149,6 +151,7 @@ impl Traffic {
             sites: RwLock::default(),
             codes: Mutex::default(),
             cdiff_not_found: AtomicU64::new(0),
+            sign_not_found: AtomicU64::new(0),
             active: Mutex::default(),
             tables: Mutex::new(Tables {
                 clients: Some(TopK::new(TOP_CAPACITY)),
@@ -240,6 +243,9 @@ impl Traffic {
         if class == RequestClass::NotFound && RequestClass::is_cdiff_target(exchange) {
             self.cdiff_not_found.fetch_add(1, Ordering::Relaxed);
         }
+        if class == RequestClass::NotFound && RequestClass::is_sign_target(exchange) {
+            self.sign_not_found.fetch_add(1, Ordering::Relaxed);
+        }
         *lock(&self.codes)
             .entry((
                 Arc::clone(&exchange.site),
@@ -282,6 +288,11 @@ impl Traffic {
     /// Lifetime `404`s for cdiffs.
     pub fn cdiff_not_found(&self) -> u64 {
         self.cdiff_not_found.load(Ordering::Relaxed)
+    }
+
+    /// Lifetime `404`s for `.sign` files.
+    pub fn sign_not_found(&self) -> u64 {
+        self.sign_not_found.load(Ordering::Relaxed)
     }
 
     /// Duration histogram per class, indexed by [`RequestClass::index`].
@@ -360,6 +371,9 @@ impl Traffic {
             cdiff_not_found: self
                 .cdiff_not_found()
                 .saturating_sub(baseline.cdiff_not_found),
+            sign_not_found: self
+                .sign_not_found()
+                .saturating_sub(baseline.sign_not_found),
         }
     }
 
@@ -377,6 +391,7 @@ impl Traffic {
             sites,
             codes: self.codes(),
             cdiff_not_found: self.cdiff_not_found(),
+            sign_not_found: self.sign_not_found(),
         };
         let mut guard = lock(&self.tables);
         let tables = &mut *guard;
@@ -441,6 +456,8 @@ pub struct SinceReset {
     pub codes: CodeCounts,
     /// `404`s for cdiffs.
     pub cdiff_not_found: u64,
+    /// `404`s for `.sign` files.
+    pub sign_not_found: u64,
 }
 
 #[cfg(test)]
@@ -521,7 +538,16 @@ mod tests {
         let refused = Arc::new(exchange("192.0.2.9:5", "/daily.cvd", Some(FileKind::Cvd)));
         traffic.begin(&refused, Some(20));
         traffic.finish(&refused, &done(429, 20));
-        assert_eq!(traffic.cdiff_not_found(), 1);
+        let unsigned = Arc::new(exchange("192.0.2.9:5", "/daily-9.cdiff.sign", None));
+        traffic.begin(&unsigned, Some(14));
+        traffic.finish(&unsigned, &done(404, 14));
+        assert_eq!(
+            traffic.cdiff_not_found(),
+            1,
+            "a .sign 404 is no missing patch"
+        );
+        assert_eq!(traffic.sign_not_found(), 1);
+        assert_eq!(traffic.since_reset().sign_not_found, 1);
         let (all, refused) = traffic.distinct_clients_since(UNIX_EPOCH);
         assert_eq!((all, refused), (2, 1));
     }

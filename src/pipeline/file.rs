@@ -458,9 +458,23 @@ fn mtime_nanos(meta: &std::fs::Metadata) -> u128 {
     (meta.mtime().max(0) as u128) * 1_000_000_000 + meta.mtime_nsec().max(0) as u128
 }
 
-/// `Content-Type` by extension; mirror files are opaque bytes.
+/// `Content-Type` by extension; mirror databases are opaque bytes.
+///
+/// A ClamAV 1.5 detached signature (`daily-27780.cvd.sign`,
+/// `daily-27781.cdiff.sign`) is `text/plain; charset=us-ascii`, because that
+/// is what it is: a `#clamsign-1.0` line, then `min:max:pkcs7-pem:<base64>`
+/// lines, nothing outside ASCII (the sync engine publishes only a `.sign`
+/// that verified). freshclam stores the body whatever the type, so the type
+/// only matters to people and to proxies in between: a browser or `curl`
+/// shows the file instead of saving it, so an operator can read the feature
+/// levels it covers. Treating it as text cannot harm it: ClamAV trims each
+/// line (LF or CRLF) and the signature itself is base64, so no line-ending or
+/// charset handling along the way changes what it says, unlike the CVD,
+/// cdiff and CLD bytes a signature covers, which stay
+/// `application/octet-stream`.
 pub fn content_type(path: &Path) -> &'static str {
     match extension(path) {
+        Some(b"sign") => "text/plain; charset=us-ascii",
         Some(b"txt") => "text/plain; charset=utf-8",
         Some(b"html" | b"htm") => "text/html; charset=utf-8",
         Some(b"json") => "application/json",
@@ -515,11 +529,21 @@ mod tests {
     }
 
     #[test]
-    fn mirror_files_are_octet_streams() {
-        assert_eq!(
-            content_type(Path::new("main.cvd")),
-            "application/octet-stream"
-        );
+    fn mirror_files_are_octet_streams_and_signatures_text() {
+        for db in ["main.cvd", "daily.cld", "daily-27781.cdiff"] {
+            assert_eq!(content_type(Path::new(db)), "application/octet-stream");
+        }
+        for sign in [
+            "daily-27780.cvd.sign",
+            "daily-27781.cdiff.sign",
+            "sub/main-62.cld.sign",
+        ] {
+            assert_eq!(
+                content_type(Path::new(sign)),
+                "text/plain; charset=us-ascii",
+                "{sign}"
+            );
+        }
         assert_eq!(
             content_type(Path::new("dns.txt")),
             "text/plain; charset=utf-8"

@@ -179,6 +179,50 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
     );
 }
 
+/// ClamAV 1.5 clients ask for `.sign` files: served ones count as the
+/// `sign` class, missing ones as `404`s counted apart from missing patches
+/// (a missing signature sends nobody to the whole CVD, so it is no herd
+/// symptom), in `/status.json` and `/metrics`.
+#[test]
+fn signatures_and_their_404s_are_counted_apart_from_patches() {
+    let sign = b"#clamsign-1.0\n230::pkcs7-pem:MIIB\n";
+    let server = spawn::start(&[("bytecode-268.cvd.sign", sign)], "");
+    let r = server.request("GET", "/bytecode-268.cvd.sign", &[]);
+    assert_eq!((r.status, r.body.as_slice()), (200, &sign[..]));
+    for path in [
+        "/bytecode-269.cvd.sign",
+        "/bytecode-270.cdiff.sign",
+        "/bytecode-270.cdiff",
+    ] {
+        assert_eq!(server.request("GET", path, &[]).status, 404, "{path}");
+    }
+    let s = server.status_when("four requests", |s| s["totals"]["requests"] == 4);
+    let signs = class(&s, "sign");
+    assert_eq!(
+        (signs["requests"].as_u64(), signs["bytes"].as_u64()),
+        (Some(1), Some(sign.len() as u64))
+    );
+    assert_eq!(class(&s, "not_found")["requests"], 3);
+    assert_eq!(
+        (&s["cdiff_not_found"], &s["sign_not_found"]),
+        (&1.into(), &2.into())
+    );
+
+    let text = String::from_utf8(server.admin("GET", "/metrics", &[]).body).unwrap();
+    assert_eq!(
+        metric(&text, "cvdmirror_sign_not_found_total"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "cvdmirror_requests_total{site=\"default\",class=\"sign\",code=\"200\"}"
+        ),
+        Some(1.0)
+    );
+}
+
 #[test]
 fn the_public_status_is_read_only_and_hides_clients() {
     let server = spawn::start(

@@ -143,3 +143,161 @@ fn the_status_page_renders_live_numbers_without_errors() {
         "screenshot looks empty"
     );
 }
+
+/// Serves the status page and `status_json()` on a free loopback port, one
+/// `Connection: close` exchange at a time, until the test ends.
+fn page_server(status_json: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let path = request_line.split(' ').nth(1).unwrap_or("/");
+            let (status, ctype, body) = match path {
+                "/" => (
+                    "200 OK",
+                    "text/html; charset=utf-8",
+                    cvdmirror::observe::page::HTML,
+                ),
+                "/status.json" => ("200 OK", "application/json", status_json.as_str()),
+                _ => ("404 Not Found", "text/plain", "404 Not Found\n"),
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// The page shows, per database, which signatures the published CVD
+/// carries and who signed the `.sign`, and the newest refused upstream
+/// files first (a handful; `status.json` has them all). The document is the
+/// one the observer builds from a sync status (the engine's part is
+/// stubbed: its status is a value here).
+#[test]
+fn the_status_page_shows_signatures_and_refused_files() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use cvdmirror::observe::{ObserveConfig, Observer};
+    use cvdmirror::sync::SyncStatus;
+    use cvdmirror::sync::schedule::Trigger;
+    use cvdmirror::sync::signatures::{DbSignatures, Rejection, Signer};
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut status = SyncStatus {
+        published: BTreeMap::from([("daily".into(), 27781), ("main".into(), 62)]),
+        signatures: BTreeMap::from([
+            (
+                "daily".into(),
+                DbSignatures {
+                    version: 27781,
+                    legacy: true,
+                    sign: Some(Signer {
+                        signer: "ClamAV_datafiles_release".into(),
+                        issuer: "Cisco ClamAV Intermediate CA".into(),
+                        fingerprint: "6b3d4e1b9a0c7f21".repeat(4),
+                    }),
+                    sign_missing_since: None,
+                },
+            ),
+            (
+                "main".into(),
+                DbSignatures {
+                    version: 62,
+                    legacy: true,
+                    sign: None,
+                    sign_missing_since: Some(now - 7200),
+                },
+            ),
+        ]),
+        ..SyncStatus::default()
+    };
+    for i in 0..7 {
+        status.rejections.push(Rejection {
+            at: now - 3600 + i * 60,
+            file: format!("daily-{}.cdiff.sign", 27775 + i),
+            reason: format!("invalid signature: line 1: certificate has expired (#{i})"),
+        });
+    }
+    let observer = Observer::new(ObserveConfig::default());
+    let (_tx, rx) = tokio::sync::watch::channel(status);
+    observer.attach_sync(rx, Arc::new(Trigger::default()));
+    let json = observer.status_json_text(false);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        doc["sync"]["rejections"].as_array().unwrap().len(),
+        7,
+        "all in JSON"
+    );
+
+    let url = page_server(json);
+    let out = browse(&url, &["--dump-dom"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        console_errors(&stderr).is_empty(),
+        "console errors: {stderr}"
+    );
+    let dom = String::from_utf8(out.stdout).unwrap();
+    let sync = text_of_table(&dom, "t-sync");
+    assert!(
+        sync.contains("legacy + .sign")
+            && sync.contains("ClamAV_datafiles_release")
+            && sync.contains("Cisco ClamAV Intermediate CA · 6b3d4e1b9a0c7f21"),
+        "daily's row: {sync}"
+    );
+    assert!(
+        sync.contains("legacy only") && sync.contains("no .sign upstream since 2.0 h ago"),
+        "main's row: {sync}"
+    );
+    let refused = text_of_table(&dom, "rejections");
+    let shown: Vec<usize> = (0..7)
+        .filter_map(|i| refused.find(&format!("expired (#{i})")))
+        .collect();
+    assert_eq!(shown.len(), 5, "a handful on the page: {refused}");
+    assert!(
+        shown.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {refused}"
+    );
+    assert!(refused.contains("daily-27781.cdiff.sign"), "{refused}");
+    assert!(dom.contains("2 older ones in status.json"), "{dom}");
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("status-page-signatures.png");
+    let _ = std::fs::remove_file(&shot);
+    browse(&url, &[&format!("--screenshot={}", shot.display())]);
+    assert!(
+        std::fs::read(&shot)
+            .expect("screenshot written")
+            .starts_with(b"\x89PNG")
+    );
+}
+
+/// The markup of the table with `id` in a dumped DOM.
+fn text_of_table<'a>(dom: &'a str, id: &str) -> &'a str {
+    let open = format!("id=\"{id}\"");
+    let at = dom
+        .find(&open)
+        .unwrap_or_else(|| panic!("no #{id} in {dom}"));
+    let rest = &dom[at..];
+    &rest[..rest.find("</table>").unwrap_or(rest.len())]
+}

@@ -1,9 +1,17 @@
 //! Response metadata per file type: freshclam and proxies in between must
 //! see binary databases as opaque bytes, and a zero-byte cdiff is a
 //! deliberate "fetch the whole CVD" signal that must reach the client as is.
+//! ClamAV 1.5's detached signatures are ASCII text, revalidate like every
+//! other file, and a missing one is an ordinary `404`.
 
-use super::util::Conn;
-use crate::support::{TestServer, fixture};
+use super::util::{Conn, http_date, set_mtime};
+use crate::support::{Response, TestServer, fixture};
+
+/// What a sigtool-written `.sign` looks like (the base64 cut short).
+const SIGN: &[u8] = b"#clamsign-1.0\n230::pkcs7-pem:MIIaBgYJKoZIhvcNAQcCoIIZ9zCCGfMCAQExDzANBglghkgBZQMEAgEFADALBgkqhkiG9w0BBwE=\n";
+
+/// Type of a ClamAV 1.5 `.sign` (see `pipeline::file::content_type`).
+const SIGN_TYPE: &str = "text/plain; charset=us-ascii";
 
 #[test]
 fn content_types_follow_extensions() {
@@ -20,8 +28,8 @@ fn content_types_follow_extensions() {
         ("/bytecode.cvd", "application/octet-stream"),
         ("/bytecode.cld", "application/octet-stream"),
         ("/daily-27000.cdiff", "application/octet-stream"),
-        ("/daily-27000.cdiff.sign", "application/octet-stream"),
-        ("/bytecode-268.cvd.sign", "application/octet-stream"),
+        ("/daily-27000.cdiff.sign", SIGN_TYPE),
+        ("/bytecode-268.cvd.sign", SIGN_TYPE),
         ("/dns.txt", "text/plain; charset=utf-8"),
         ("/index.html", "text/html; charset=utf-8"),
     ] {
@@ -33,6 +41,79 @@ fn content_types_follow_extensions() {
             Some(ct),
             "HEAD {path}"
         );
+    }
+}
+
+#[test]
+fn a_sign_is_text_with_validators_and_revalidates_to_304() {
+    let s = TestServer::serving(&[
+        ("daily-27780.cvd.sign", SIGN),
+        ("daily-27781.cdiff.sign", SIGN),
+    ]);
+    for path in ["/daily-27780.cvd.sign", "/daily-27781.cdiff.sign"] {
+        set_mtime(&s.root.join(&path[1..]), 1_000_000_000);
+        let r = s.get(path, &[]);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(SIGN_TYPE), "{path}");
+        assert!(r.body == SIGN, "{path}: body differs from the file");
+        let lm = http_date(1_000_000_000);
+        assert_eq!(r.header("last-modified"), Some(lm.as_str()), "{path}");
+        let etag = r
+            .header("etag")
+            .unwrap_or_else(|| panic!("{path}: no ETag in {:?}", r.headers))
+            .to_owned();
+        let not_modified = |r: Response, how: &str| {
+            assert_eq!(r.status, 304, "{path} {how}: {:?}", r.headers);
+            assert_eq!(r.header("etag"), Some(etag.as_str()), "{path} {how}");
+            assert!(r.body.is_empty(), "{path} {how}: 304 with a body");
+        };
+        not_modified(s.get(path, &[("If-None-Match", &etag)]), "If-None-Match");
+        not_modified(
+            s.get(path, &[("If-Modified-Since", &lm)]),
+            "If-Modified-Since",
+        );
+        // A new signature under the same name is a new representation.
+        std::fs::write(s.root.join(&path[1..]), b"#clamsign-1.0\n\n").unwrap();
+        let r = s.get(path, &[("If-None-Match", &etag)]);
+        assert_eq!(r.status, 200, "{path}: stale ETag revalidated");
+        assert_eq!(r.body, b"#clamsign-1.0\n\n");
+    }
+}
+
+/// freshclam 1.5 asks for `<db>-<version>.cvd.sign` after every CVD and
+/// `<db>-N.cdiff.sign` after every patch. When the mirror has none, the
+/// answer must be the plain `404` of any missing file: harmless to a normal
+/// client, while a `403` or `429` would make freshclam back off from the
+/// whole mirror. The same for a `.cld` or `.cld.sign`, which cvdmirror
+/// never publishes.
+#[test]
+fn absent_signatures_and_clds_are_plain_404() {
+    let s = TestServer::serving(&[
+        ("daily.cvd", &fixture("bytecode-268.cvd")),
+        ("daily-27780.cdiff", b"ClamAV-Diff:27780:1:"),
+    ]);
+    for path in [
+        "/daily-268.cvd.sign",
+        "/daily-27780.cdiff.sign",
+        "/daily-268.cld.sign",
+        "/daily.cld",
+        "/daily.cvd.sign",
+    ] {
+        for method in ["GET", "HEAD"] {
+            let r = s.request(method, path, &[]);
+            assert_eq!(r.status, 404, "{method} {path}");
+            for absent in ["etag", "last-modified", "retry-after", "location"] {
+                assert_eq!(r.header(absent), None, "{method} {path}: {absent}");
+            }
+            assert_eq!(
+                r.header("content-type"),
+                Some("text/plain; charset=utf-8"),
+                "{method} {path}"
+            );
+            if method == "GET" {
+                assert_eq!(r.body, b"404 Not Found\n", "{path}");
+            }
+        }
     }
 }
 

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use super::explain::{explain, explain_episode};
 use super::fallback::{all_fallback, episode_fallback};
-use super::{Bounds, ClassTotal, EpisodeReport, Malformed, Point, Report, Row, Totals, percent};
+use super::{
+    Bounds, ClassTotal, EpisodeReport, Malformed, MissingSign, Point, Report, Row, SignReport,
+    Totals, percent,
+};
 use crate::analyze::aggregate::Analyzer;
 use crate::analyze::chains::Chain;
 use crate::analyze::classify::Class;
@@ -35,7 +38,7 @@ impl Analyzer {
         let episodes = found
             .iter()
             .map(|e| {
-                let mut class_bytes = [0u64; 4];
+                let mut class_bytes = [0u64; Class::COUNT];
                 for (_, b) in dense.iter().filter(|(t, _)| *t >= e.start && *t < e.end) {
                     for (acc, v) in class_bytes.iter_mut().zip(b.bytes) {
                         *acc += v;
@@ -66,6 +69,7 @@ impl Analyzer {
             .collect::<Vec<_>>();
 
         let fallback = all_fallback(&a, top);
+        let sign = sign_report(&a, top);
         let wasted_bytes = verdicts.iter().map(|v| v.wasted_bytes).sum();
         let explanation = explain(&a, &episodes, &base, width, offset, total_bytes);
         let tables = a.table_sizes();
@@ -108,6 +112,7 @@ impl Analyzer {
             baseline: base,
             episodes,
             fallback,
+            sign,
             downloads: verdicts,
             wasted_bytes,
             top_clients: rows(&a.clients, top),
@@ -126,6 +131,29 @@ impl Analyzer {
             },
             inputs: a.inputs,
         }
+    }
+}
+
+fn sign_report(a: &Analyzer, top: usize) -> SignReport {
+    let s = &a.signs;
+    let sets = [s.clients(), s.missing_clients(), s.chain_clients()];
+    SignReport {
+        requests: s.requests,
+        bytes: s.bytes,
+        not_found: s.not_found,
+        clients: s.clients().len() as u64,
+        clients_not_found: s.missing_clients().len() as u64,
+        chain_clients: s.chain_clients().len() as u64,
+        at_least: sets.iter().any(|c| c.at_least()),
+        after_cvd: s.after_cvd,
+        after_cdiff: s.after_cdiff,
+        standalone: s.standalone,
+        missing: s
+            .missing(top)
+            .into_iter()
+            .map(|(file, requests)| MissingSign { file, requests })
+            .collect(),
+        window_secs: s.window_secs(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The plain-language explanation: one paragraph per episode saying what
-//! filled the link (a fallback herd, or which class of traffic), and
-//! general paragraphs when there was no surge.
+//! filled the link (a fallback herd, or which class of traffic), general
+//! paragraphs when there was no surge, and one about `.sign` files the
+//! mirror did not have (ClamAV 1.5 clients asked for them).
 
 use super::{EpisodeReport, human_bytes, mbit, pct, percent};
 use crate::analyze::aggregate::Analyzer;
@@ -68,7 +69,7 @@ pub(super) fn explain_episode(
                 .iter()
                 .enumerate()
                 .max_by_key(|(_, b)| **b)
-                .map_or((3, 0), |(i, b)| (i, *b));
+                .map_or((Class::Other as usize, 0), |(i, b)| (i, *b));
             format!(
                 "From {} to {}, traffic surged to {peak} ({} in {} min, {} of all bytes); {} made up {} of it. {back}",
                 at(r.start),
@@ -81,6 +82,28 @@ pub(super) fn explain_episode(
             )
         }
     }
+}
+
+/// "N clients asked for `.sign` files the mirror did not have (...)", when
+/// any did. These `404`s are not missing patches: no client falls back to a
+/// whole download for them, but a FIPS-mode client cannot update its CVD.
+fn missing_signs(a: &Analyzer) -> Option<String> {
+    let s = &a.signs;
+    let clients = s.missing_clients();
+    if clients.is_empty() {
+        return None;
+    }
+    let mut p = format!(
+        "{}{} clients asked for `.sign` files the mirror did not have (ClamAV 1.5 clients; those in FIPS mode cannot update without them): {} requests",
+        if clients.at_least() { "At least " } else { "" },
+        clients.len(),
+        s.not_found
+    );
+    if let Some((file, n)) = s.missing(1).into_iter().next() {
+        p += &format!(", {n} of them for {file}");
+    }
+    p.push('.');
+    Some(p)
 }
 
 pub(super) fn explain(
@@ -107,6 +130,9 @@ pub(super) fn explain(
             a.chains.total_chains,
             human_bytes(a.chains.total_bytes)
         ));
+    }
+    if let Some(p) = missing_signs(a) {
+        out.push(p);
     }
     if let (Some((lo, hi)), true) = (a.span, total > 0) {
         out.push(format!(

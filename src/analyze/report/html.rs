@@ -88,6 +88,8 @@ pub fn render(r: &Report) -> String {
         s.push_str("</table>");
     }
 
+    sign(&mut s, r);
+
     s.push_str("<h2>Whole-database downloads</h2><table><tr><th>file</th><th class=n>downloads</th><th class=n>aborted</th><th class=n>wasted</th><th class=n>full size</th></tr>");
     for d in &r.downloads {
         let full: Vec<String> = d.full_sizes.iter().map(u64::to_string).collect();
@@ -159,15 +161,47 @@ pub fn render(r: &Report) -> String {
     s
 }
 
+/// The `.sign` section: always present, so a reader knows it was looked for.
+fn sign(s: &mut String, r: &Report) {
+    let g = &r.sign;
+    let least = if g.at_least { "at least " } else { "" };
+    let _ = write!(
+        s,
+        "<h2>Signatures (.sign)</h2><p>Detached signatures ClamAV 1.5 clients fetch after a CVD (<code>daily-&lt;version&gt;.cvd.sign</code>) or a patch (<code>daily-N.cdiff.sign</code>). A <code>404</code> is harmless to most clients and never a missing patch, but a client in FIPS mode cannot update its CVD without one. {} requests, {}, {} answered <code>404</code>; {least}{} clients, {} of them got a <code>404</code>; {} requests right after their CVD and {} after their patch (within {} s), {} on their own; {least}{} clients followed the 1.5 chain.</p>",
+        g.requests,
+        escape(&human_bytes(g.bytes)),
+        g.not_found,
+        g.clients,
+        g.clients_not_found,
+        g.after_cvd,
+        g.after_cdiff,
+        g.window_secs,
+        g.standalone,
+        g.chain_clients
+    );
+    if !g.missing.is_empty() {
+        s.push_str("<table><tr><th>missing .sign</th><th class=n>404 answers</th></tr>");
+        for m in &g.missing {
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td class=n>{}</td></tr>",
+                escape(&m.file),
+                m.requests
+            );
+        }
+        s.push_str("</table>");
+    }
+}
+
 fn charts(s: &mut String, r: &Report) {
     let times: Vec<i64> = r.timeline.iter().map(|p| p.start).collect();
     let w = r.bucket_secs as f64;
-    let rate: Vec<[f64; 4]> = r
+    let rate: Vec<[f64; Class::COUNT]> = r
         .timeline
         .iter()
         .map(|p| p.counts.bytes.map(|b| b as f64 * 8.0 / w / 1e6))
         .collect();
-    let reqs: Vec<[f64; 4]> = r
+    let reqs: Vec<[f64; Class::COUNT]> = r
         .timeline
         .iter()
         .map(|p| p.counts.requests.map(|n| n as f64))

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::html::escape;
+use crate::analyze::classify::Class;
 use crate::analyze::time::format_clock;
 
 const W: f64 = 960.0;
@@ -14,8 +15,8 @@ const RIGHT: f64 = 10.0;
 const TOP: f64 = 10.0;
 const BOTTOM: f64 = 28.0;
 
-/// Fill colours of the four classes (cvd, cdiff, header checks, other).
-pub const COLOURS: [&str; 4] = ["#d62728", "#1f77b4", "#2ca02c", "#8c8c8c"];
+/// Fill colours of the classes (cvd, cdiff, header checks, sign, other).
+pub const COLOURS: [&str; Class::COUNT] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#8c8c8c"];
 
 /// A chart to draw.
 pub struct Chart<'a> {
@@ -25,8 +26,8 @@ pub struct Chart<'a> {
     pub unit: &'a str,
     /// Bucket starts (UTC seconds), in order.
     pub times: &'a [i64],
-    /// Per bucket, the four stacked values.
-    pub values: &'a [[f64; 4]],
+    /// Per bucket, the stacked values, one per class.
+    pub values: &'a [[f64; Class::COUNT]],
     /// Bucket width in seconds.
     pub width_secs: i64,
     /// Shaded spans (start, end) in UTC seconds.

@@ -99,6 +99,8 @@ pub fn render(r: &Report) -> String {
         );
     }
 
+    sign(&mut s, r);
+
     if !r.downloads.is_empty() {
         s.push_str("\nWhole-database downloads (200)\n");
         for d in &r.downloads {
@@ -163,6 +165,32 @@ pub fn render(r: &Report) -> String {
         );
     }
     s
+}
+
+/// The `.sign` section, when any were asked for.
+fn sign(s: &mut String, r: &Report) {
+    let g = &r.sign;
+    if g.requests == 0 {
+        return;
+    }
+    let least = if g.at_least { "at least " } else { "" };
+    let _ = writeln!(
+        s,
+        "\nSignatures (.sign, ClamAV 1.5)\n  {} requests, {}, {} answered 404; {least}{} clients, {} of them got a 404",
+        g.requests,
+        human_bytes(g.bytes),
+        g.not_found,
+        g.clients,
+        g.clients_not_found
+    );
+    let _ = writeln!(
+        s,
+        "  {} after their CVD, {} after their cdiff (within {} s), {} on their own; {least}{} clients followed the 1.5 chain",
+        g.after_cvd, g.after_cdiff, g.window_secs, g.standalone, g.chain_clients
+    );
+    for m in &g.missing {
+        let _ = writeln!(s, "  missing {:<40} {:>8} requests", m.file, m.requests);
+    }
 }
 
 fn table(s: &mut String, title: &str, rows: &[Row], total: u64) {
