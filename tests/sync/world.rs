@@ -485,9 +485,21 @@ pub fn check_file(root: &Path, name: &str) -> Result<(), String> {
             .map_err(|e| format!("{name}: {e}"))
     } else if let Some(signed) = name.strip_suffix(".sign") {
         // A cdiff's .sign, or the current CVD's, must verify over it; a
-        // replaced CVD's (kept for a grace period) must at least be one.
+        // replaced CVD's (kept for a grace period) must at least be one,
+        // and so must a cdiff's whose cdiff is not there (yet): a .sign is
+        // renamed into place before its file, so a crash between the two
+        // renames leaves the .sign, which the next pass completes.
+        let orphan = !root.join(signed).exists();
         let signed = match cvdmirror::sync::publish::cvd_sign_version(name, DB) {
             Some(v) if served_cvd_version(root) == Some(v) => format!("{DB}.cvd"),
+            _ if orphan => {
+                let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
+                return if text.starts_with(SIGN_MAGIC.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(format!("{name} is not a signature file"))
+                };
+            }
             Some(_) => {
                 let text = std::fs::read(&path).map_err(|e| format!("{name}: {e}"))?;
                 return if text.starts_with(SIGN_MAGIC.as_bytes()) {
