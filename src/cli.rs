@@ -186,7 +186,12 @@ pub struct SyncArgs {
     /// An extra trusted root for ClamAV 1.5 `.sign` files: a PEM file with
     /// one or more certificates (repeatable; ClamAV's production root is
     /// always trusted).
-    #[arg(long = "sign-root", env = "CVDMIRROR_SIGN_ROOTS", value_name = "FILE", value_delimiter = ',')]
+    #[arg(
+        long = "sign-root",
+        env = "CVDMIRROR_SIGN_ROOTS",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
     pub sign_roots: Vec<std::path::PathBuf>,
 
     /// Send every upstream request through this HTTP proxy,

@@ -40,6 +40,6 @@ pub use error::{Signed, VerifyError};
 pub use header::{HEADER_LEN, Header, HeaderError};
 pub use keys::{ExtraKey, KeyError, KeyRole, PublicKey, TrustedKeys};
 pub use verify::{
-    DbKind, Expected, HeaderSignature, Legacy, MAX_MEMBERS, MAX_TAR_BYTES, Member, Verified, verify_bytes, verify_file,
-    verify_reader,
+    DbKind, Expected, HeaderSignature, Legacy, MAX_MEMBERS, MAX_TAR_BYTES, Member, Verified,
+    verify_bytes, verify_file, verify_reader,
 };

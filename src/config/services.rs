@@ -241,7 +241,9 @@ impl Resolver<'_> {
             ));
         }
         let proxy = match (&flags.proxy, &file.proxy) {
-            (Some(url), _) => Some(check_proxy(url).map_err(|e| self.invalid(None, format!("--proxy: {e}")))?),
+            (Some(url), _) => {
+                Some(check_proxy(url).map_err(|e| self.invalid(None, format!("--proxy: {e}")))?)
+            }
             (None, Some(url)) => Some(
                 check_proxy(url.get_ref())
                     .map_err(|e| self.invalid(Some(url.span()), format!("proxy: {e}")))?,

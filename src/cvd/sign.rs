@@ -137,7 +137,9 @@ pub enum RootError {
     },
     /// Two roots with one common name: OpenSSL would pick either, so
     /// ClamAV refuses such a certificate directory, and so do we.
-    #[error("{origin}: a root named {name:?} is already trusted (from {other}); common names must be unique")]
+    #[error(
+        "{origin}: a root named {name:?} is already trusted (from {other}); common names must be unique"
+    )]
     DuplicateName {
         /// Which file.
         origin: String,
@@ -164,7 +166,11 @@ pub struct SignRoots {
 impl fmt::Debug for SignRoots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(self.roots.iter().map(|r| format!("{} ({})", r.name, r.origin)))
+            .entries(
+                self.roots
+                    .iter()
+                    .map(|r| format!("{} ({})", r.name, r.origin)),
+            )
             .finish()
     }
 }
@@ -172,9 +178,11 @@ impl fmt::Debug for SignRoots {
 impl PartialEq for SignRoots {
     fn eq(&self, other: &Self) -> bool {
         self.roots.len() == other.roots.len()
-            && self.roots.iter().zip(&other.roots).all(|(a, b)| {
-                a.cert.to_der().ok() == b.cert.to_der().ok() && a.origin == b.origin
-            })
+            && self
+                .roots
+                .iter()
+                .zip(&other.roots)
+                .all(|(a, b)| a.cert.to_der().ok() == b.cert.to_der().ok() && a.origin == b.origin)
     }
 }
 
@@ -619,9 +627,7 @@ mod tests {
 
     #[test]
     fn lines_split_like_bufread_lines() {
-        let lines: Vec<_> = SignLines::new(b"a\r\nb\n\nc")
-            .map(Result::unwrap)
-            .collect();
+        let lines: Vec<_> = SignLines::new(b"a\r\nb\n\nc").map(Result::unwrap).collect();
         assert_eq!(lines, ["a", "b", "", "c"]);
         assert_eq!(SignLines::new(b"a\n").count(), 1);
         assert_eq!(SignLines::new(b"").count(), 0);
@@ -682,6 +688,9 @@ mod tests {
     #[test]
     fn names_follow_clamav() {
         assert_eq!(cvd_sign_name("daily", 27780), "daily-27780.cvd.sign");
-        assert_eq!(cdiff_sign_name("daily-27780.cdiff"), "daily-27780.cdiff.sign");
+        assert_eq!(
+            cdiff_sign_name("daily-27780.cdiff"),
+            "daily-27780.cdiff.sign"
+        );
     }
 }

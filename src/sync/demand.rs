@@ -61,6 +61,9 @@ mod tests {
             demand.note(&format!("junk-{i}.cdiff"), 200 + i);
         }
         assert!(demand.asked.lock().unwrap().len() <= MAX_NAMES);
-        assert!(!demand.asked_since("daily-2.cdiff", 0), "the stalest goes first");
+        assert!(
+            !demand.asked_since("daily-2.cdiff", 0),
+            "the stalest goes first"
+        );
     }
 }

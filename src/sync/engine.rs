@@ -172,7 +172,11 @@ impl Engine {
 
     /// Records a refused upstream file: logged, and shown in the status.
     pub(super) fn reject(&self, file: &str, reason: &str) {
-        tracing::error!(file, reason, "upstream file rejected; it will not be published");
+        tracing::error!(
+            file,
+            reason,
+            "upstream file rejected; it will not be published"
+        );
         let rejection = Rejection {
             at: unix_now(),
             file: file.to_owned(),
@@ -324,7 +328,10 @@ impl Engine {
         };
         // Upstream moved on since the version lookup: the CVD still needs its patches.
         for v in target + 1..=pair.version {
-            if let Err(reason) = self.fetch_cdiff(state, db, v, true, report, progress).await? {
+            if let Err(reason) = self
+                .fetch_cdiff(state, db, v, true, report, progress)
+                .await?
+            {
                 pair.discard();
                 return Ok(Err(reason));
             }
@@ -480,13 +487,9 @@ impl Engine {
 
     fn prune(&self, state: &mut SyncState, db: &str) -> io::Result<()> {
         let now = SystemTime::now();
-        let removed = publish::prune(
-            &self.config.root,
-            db,
-            self.config.retention,
-            now,
-            |name| state.published_at.get(name).copied(),
-        )?;
+        let removed = publish::prune(&self.config.root, db, self.config.retention, now, |name| {
+            state.published_at.get(name).copied()
+        })?;
         for name in removed {
             tracing::info!(file = %name, "cdiff past retention removed");
             state.published_at.remove(&name);

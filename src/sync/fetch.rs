@@ -129,7 +129,10 @@ impl Engine {
                 }
                 let since = *state.file(&name).missing_since.get_or_insert(now);
                 let missing_for = Duration::from_secs(now.saturating_sub(since));
-                if self.demand.asked_since(&name, since.min(now.saturating_sub(3600))) {
+                if self
+                    .demand
+                    .asked_since(&name, since.min(now.saturating_sub(3600)))
+                {
                     tracing::warn!(file = %name, "required cdiff missing upstream and clients are already asking for it; publishing without it at once (they fall back to the whole CVD either way, and should get the new one)");
                     return Ok(Ok(()));
                 }
@@ -268,7 +271,9 @@ impl Engine {
                     .get_or_insert(unix_now());
                 SignVerdict::Absent
             }
-            Err(e) => SignVerdict::Failed(SignError::Unusable(format!("could not be fetched: {e}"))),
+            Err(e) => {
+                SignVerdict::Failed(SignError::Unusable(format!("could not be fetched: {e}")))
+            }
         };
         match &verdict {
             SignVerdict::Verified(by) => {
@@ -318,7 +323,11 @@ impl Engine {
         // (the signed file, its .sign, how long a 404 is believed)
         let mut wanted: Vec<(String, String, Duration)> = Vec::new();
         if let Some(version) = published.cvd_version {
-            wanted.push((format!("{db}.cvd"), sign::cvd_sign_name(db, version), SIGN_RETRY));
+            wanted.push((
+                format!("{db}.cvd"),
+                sign::cvd_sign_name(db, version),
+                SIGN_RETRY,
+            ));
         }
         let newest_cdiff = published.cdiffs.last().copied();
         for &version in published.cdiffs.iter().rev() {
@@ -343,7 +352,11 @@ impl Engine {
                 continue;
             }
             let signed_path = root.join(&signed);
-            if std::fs::metadata(&signed_path).map(|m| m.len()).unwrap_or(0) == 0 {
+            if std::fs::metadata(&signed_path)
+                .map(|m| m.len())
+                .unwrap_or(0)
+                == 0
+            {
                 // ClamAV's zero-byte "fetch the whole CVD" cdiffs carry no signature.
                 continue;
             }
@@ -354,10 +367,14 @@ impl Engine {
                 publish::publish(&root, std::slice::from_ref(&staged), None)?;
                 tracing::info!(file = %sign_name, "signature back-filled for a published file");
                 report.fetched.push(sign_name.clone());
-                if let (SignVerdict::Verified(by), Some(version)) = (&verdict, published.cvd_version)
+                if let (SignVerdict::Verified(by), Some(version)) =
+                    (&verdict, published.cvd_version)
                     && sign_name == sign::cvd_sign_name(db, version)
                 {
-                    let legacy = state.signatures.get(db).is_some_and(|s| s.version == version && s.legacy);
+                    let legacy = state
+                        .signatures
+                        .get(db)
+                        .is_some_and(|s| s.version == version && s.legacy);
                     self.record_signatures(
                         state,
                         db,

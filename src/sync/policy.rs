@@ -120,10 +120,9 @@ impl SignaturePolicy {
                 "the legacy signature is required but there is {}",
                 legacy_reason()
             )),
-            (Self::Either, None, false) => Err(format!(
-                "{} and no verified .sign",
-                legacy_reason()
-            )),
+            (Self::Either, None, false) => {
+                Err(format!("{} and no verified .sign", legacy_reason()))
+            }
             (_, _, _) => Ok(Accepted {
                 warning: match legacy {
                     Legacy::Failed(why) => Some(format!(
@@ -221,7 +220,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for p in [SignaturePolicy::Either, SignaturePolicy::Sign, SignaturePolicy::Both] {
+        for p in [
+            SignaturePolicy::Either,
+            SignaturePolicy::Sign,
+            SignaturePolicy::Both,
+        ] {
             assert_eq!(p.to_string().parse::<SignaturePolicy>(), Ok(p));
         }
         assert!("any".parse::<SignaturePolicy>().is_err());

@@ -41,7 +41,9 @@ pub enum FetchError {
     Forbidden,
     /// `407` (or `401`, which some proxies send for plain HTTP): credentials
     /// were missing or refused.
-    #[error("{0}: credentials missing or refused; check the user and password of the proxy (--proxy, [sync] proxy, HTTPS_PROXY) or of the upstream URL")]
+    #[error(
+        "{0}: credentials missing or refused; check the user and password of the proxy (--proxy, [sync] proxy, HTTPS_PROXY) or of the upstream URL"
+    )]
     Unauthorized(StatusCode),
     /// Another unexpected status.
     #[error("upstream answered {0}")]
@@ -106,9 +108,7 @@ impl Upstream {
             .read_timeout(stall);
         if let Some(url) = proxy {
             let proxy = reqwest::Proxy::all(url)
-                .map_err(|e| {
-                    FetchError::Transport(format!("proxy {}: {e}", redact_password(url)))
-                })?
+                .map_err(|e| FetchError::Transport(format!("proxy {}: {e}", redact_password(url))))?
                 .no_proxy(reqwest::NoProxy::from_env());
             builder = builder.proxy(proxy);
         }

@@ -123,7 +123,12 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff.sign", &[]).status, 200);
-    assert_eq!(server.get(&format!("/{}", cvd_sign_name(DB, 273)), &[]).status, 200);
+    assert_eq!(
+        server
+            .get(&format!("/{}", cvd_sign_name(DB, 273)), &[])
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -155,7 +160,9 @@ fn a_missing_cdiff_that_clients_ask_for_does_not_hold_the_new_cvd_back() {
     );
     assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
     assert!(
-        server.stderr().contains("clients are already asking for it"),
+        server
+            .stderr()
+            .contains("clients are already asking for it"),
         "{}",
         server.stderr()
     );

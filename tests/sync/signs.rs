@@ -114,7 +114,11 @@ fn a_sign_from_an_untrusted_root_rejects_the_cdiff_and_holds_the_cvd() {
     let run = mirror.sync(&world);
     run.assert_failed(&["bytecode-272.cdiff", "invalid signature"]);
     assert_preserved(&before, &mirror, &run);
-    assert_eq!(mirror.version(), Some(271), "the CVD waits for its cdiff\n{run}");
+    assert_eq!(
+        mirror.version(),
+        Some(271),
+        "the CVD waits for its cdiff\n{run}"
+    );
 }
 
 #[test]
@@ -223,7 +227,10 @@ fn a_reader_racing_the_publish_never_sees_a_file_before_its_sign() {
                     && let Ok(header) = cvdmirror::cvd::Header::parse(&bytes)
                     && !root.join(cvd_sign_name(DB, header.version)).exists()
                 {
-                    return Err(format!("bytecode.cvd {} served without its .sign", header.version));
+                    return Err(format!(
+                        "bytecode.cvd {} served without its .sign",
+                        header.version
+                    ));
                 }
                 for v in 272..=275 {
                     let name = cdiff_name(v);
@@ -238,7 +245,10 @@ fn a_reader_racing_the_publish_never_sees_a_file_before_its_sign() {
     };
     let run = mirror.sync(&world);
     stop.store(true, Ordering::Relaxed);
-    let looks = reader.join().unwrap().unwrap_or_else(|e| panic!("{e}\n{run}"));
+    let looks = reader
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{run}"));
     run.assert_ok();
     assert_eq!(mirror.version(), Some(275), "{run}");
     assert!(looks > 10, "the reader looked only {looks} times");
