@@ -77,6 +77,8 @@ pub struct Config {
     pub admission: crate::limits::LimitsConfig,
     /// Status page, metrics and alerts.
     pub observe: crate::observe::ObserveConfig,
+    /// `Cache-Control` per kind of answer.
+    pub cache_control: crate::pipeline::cache_control::CacheControl,
 }
 
 /// One virtual host.
@@ -341,7 +343,31 @@ impl Resolver<'_> {
             shape: self.shape(args, file.shape)?,
             admission: self.limits(args, file.limits, &default_site_root)?,
             observe: self.observe(file.observe, file.alerts)?,
+            cache_control: self.cache_control(file.cache_control)?,
         })
+    }
+
+    fn cache_control(
+        &self,
+        file: Option<file::FileCacheControl>,
+    ) -> Result<crate::pipeline::cache_control::CacheControl, ConfigError> {
+        use crate::pipeline::cache_control::CacheControl;
+        let mut policy = CacheControl::default();
+        let Some(file) = file else {
+            return Ok(policy);
+        };
+        for (key, slot, value) in [
+            ("changing", &mut policy.changing, file.changing),
+            ("versioned", &mut policy.versioned, file.versioned),
+            ("missing", &mut policy.missing, file.missing),
+        ] {
+            if let Some(text) = value {
+                *slot = CacheControl::value(text.get_ref()).map_err(|e| {
+                    self.invalid(Some(text.span()), format!("cache_control.{key}: {e}"))
+                })?;
+            }
+        }
+        Ok(policy)
     }
 
     /// The line `key = ...` of the table whose header is at `table`, if

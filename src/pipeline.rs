@@ -16,6 +16,7 @@
 //! whole control flow. The header fields the stages read are picked out
 //! first, in one pass (`fields`).
 
+pub mod cache_control;
 mod complete;
 pub mod conditional;
 pub mod fields;
@@ -176,6 +177,13 @@ impl Pipeline {
         } else {
             self.respond(req, &fields, &mut exchange)
         };
+        if response.status() == StatusCode::NOT_FOUND
+            && let Some(value) = &self.router.load().cache_control.missing
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CACHE_CONTROL, value.clone());
+        }
         for hook in self.hooks.iter() {
             if let Some(other) = hook.admit(&mut exchange, &mut response) {
                 response = other;
@@ -261,7 +269,10 @@ impl Pipeline {
                     return Some(respond::precondition_failed(validators));
                 }
                 conditional::Outcome::NotModified => {
-                    return Some(respond::not_modified(validators));
+                    return Some(respond::not_modified(
+                        validators,
+                        served.cache_control.as_ref(),
+                    ));
                 }
                 conditional::Outcome::Proceed { honor_range } => {
                     honor_range && req.method() == Method::GET

@@ -14,6 +14,7 @@ mod support;
 
 mod serve {
     mod access_log;
+    mod cache_control;
     mod conditional;
     mod config;
     mod content;

@@ -53,6 +53,21 @@ pub struct FileConfig {
     pub observe: Option<FileObserve>,
     /// Alert rules and webhook.
     pub alerts: Option<FileAlerts>,
+    /// `Cache-Control` values.
+    pub cache_control: Option<FileCacheControl>,
+}
+
+/// The `[cache_control]` table: a `Cache-Control` value per kind of
+/// answer; an empty string sends none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheControl {
+    /// Files whose name stays while their content changes (`daily.cvd`).
+    pub changing: Option<Spanned<String>>,
+    /// Versioned names (`daily-N.cdiff`, `*.sign`).
+    pub versioned: Option<Spanned<String>>,
+    /// `404 Not Found`.
+    pub missing: Option<Spanned<String>>,
 }
 
 /// The `[observe]` table.

@@ -244,6 +244,8 @@ pub struct ServedFile {
     pub meta: Arc<FileMeta>,
     /// `Content-Type` value.
     pub content_type: &'static str,
+    /// `Cache-Control` value, if one is sent for this kind of file.
+    pub cache_control: Option<HeaderValue>,
 }
 
 /// What the path named.
@@ -304,6 +306,7 @@ pub fn open(site: &Site, relative: &Path) -> Result<Opened, OpenError> {
         kind,
         meta: meta_info,
         content_type: content_type(relative),
+        cache_control: site.cache_control.for_kind(kind).cloned(),
     }))
 }
 
@@ -340,12 +343,14 @@ pub fn lookup_known(site: &Site, relative: &Path) -> Option<ServedFile> {
     if stat != known.stat {
         return None;
     }
+    let kind = FileKind::of(relative);
     Some(ServedFile {
         file: known.open.upgrade(),
         len: now.stx_size,
-        kind: FileKind::of(relative),
+        kind,
         meta: known.meta,
         content_type: content_type(relative),
+        cache_control: site.cache_control.for_kind(kind).cloned(),
     })
 }
 

@@ -69,10 +69,16 @@ pub fn overloaded() -> Response<ResponseBody> {
     response
 }
 
-/// `304` with the validators a cache needs to refresh its entry.
-pub fn not_modified(v: &Validators) -> Response<ResponseBody> {
+/// `304` with the validators a cache needs to refresh its entry, and the
+/// `Cache-Control` a `200` would carry (RFC 9110 §15.4.5).
+pub fn not_modified(v: &Validators, cache_control: Option<&HeaderValue>) -> Response<ResponseBody> {
     let mut response = new(StatusCode::NOT_MODIFIED, ResponseBody::empty());
     insert_validators(&mut response, v);
+    if let Some(value) = cache_control {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, value.clone());
+    }
     response
 }
 
@@ -144,6 +150,9 @@ pub fn file(served: ServedFile, selection: Selection, head_only: bool) -> Respon
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(value) = served.cache_control {
+        headers.insert(header::CACHE_CONTROL, value);
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         headers.insert(
             header::CONTENT_RANGE,

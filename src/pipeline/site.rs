@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use http::{Request, Version};
 
+use super::cache_control::CacheControl;
 use super::fields::Fields;
 use crate::config::{Config, SiteConfig};
 
@@ -29,6 +30,8 @@ pub struct Site {
     pub directory_listing: bool,
     /// Validators and headers of recently served files.
     pub meta_cache: super::file::MetaCache,
+    /// The `Cache-Control` values its files are served with.
+    pub cache_control: CacheControl,
 }
 
 /// All sites and the host lookup.
@@ -39,17 +42,19 @@ pub struct Router {
     exact: HashMap<String, usize>,
     /// (suffix including the leading dot, site index), longest first.
     wildcard: Vec<(String, usize)>,
+    /// The `Cache-Control` values sent (a `404` is sent with `missing`).
+    pub cache_control: CacheControl,
 }
 
 impl Router {
     /// Opens every site's root.
     pub fn build(config: &Config) -> std::io::Result<Self> {
-        let default = Site::open(&config.default_site)?;
+        let default = Site::open(&config.default_site, &config.cache_control)?;
         let mut sites = Vec::new();
         let mut exact = HashMap::new();
         let mut wildcard = Vec::new();
         for (index, site) in config.sites.iter().enumerate() {
-            sites.push(Site::open(site)?);
+            sites.push(Site::open(site, &config.cache_control)?);
             for host in &site.hosts {
                 match host.strip_prefix('*') {
                     Some(suffix) => wildcard.push((suffix.to_owned(), index)),
@@ -65,6 +70,7 @@ impl Router {
             sites,
             exact,
             wildcard,
+            cache_control: config.cache_control.clone(),
         })
     }
 
@@ -96,7 +102,7 @@ impl Router {
 }
 
 impl Site {
-    fn open(config: &SiteConfig) -> std::io::Result<Self> {
+    fn open(config: &SiteConfig, cache_control: &CacheControl) -> std::io::Result<Self> {
         let root_dir = File::open(&config.root).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
@@ -116,6 +122,7 @@ impl Site {
             root_dir,
             directory_listing: config.directory_listing,
             meta_cache: Default::default(),
+            cache_control: cache_control.clone(),
         })
     }
 }
