@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/serve.sh — cvdmirror vs nginx serving benchmarks, side by side in one run.
 #
-# Usage: bench/serve.sh [check|ims|bulk|memory]...   (no argument: all four)
+# Usage: bench/serve.sh [check|ims|bulk|memory|tls-check|tls-bulk]...
+#        (no argument: all six)
 #
 # Scenarios (each run against both servers with identical load):
 #   check   freshclam's header check: GET /bytecode.cvd, Range: bytes=0-511,
@@ -11,6 +12,12 @@
 #   bulk    8 concurrent downloads of the 60 MiB daily.cvd, repeated -> MiB/s
 #   memory  10,000 connections each reading daily.cvd a few KB/s -> server
 #           RSS growth per connection (kB, lower is better)
+#   tls-check  check over HTTPS: a new TCP connection and a full TLS
+#           handshake per request (as freshclam makes them) -> req/s
+#   tls-bulk   bulk over HTTPS (no sendfile: read, encrypt, write) -> MiB/s
+#   Both servers serve HTTPS with the same ECDSA P-256 certificate (made
+#   with openssl here); the report adds each server's CPU time per request
+#   and per GiB, plain next to TLS.
 #
 # Knobs (environment): BENCH_DURATION (s per run, 6), BENCH_REPS (5),
 # BENCH_CONNS (wrk connections for check/ims, 64), BENCH_SLOW_CONNS (10000),
@@ -39,11 +46,11 @@ BENCH_NAME=bench
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_SCENARIOS=(check ims bulk memory)
+ALL_SCENARIOS=(check ims bulk memory tls-check tls-bulk)
 SCENARIOS=("$@")
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 for s in "${SCENARIOS[@]}"; do
-  case $s in check | ims | bulk | memory) ;; -h | --help) sed -n '2,22p' "$0"; exit 0 ;; *) die "unknown scenario '$s' (check|ims|bulk|memory)" ;; esac
+  case $s in check | ims | bulk | memory | tls-check | tls-bulk) ;; -h | --help) sed -n '2,30p' "$0"; exit 0 ;; *) die "unknown scenario '$s' (check|ims|bulk|memory|tls-check|tls-bulk)" ;; esac
 done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 120 ]] || die "BENCH_DURATION must be 1..120"
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 9 ]] || die "BENCH_REPS must be 1..9"
@@ -81,6 +88,10 @@ CVD_MAXCONNS=()
 if [[ $CVD_PENDING == 0 ]] && "$CVD_BIN" serve --help 2>&1 | grep -q -- '--max-conns'; then
   CVD_MAXCONNS=(--max-conns 20000)
 fi
+CVD_TLS_OK=0
+if [[ $CVD_PENDING == 0 ]] && "$CVD_BIN" serve --help 2>&1 | grep -q -- '--tls-listen'; then
+  CVD_TLS_OK=1
+fi
 log "building cvdmirror-loadgen (release)"
 cargo build --release --quiet -p cvdmirror-loadgen
 LOADGEN=$REPO/target/release/cvdmirror-loadgen
@@ -104,14 +115,41 @@ rm -f "$TMP/body"
 touch -d "@$DAILY_STIME" "$ROOT/daily.cvd"
 chmod 644 "$ROOT"/*
 
+# The certificate both servers present over HTTPS: ECDSA P-256, as a
+# modern CA issues (the handshake signature is the server's main cost per
+# new TLS connection). wrk does not verify it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -keyout "$TMP/tls-key.pem" -out "$TMP/tls-cert.pem" -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null || die "openssl cannot make the benchmark certificate"
+
 # ---------------------------------------------------------------- servers
 NGINX_PORT=$(free_port 18480)
 NGINX_OFC_PORT=$(free_port $((NGINX_PORT + 1)))
 CVD_PORT=$(free_port $((NGINX_OFC_PORT + 1)))
+NGINX_TLS_PORT=$(free_port $((CVD_PORT + 1)))
+NGINX_OFC_TLS_PORT=$(free_port $((NGINX_TLS_PORT + 1)))
+CVD_TLS_PORT=$(free_port $((NGINX_OFC_TLS_PORT + 1)))
 
 # Two nginx workers = the two tokio workers cvdmirror runs.
-write_serve_nginx_conf() { # write_serve_nginx_conf NAME PORT OFC(0|1)
+write_serve_nginx_conf() { # write_serve_nginx_conf NAME PORT OFC(0|1) TLS_PORT
   write_mirror_nginx_conf "$TMP/$1" "$2" "$ROOT" www-data 2 "$ACCESS_LOG" "$3" "$NOFILE"
+  # The same mirror over HTTPS on TLS_PORT: a second server block before
+  # the closing brace of http {}. nginx's defaults otherwise (it cannot
+  # sendfile under TLS without kernel TLS, which this kernel lacks).
+  local conf=$TMP/$1/nginx.conf
+  sed -i '$d' "$conf"
+  cat >>"$conf" <<NGINX
+  server {
+    listen 127.0.0.1:$4 ssl backlog=4096;
+    ssl_certificate $TMP/tls-cert.pem;
+    ssl_certificate_key $TMP/tls-key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    root $ROOT;
+    location / { }
+  }
+}
+NGINX
+  nginx -t -q -p "$TMP/$1" -c "$conf" -e "$TMP/$1/logs/error.log" || die "nginx config $conf is invalid"
 }
 
 wait_http() { # wait_http PORT PID
@@ -123,18 +161,21 @@ wait_http() { # wait_http PORT PID
   return 1
 }
 
-declare -A PORT PID
+declare -A PORT TLS_PORT PID
 start_server() { # start_server NAME
   local name=$1 p
   case $name in
     cvdmirror)
       local lg=off
       [[ $ACCESS_LOG == file ]] && lg=$TMP/cvdmirror-access.log
+      local tls=()
+      [[ $CVD_TLS_OK == 1 ]] && tls=(--tls-listen "127.0.0.1:$CVD_TLS_PORT" --tls-cert "$TMP/tls-cert.pem" --tls-key "$TMP/tls-key.pem")
       TOKIO_WORKER_THREADS=2 "$CVD_BIN" serve --listen "127.0.0.1:$CVD_PORT" --root "$ROOT" \
-        --access-log "$lg" "${CVD_MAXCONNS[@]}" >"$TMP/cvdmirror.out" 2>>"$TMP/cvdmirror.err" &
+        --access-log "$lg" "${CVD_MAXCONNS[@]}" "${tls[@]}" >"$TMP/cvdmirror.out" 2>>"$TMP/cvdmirror.err" &
       p=$!
       STARTED_PIDS+=("$p")
       PORT[$name]=$CVD_PORT
+      TLS_PORT[$name]=$CVD_TLS_PORT
       for _ in $(seq 150); do
         grep -q "listening on http://127.0.0.1:$CVD_PORT/" "$TMP/cvdmirror.out" 2>/dev/null && break
         kill -0 "$p" 2>/dev/null || break
@@ -148,7 +189,11 @@ start_server() { # start_server NAME
       nginx -p "$pfx" -c "$pfx/nginx.conf" -e "$pfx/logs/error.log" &
       p=$!
       STARTED_PIDS+=("$p")
-      if [[ $name == nginx ]]; then PORT[$name]=$NGINX_PORT; else PORT[$name]=$NGINX_OFC_PORT; fi
+      if [[ $name == nginx ]]; then
+        PORT[$name]=$NGINX_PORT TLS_PORT[$name]=$NGINX_TLS_PORT
+      else
+        PORT[$name]=$NGINX_OFC_PORT TLS_PORT[$name]=$NGINX_OFC_TLS_PORT
+      fi
       ;;
   esac
   PID[$name]=$p
@@ -179,8 +224,8 @@ SERVERS=()
 [[ $CVD_PENDING == 0 ]] && SERVERS+=(cvdmirror)
 SERVERS+=(nginx)
 [[ $NGINX_OFC == 1 ]] && SERVERS+=(nginx-ofc)
-write_serve_nginx_conf nginx "$NGINX_PORT" 0
-[[ $NGINX_OFC == 1 ]] && write_serve_nginx_conf nginx-ofc "$NGINX_OFC_PORT" 1
+write_serve_nginx_conf nginx "$NGINX_PORT" 0 "$NGINX_TLS_PORT"
+[[ $NGINX_OFC == 1 ]] && write_serve_nginx_conf nginx-ofc "$NGINX_OFC_PORT" 1 "$NGINX_OFC_TLS_PORT"
 
 start_all() { for s in "${SERVERS[@]}"; do start_server "$s"; done; }
 stop_all() { for s in "${SERVERS[@]}"; do stop_server "$s"; done; }
@@ -213,6 +258,15 @@ preflight() {
     code=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 "http://127.0.0.1:${PORT[$s]}/daily.cvd")
     log "preflight $s: GET /daily.cvd -> $code (want 200 $BIG_BYTES)"
     [[ $code == "200 $BIG_BYTES" ]] || echo "$s: GET /daily.cvd answered '$code', expected '200 $BIG_BYTES'" >>"$TMP/misbehaviour"
+    [[ $TLS_RUN == 1 ]] || continue
+    code=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 --cacert "$TMP/tls-cert.pem" \
+      -H 'Range: bytes=0-511' -H 'Connection: close' "https://localhost:${TLS_PORT[$s]}/bytecode.cvd" 2>&1 || true)
+    log "preflight $s: HTTPS Range 0-511 -> $code (want 206 512)"
+    [[ $code == "206 512" ]] || echo "$s: HTTPS GET /bytecode.cvd Range: bytes=0-511 answered '$code', expected '206 512'" >>"$TMP/misbehaviour"
+    code=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 10 -k "https://127.0.0.1:${TLS_PORT[$s]}/daily.cvd" 2>&1 || true)
+    log "preflight $s: HTTPS GET /daily.cvd -> $code (want 200 $BIG_BYTES)"
+    [[ $code == "200 $BIG_BYTES" ]] || echo "$s: HTTPS GET /daily.cvd answered '$code', expected '200 $BIG_BYTES'" >>"$TMP/misbehaviour"
+    log "preflight $s: HTTPS with curl negotiates $(curl -sS -o /dev/null -k -v "https://127.0.0.1:${TLS_PORT[$s]}/bytecode.cvd" 2>&1 | sed -n 's/.*SSL connection using //p' | head -1)"
   done
 }
 
@@ -224,6 +278,19 @@ write_lua() {
   write_check_lua "$TMP/check.lua"
   write_wrk_get "$TMP/ims.lua" 'Range: bytes=0-511' "If-Modified-Since: $IMS_DATE"
   write_wrk_get "$TMP/bulk.lua"
+  cp "$TMP/check.lua" "$TMP/tls-check.lua"
+  cp "$TMP/bulk.lua" "$TMP/tls-bulk.lua"
+}
+
+# Whether a scenario of this run speaks TLS (preflight checks HTTPS then).
+TLS_RUN=0
+for s in "${SCENARIOS[@]}"; do [[ $s == tls-* ]] && TLS_RUN=1; done
+if [[ $TLS_RUN == 1 && $CVD_PENDING == 0 && $CVD_TLS_OK == 0 ]]; then
+  die "this cvdmirror has no --tls-listen: run without the tls scenarios"
+fi
+
+base_url() { # base_url SCENARIO SERVER
+  if [[ $1 == tls-* ]]; then echo "https://127.0.0.1:${TLS_PORT[$2]}"; else echo "http://127.0.0.1:${PORT[$2]}"; fi
 }
 
 # CPU (clock ticks) used by everyone, by the server's processes, by wrk: what
@@ -274,8 +341,11 @@ run_wrk() {
   # The inner shell reports wrk's CPU time (its children's line of `times`).
   bash -c 'timeout "$@"; rc=$?; times >"$TIMES_FILE"; exit $rc' _ $((DURATION + 30)) \
     wrk -t2 -c"$c" -d"${DURATION}s" --timeout 10s -s "$TMP/$sc.lua" \
-    "http://127.0.0.1:${PORT[$s]}$path" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed ($sc, $s)"; }
+    "$(base_url "$sc" "$s")$path" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed ($sc, $s)"; }
   o1=$(active_opens)
+  # The server's own CPU time in the run: its cost per request and per byte.
+  local server_cpu
+  server_cpu=$(awk -v t="$(($(cpu_of_pids "$pids") - s0))" -v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
   # Share of the machine's CPU used by neither this server nor wrk (kernel
   # network work not charged to a process included: a few % even when idle).
   others=$(awk -v b="$(($(cpu_total_busy) - b0))" -v sv="$(($(cpu_of_pids "$pids") - s0))" \
@@ -287,18 +357,18 @@ run_wrk() {
   rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
   bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
   errs=$(awk '/Socket errors:/ {sub(/.*Socket errors: /, ""); print}' "$out")
-  if [[ $sc == bulk ]]; then
+  if [[ $sc == bulk || $sc == tls-bulk ]]; then
     value=$(awk -v b="$bytes" -v t="$secs" 'BEGIN { printf "%.1f", b / t / 1048576 }')
   else
     value=$rps
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$s" "$rep" "$value" "$reqs" "$((o1 - o0))" "${bad:-0}" "$others" >>"$RESULTS"
-  log "$sc $s rep $rep: $value $([[ $sc == bulk ]] && echo MiB/s || echo req/s) ($reqs requests, $((o1 - o0)) new connections, others' CPU $others%${bad:+, $bad non-2xx/3xx}${errs:+, socket errors: $errs})"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$s" "$rep" "$value" "$reqs" "$((o1 - o0))" "${bad:-0}" "$others" "$server_cpu" "$bytes" >>"$RESULTS"
+  log "$sc $s rep $rep: $value $([[ $sc == *bulk ]] && echo MiB/s || echo req/s) ($reqs requests, $((o1 - o0)) new connections, server CPU ${server_cpu}s, others' CPU $others%${bad:+, $bad non-2xx/3xx}${errs:+, socket errors: $errs})"
   if [[ -n $bad && $bad != 0 ]]; then echo "$s: $sc rep $rep: $bad responses were not 2xx/3xx" >>"$TMP/misbehaviour"; fi
   if [[ -n $errs ]]; then echo "$s: $sc rep $rep: wrk socket errors: $errs" >>"$TMP/misbehaviour"; fi
   # wrk reconnects only when the response says "Connection: close"; a server
   # that keeps the connection open despite the request's header shows here.
-  if [[ $sc == check && $((o1 - o0)) -lt $((reqs * 98 / 100)) ]]; then
+  if [[ ($sc == check || $sc == tls-check) && $((o1 - o0)) -lt $((reqs * 98 / 100)) ]]; then
     echo "$s: check rep $rep: $((o1 - o0)) new connections for $reqs requests: Connection: close not honoured" >>"$TMP/misbehaviour"
   fi
 }
@@ -308,7 +378,7 @@ run_scenario_wrk() { # run_scenario_wrk SCENARIO PATH CONNS
   start_all
   preflight
   for s in "${SERVERS[@]}"; do # short warm-up, not recorded
-    timeout 30 wrk -t2 -c"$3" -d1s -s "$TMP/$sc.lua" "http://127.0.0.1:${PORT[$s]}$2" >/dev/null 2>&1 || true
+    timeout 30 wrk -t2 -c"$3" -d1s -s "$TMP/$sc.lua" "$(base_url "$sc" "$s")$2" >/dev/null 2>&1 || true
   done
   for ((rep = 1; rep <= REPS; rep++)); do
     for s in $(order_for_rep "$rep"); do run_wrk "$sc" "$s" "$rep" "$2" "$3"; done
@@ -351,6 +421,8 @@ for sc in "${SCENARIOS[@]}"; do
     ims) run_scenario_wrk ims /bytecode.cvd "$CONNS" ;;
     bulk) run_scenario_wrk bulk /daily.cvd 8 ;;
     memory) run_memory ;;
+    tls-check) run_scenario_wrk tls-check /bytecode.cvd "$CONNS" ;;
+    tls-bulk) run_scenario_wrk tls-bulk /daily.cvd 8 ;;
   esac
 done
 
@@ -390,6 +462,8 @@ paired_ratio() { # paired_ratio SCENARIO OTHER
       ims) label="If-Modified-Since → 304, keep-alive (c=$CONNS)"; unit="req/s"; better="higher" ;;
       bulk) label="bulk: 8 concurrent 60 MiB downloads"; unit="MiB/s"; better="higher" ;;
       memory) label="memory: $SLOW_CONNS slow downloads of 60 MiB"; unit="RSS growth kB/conn"; better="lower" ;;
+      tls-check) label="tls-check: check over HTTPS, full handshake per request (c=$CONNS)"; unit="req/s"; better="higher" ;;
+      tls-bulk) label="tls-bulk: 8 concurrent 60 MiB downloads over HTTPS"; unit="MiB/s"; better="higher" ;;
     esac
     c=pending
     [[ $CVD_PENDING == 0 ]] && c=$(med "$sc" cvdmirror)
@@ -405,8 +479,30 @@ paired_ratio() { # paired_ratio SCENARIO OTHER
         "$([[ $CVD_PENDING == 0 && $sc != memory ]] && quiet_ratio "$sc" nginx-ofc || echo -)"
     fi
   done
+  # Server CPU per unit of work: what TLS adds to the same request or byte.
+  cpu_unit() { # cpu_unit SCENARIO SERVER -> median CPU ms per request, or CPU s per GiB for bulk
+    awk -F'\t' -v sc="$1" -v s="$2" '$1 == sc && $2 == s && $9 != "" && $5 + 0 > 0 {
+      if (sc ~ /bulk/) { if ($10 + 0 > 0) printf "%.3f\n", $9 / ($10 / 1073741824) } else printf "%.4f\n", $9 * 1000 / $5 }' "$RESULTS" | median
+  }
+  cpu_rows=
+  for sc in check bulk tls-check tls-bulk; do
+    [[ " ${SCENARIOS[*]} " == *" $sc "* ]] || continue
+    c=pending
+    [[ $CVD_PENDING == 0 ]] && c=$(cpu_unit "$sc" cvdmirror)
+    n=$(cpu_unit "$sc" nginx)
+    u="server CPU ms per request"
+    [[ $sc == *bulk ]] && u="server CPU s per GiB sent"
+    cpu_rows+=$(printf '| %s | %s | %s | %s | %s |' "$sc" "$u" "${c:-?}" "${n:-?}" "$(awk -v a="$c" -v b="$n" 'BEGIN { if (b + 0 == 0 || a + 0 == 0) print "-"; else printf "%.2f", a / b }')")$'\n'
+  done
+  if [[ -n $cpu_rows ]]; then
+    echo
+    echo "Server CPU per unit of work (medians over the runs; lower is better; clock ticks of the server's processes during each run, so kernel work charged to them is included):"
+    echo
+    printf '| scenario | unit | cvdmirror | nginx | cvdmirror / nginx |\n|---|---|---:|---:|---:|\n'
+    printf '%s' "$cpu_rows"
+  fi
   echo
-  echo "Per run (scenario, server, rep, value, requests, new TCP connections, non-2xx/3xx, % of the machine's CPU used by other processes during the run):"
+  echo "Per run (scenario, server, rep, value, requests, new TCP connections, non-2xx/3xx, % of the machine's CPU used by other processes during the run, server CPU seconds, bytes):"
   echo
   echo '```'
   cat "$RESULTS"

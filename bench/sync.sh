@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# bench/sync.sh — cvdmirror sync vs Debian's cvdupdate, side by side in one run.
+# bench/sync.sh — cvdmirror sync vs its pre-`.sign`-verification self and
+# Debian's cvdupdate, side by side in one run.
 #
 # Usage: bench/sync.sh [fresh|incremental]...   (no argument: both)
 #
 # One loopback upstream (nginx, static files, access log) and one DNS TXT
 # answer serve a signed `daily` history made with cvdmirror's test keys:
-# CVD N (~60 MB) and N-1, cdiffs N-100..N (~30 KB each). Both tools mirror
-# `daily` only.
+# CVD N (~60 MB) and N-1, cdiffs N-100..N (~30 KB each), and, as upstream
+# since ClamAV 1.5, each file's detached `.sign` (`daily-N.cvd.sign`,
+# `daily-N.cdiff.sign`) from a throw-away PKI made with the fixtures. Every
+# tool mirrors `daily` only. The tools:
+#   cvdmirror       this checkout, `--sign-root` = the fixtures' root: fetches
+#                   and verifies every `.sign` (PKCS#7, OpenSSL) and publishes it
+#   cvdmirror-base  cvdmirror at BENCH_BASELINE_REV (e0390c2, the last commit
+#                   before `.sign` verification: it fetches the `.sign` files
+#                   and publishes them unverified), built once into a cache
+#   cvdupdate       Debian's clamav-cvdupdate (1.1.1 fetches no `.sign`)
+# Scenarios:
 #   fresh        empty mirror directory, upstream at N: whole CVD + cdiffs
 #                (cvdmirror with [sync] backfill = 100: 100 cdiffs; cvdupdate
 #                1.1.1 fetches only the newest cdiff on a fresh mirror, so an
@@ -14,15 +24,18 @@
 #   incremental  mirror synced at N-1 (untimed), upstream advances to N
 #                (CVD N + cdiff N): the daily case, timed
 # Each run: wall time, peak RSS and CPU (GNU time), requests and bytes from
-# the upstream access log, the served files checked byte for byte against
-# upstream, and the share of the machine's CPU other processes used.
+# the upstream access log, the served files (`.sign` included) checked byte
+# for byte against upstream, and the share of the machine's CPU other
+# processes used. Ratios: cvdmirror / cvdmirror-base and x / cvdupdate.
 #
 # Knobs (environment): BENCH_REPS (3), BENCH_VERSION (27830), BENCH_CVD_BYTES
 # (60000000), BENCH_CDIFFS (100), BENCH_CDIFF_BYTES (30000), BENCH_FIXTURES
-# (fixture cache, /tmp/cvdmirror-syncbench-fixtures), CVDMIRROR_BIN and
-# SYNCBENCH_BIN (skip the builds), BENCH_OUT (also write the report there),
-# BENCH_WAIT_QUIET (s to wait for < 15% CPU before each run, 10),
-# BENCH_KEEP_TMP=1.
+# (fixture cache, /tmp/cvdmirror-syncbench-fixtures), CVDMIRROR_BIN,
+# SYNCBENCH_BIN and BASELINE_BIN (skip the builds), BENCH_BASELINE_REV
+# (e0390c2), BENCH_BASELINE_CACHE (/tmp/cvdmirror-syncbench-baseline: the
+# baseline's source and target dir, per commit), BENCH_OUT (also write the
+# report there), BENCH_WAIT_QUIET (s to wait for < 15% CPU before each run,
+# 10), BENCH_KEEP_TMP=1.
 #
 # Needs root (cvdupdate only asks DNS on 127.0.0.1:53). Talks only to
 # loopback; every loop is bounded; cleans up on exit or Ctrl-C.
@@ -35,6 +48,11 @@ CVD_BYTES=${BENCH_CVD_BYTES:-60000000}
 CDIFFS=${BENCH_CDIFFS:-100}
 CDIFF_BYTES=${BENCH_CDIFF_BYTES:-30000}
 FIXTURE_CACHE=${BENCH_FIXTURES:-/tmp/cvdmirror-syncbench-fixtures}
+# Bump when the fixture set changes so that old caches are regenerated
+# (2: a `.sign` per CVD and cdiff, and sign-root.pem).
+FIXTURE_FORMAT=2
+BASELINE_REV=${BENCH_BASELINE_REV:-e0390c2}
+BASELINE_CACHE=${BENCH_BASELINE_CACHE:-/tmp/cvdmirror-syncbench-baseline}
 DNS_NAME=current.cvd.clamav.net
 DB=daily
 
@@ -46,7 +64,7 @@ ALL_SCENARIOS=(fresh incremental)
 SCENARIOS=("$@")
 [[ ${#SCENARIOS[@]} -gt 0 ]] || SCENARIOS=("${ALL_SCENARIOS[@]}")
 for s in "${SCENARIOS[@]}"; do
-  case $s in fresh | incremental) ;; -h | --help) sed -n '2,28p' "$0"; exit 0 ;; *) die "unknown scenario '$s' (fresh|incremental)" ;; esac
+  case $s in fresh | incremental) ;; -h | --help) sed -n '2,42p' "$0"; exit 0 ;; *) die "unknown scenario '$s' (fresh|incremental)" ;; esac
 done
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 && $REPS -le 9 ]] || die "BENCH_REPS must be 1..9"
 [[ $VERSION =~ ^[0-9]+$ && $VERSION -gt $((CDIFFS + 2)) ]] || die "BENCH_VERSION must be a number > BENCH_CDIFFS + 2"
@@ -73,26 +91,57 @@ chmod 755 "$TMP"
 # ---------------------------------------------------------------- build
 cd "$REPO"
 COMMIT=$(bench_commit "$REPO")
+# Builds run at low priority: the machine is often shared, and they are untimed.
 if [[ -n ${CVDMIRROR_BIN:-} ]]; then
   CVD_BIN=$CVDMIRROR_BIN
 else
   log "building cvdmirror (release; minutes on a busy machine)"
-  cargo build --release --quiet --bin cvdmirror
+  nice -n 10 cargo build --release --quiet --bin cvdmirror
   CVD_BIN=$REPO/target/release/cvdmirror
 fi
 if [[ -n ${SYNCBENCH_BIN:-} ]]; then
   HELPER=$SYNCBENCH_BIN
 else
   log "building cvdmirror-syncbench (bench/loadgen, release)"
-  cargo build --release --quiet -p cvdmirror-loadgen --bin cvdmirror-syncbench
+  nice -n 10 cargo build --release --quiet -p cvdmirror-loadgen --bin cvdmirror-syncbench
   HELPER=$REPO/target/release/cvdmirror-syncbench
 fi
-"$CVD_BIN" sync --help 2>&1 | grep -q -- '--trusted-key' || die "$CVD_BIN has no 'sync --trusted-key'"
+# The baseline: cvdmirror at BASELINE_REV, from `git archive` (no worktree,
+# nothing written to the repository), built once per commit into the cache
+# with its own target dir and its own Cargo.lock.
+BASELINE_COMMIT=$(git -C "$REPO" rev-parse --short=12 "$BASELINE_REV^{commit}" 2>/dev/null) ||
+  die "BENCH_BASELINE_REV=$BASELINE_REV is not a commit of $REPO"
+if [[ -n ${BASELINE_BIN:-} ]]; then
+  BASE_BIN=$BASELINE_BIN
+else
+  bdir=$BASELINE_CACHE/$BASELINE_COMMIT
+  BASE_BIN=$bdir/target/release/cvdmirror
+  if [[ -f $bdir/.complete && -x $BASE_BIN ]]; then
+    log "baseline: cvdmirror $BASELINE_COMMIT cached in $bdir"
+  else
+    log "baseline: building cvdmirror $BASELINE_COMMIT into $bdir (release; minutes on a busy machine)"
+    rm -rf "$bdir/src" "$bdir/.complete"
+    mkdir -p "$bdir/src"
+    git -C "$REPO" archive "$BASELINE_COMMIT" | tar -x -C "$bdir/src" || die "cannot extract $BASELINE_COMMIT"
+    (cd "$bdir/src" && CARGO_TARGET_DIR=$bdir/target nice -n 10 cargo build --release --locked --quiet --bin cvdmirror) ||
+      die "building the baseline $BASELINE_COMMIT failed"
+    touch "$bdir/.complete"
+  fi
+fi
+# Measure copies: other builds in a shared target dir may replace the
+# originals while the bench runs.
+[[ -z ${CVDMIRROR_BIN:-} ]] || COMMIT="binary $CVDMIRROR_BIN (checkout at $COMMIT)"
+mkdir -p "$TMP/bin"
+cp "$CVD_BIN" "$TMP/bin/cvdmirror" && cp "$BASE_BIN" "$TMP/bin/cvdmirror-base" && cp "$HELPER" "$TMP/bin/cvdmirror-syncbench" ||
+  die "cannot copy the binaries to $TMP/bin"
+CVD_BIN=$TMP/bin/cvdmirror BASE_BIN=$TMP/bin/cvdmirror-base HELPER=$TMP/bin/cvdmirror-syncbench
+"$CVD_BIN" sync --help 2>&1 | grep -q -- '--sign-root' || die "$CVD_BIN has no 'sync --sign-root'"
+"$BASE_BIN" sync --help 2>&1 | grep -q -- '--trusted-key' || die "$BASE_BIN has no 'sync --trusted-key'"
 CVDUPDATE_VERSION=$(dpkg-query -W -f '${Version}' clamav-cvdupdate 2>/dev/null || echo unknown)
 
 # ---------------------------------------------------------------- fixtures
 OLDEST=$((VERSION - CDIFFS))
-FIX=$FIXTURE_CACHE/v$VERSION-s$CVD_BYTES-c$CDIFFS-b$CDIFF_BYTES
+FIX=$FIXTURE_CACHE/f$FIXTURE_FORMAT-v$VERSION-s$CVD_BYTES-c$CDIFFS-b$CDIFF_BYTES
 if [[ -f $FIX/.complete ]]; then
   log "fixtures: cached in $FIX"
 else
@@ -108,8 +157,11 @@ chmod 644 "$FIX"/*
 TRUSTED=()
 while read -r k; do [[ -n $k ]] && TRUSTED+=(--trusted-key "$k"); done <"$FIX/trusted-keys"
 [[ ${#TRUSTED[@]} -eq 6 ]] || die "expected 3 test keys in $FIX/trusted-keys"
+SIGN_ROOT=$FIX/sign-root.pem
+[[ -s $SIGN_ROOT ]] || die "no $SIGN_ROOT: remove $FIX and run again"
 CVD_SIZE=$(stat -c %s "$FIX/$DB-$VERSION.cvd")
 CDIFF_MEAN=$(cat "$FIX/$DB"-*.cdiff | wc -c | awk -v n=$((CDIFFS + 1)) '{ printf "%.0f", $1 / n }')
+SIGN_MEAN=$(cat "$FIX/$DB"-*.sign | wc -c | awk -v n=$((CDIFFS + 3)) '{ printf "%.0f", $1 / n }')
 
 # ---------------------------------------------------------------- upstream
 UP=$TMP/up
@@ -123,11 +175,15 @@ advertise() { # advertise VERSION: the TXT record both tools read (daily = field
   printf '0.103.1:62:%s:%s:0:63:0:334\n' "$1" "$(date +%s)" >"$RECORD.new"
   mv -f "$RECORD.new" "$RECORD"
 }
-upstream_at() { # upstream_at VERSION: CVD VERSION, cdiffs OLDEST..VERSION, DNS says VERSION
+upstream_at() { # upstream_at VERSION: CVD VERSION, cdiffs OLDEST..VERSION, each with its .sign; DNS says VERSION
   local v
   find "$UP" -mindepth 1 -delete
   place "$FIX/$DB-$1.cvd" "$UP/$DB.cvd"
-  for ((v = OLDEST; v <= $1; v++)); do place "$FIX/$DB-$v.cdiff" "$UP/$DB-$v.cdiff"; done
+  place "$FIX/$DB-$1.cvd.sign" "$UP/$DB-$1.cvd.sign"
+  for ((v = OLDEST; v <= $1; v++)); do
+    place "$FIX/$DB-$v.cdiff" "$UP/$DB-$v.cdiff"
+    place "$FIX/$DB-$v.cdiff.sign" "$UP/$DB-$v.cdiff.sign"
+  done
   advertise "$1"
 }
 upstream_at "$VERSION"
@@ -152,7 +208,7 @@ pid $TMP/nginx/nginx.pid;
 error_log $TMP/nginx/logs/error.log warn;
 events { worker_connections 1024; }
 http {
-  types { application/octet-stream cvd cld cdiff; }
+  types { application/octet-stream cvd cld cdiff sign; }
   default_type application/octet-stream;
   sendfile on;
   log_format bench '\$status \$body_bytes_sent "\$request" "\$http_user_agent"';
@@ -220,7 +276,7 @@ setup_tool() { # setup_tool TOOL W
   rm -rf "$w"
   mkdir -p "$w/root" "$w/cfg"
   case $tool in
-    cvdmirror | cvdmirror-b1)
+    cvdmirror | cvdmirror-b1 | cvdmirror-base)
       local backfill=$CDIFFS
       [[ $tool == cvdmirror-b1 ]] && backfill=1
       printf '[sync]\nbackfill = %s\n' "$backfill" >"$w/cfg/cvdmirror.toml"
@@ -248,7 +304,13 @@ tool_cmd() { # tool_cmd TOOL W -> sets CMD (array)
   local tool=$1 w=$2
   case $tool in
     cvdmirror | cvdmirror-b1)
-      CMD=(env -u CVDMIRROR_CONFIG RUST_LOG=info NO_COLOR=1 "$CVD_BIN" sync --root "$w/root" --config "$w/cfg/cvdmirror.toml"
+      CMD=(env -u CVDMIRROR_CONFIG -u CVDMIRROR_SIGN_ROOTS -u CVDMIRROR_SIGNATURES RUST_LOG=info NO_COLOR=1
+        "$CVD_BIN" sync --root "$w/root" --config "$w/cfg/cvdmirror.toml"
+        --upstream "$UPSTREAM" --dns-name "$DNS_NAME" --nameserver "127.0.0.1:$CVD_DNS_PORT"
+        --db "$DB" "${TRUSTED[@]}" --sign-root "$SIGN_ROOT")
+      ;;
+    cvdmirror-base) # no --sign-root: this version checks only that a .sign begins with #clamsign-1.0
+      CMD=(env -u CVDMIRROR_CONFIG RUST_LOG=info NO_COLOR=1 "$BASE_BIN" sync --root "$w/root" --config "$w/cfg/cvdmirror.toml"
         --upstream "$UPSTREAM" --dns-name "$DNS_NAME" --nameserver "127.0.0.1:$CVD_DNS_PORT"
         --db "$DB" "${TRUSTED[@]}")
       ;;
@@ -323,10 +385,12 @@ run_tool() {
   fi
 }
 
-# check_served TOOL W EXPECT_CVD_VERSION -> sets CHK_CDIFFS CHK_CVD CHK_EXTRA; records problems.
+# check_served TOOL W EXPECT_CVD_VERSION -> sets CHK_CDIFFS CHK_CVD CHK_SIGNS CHK_EXTRA; records problems.
+# Every served file must be byte-identical to upstream's; cvdmirror (either
+# version) must serve each CVD and cdiff with its .sign, as upstream has one.
 check_served() {
   local tool=$1 w=$2 want=$3 label=$4 f name hv
-  CHK_CDIFFS=0 CHK_CVD=missing CHK_EXTRA=
+  CHK_CDIFFS=0 CHK_CVD=missing CHK_SIGNS=0 CHK_EXTRA=
   for f in "$w/root"/* "$w/root"/.[!.]*; do
     [[ -e $f ]] || continue
     name=${f##*/}
@@ -343,17 +407,26 @@ check_served() {
         if [[ -f $FIX/$name ]] && cmp -s "$f" "$FIX/$name"; then CHK_CDIFFS=$((CHK_CDIFFS + 1)); else
           echo "$label: $tool serves $name that differs from upstream" >>"$TMP/misbehaviour"
         fi
+        [[ $tool != cvdmirror* || -f $f.sign ]] || echo "$label: $tool serves $name without its .sign" >>"$TMP/misbehaviour"
+        ;;
+      "$DB"-*.sign)
+        if [[ -f $FIX/$name ]] && cmp -s "$f" "$FIX/$name"; then CHK_SIGNS=$((CHK_SIGNS + 1)); else
+          echo "$label: $tool serves $name that differs from upstream" >>"$TMP/misbehaviour"
+        fi
         ;;
       *) CHK_EXTRA+=" $name" ;;
     esac
   done
+  if [[ $tool == cvdmirror* && $CHK_CVD == "$want" && ! -f $w/root/$DB-$want.cvd.sign ]]; then
+    echo "$label: $tool serves $DB.cvd $want without $DB-$want.cvd.sign" >>"$TMP/misbehaviour"
+  fi
 }
 
 RESULTS=$TMP/results.tsv
 : >"$RESULTS"
 : >"$TMP/misbehaviour"
-TOOLS_FRESH=(cvdmirror cvdupdate cvdmirror-b1)
-TOOLS_INCR=(cvdmirror cvdupdate)
+TOOLS_FRESH=(cvdmirror cvdmirror-base cvdupdate cvdmirror-b1)
+TOOLS_INCR=(cvdmirror cvdmirror-base cvdupdate)
 
 order_for_rep() { # order_for_rep REP TOOL.. -> rotated so no tool always runs first
   local rep=$1 i
@@ -366,9 +439,9 @@ order_for_rep() { # order_for_rep REP TOOL.. -> rotated so no tool always runs f
 record() { # record SCENARIO TOOL REP W WANT
   local sc=$1 tool=$2 rep=$3 w=$4 want=$5 label="$1 $2 rep $3"
   check_served "$tool" "$w" "$want" "$label"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$tool" "$rep" "$RUN_WALL" "$RUN_RSS" "$RUN_CPU" \
-    "$RUN_REQS" "$RUN_BYTES" "$CHK_CVD" "$CHK_CDIFFS" "$RUN_OTHERS" "$RUN_RC" "$RUN_STATUSES" "${CHK_EXTRA# }" >>"$RESULTS"
-  log "$label: ${RUN_WALL}s, peak RSS $((RUN_RSS / 1024)) MiB, CPU ${RUN_CPU}s, $RUN_REQS requests ($RUN_STATUSES), $((RUN_BYTES / 1000)) kB; serves CVD $CHK_CVD + $CHK_CDIFFS cdiffs${CHK_EXTRA:+ + extra:$CHK_EXTRA}; others' CPU $RUN_OTHERS%"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$tool" "$rep" "$RUN_WALL" "$RUN_RSS" "$RUN_CPU" \
+    "$RUN_REQS" "$RUN_BYTES" "$CHK_CVD" "$CHK_CDIFFS" "$RUN_OTHERS" "$RUN_RC" "$RUN_STATUSES" "${CHK_EXTRA# }" "$CHK_SIGNS" >>"$RESULTS"
+  log "$label: ${RUN_WALL}s, peak RSS $((RUN_RSS / 1024)) MiB, CPU ${RUN_CPU}s, $RUN_REQS requests ($RUN_STATUSES), $((RUN_BYTES / 1000)) kB; serves CVD $CHK_CVD + $CHK_CDIFFS cdiffs + $CHK_SIGNS .sign${CHK_EXTRA:+ + extra:$CHK_EXTRA}; others' CPU $RUN_OTHERS%"
   [[ $RUN_RC == 0 ]] || return 0
   [[ $CHK_CVD == "$want" ]] || echo "$label: $tool ended without $DB.cvd $want" >>"$TMP/misbehaviour"
 }
@@ -432,45 +505,52 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { awk -F'\t' -v sc="$1" -v t="$2" -v c="$3" '$1 == sc && $2 == t { print $c }' "$RESULTS"; }
 med() { col "$1" "$2" "$3" | median; }
-# Median over repetitions of TOOL/cvdupdate from the same repetition (runs
-# next to each other share the machine's background load).
-paired_ratio() { # paired_ratio SCENARIO TOOL COLUMN
-  awk -F'\t' -v sc="$1" -v t="$2" -v c="$3" '$1 == sc && $2 == t { a[$3] = $c } $1 == sc && $2 == "cvdupdate" { b[$3] = $c }
+# Median over repetitions of TOOL/BASE from the same repetition (runs next
+# to each other share the machine's background load).
+paired_ratio() { # paired_ratio SCENARIO TOOL BASE COLUMN
+  awk -F'\t' -v sc="$1" -v t="$2" -v base="$3" -v c="$4" '$1 == sc && $2 == t { a[$3] = $c } $1 == sc && $2 == base { b[$3] = $c }
     END { for (r in a) if ((r in b) && b[r] + 0 != 0) printf "%.4f\n", a[r] / b[r] }' "$RESULTS" | median |
     awk '{ if ($1 == "") print "n/a"; else printf "%.2f\n", $1 }'
 }
 label_of() {
   case $1 in
-    cvdmirror) echo "cvdmirror (backfill = $CDIFFS)" ;;
-    cvdmirror-b1) echo "cvdmirror (backfill = 1: cvdupdate's files)" ;;
-    cvdupdate) echo "cvdupdate $CVDUPDATE_VERSION" ;;
+    cvdmirror) echo "(a) cvdmirror, verifies .sign (backfill = $CDIFFS)" ;;
+    cvdmirror-base) echo "(b) cvdmirror ${BASELINE_COMMIT:0:7}, .sign unverified (backfill = $CDIFFS)" ;;
+    cvdmirror-b1) echo "(a) with backfill = 1: cvdupdate's files + their .sign" ;;
+    cvdupdate) echo "(c) cvdupdate $CVDUPDATE_VERSION" ;;
   esac
 }
 
 {
   echo "### Results — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo
-  echo "Command: \`bench/sync.sh ${SCENARIOS[*]}\` (BENCH_REPS=$REPS); $DB.cvd version $VERSION, $CVD_SIZE bytes; cdiffs $OLDEST..$VERSION upstream, mean $CDIFF_MEAN bytes; values are medians of $REPS runs, ratios the median of the same-repetition ratios (lower is better for both); whole run $(($(date +%s) - T_START)) s."
+  echo "Command: \`BENCH_REPS=$REPS bench/sync.sh ${SCENARIOS[*]}\`; $DB.cvd version $VERSION, $CVD_SIZE bytes; cdiffs $OLDEST..$VERSION upstream, mean $CDIFF_MEAN bytes; a \`.sign\` for each CVD and cdiff upstream, mean $SIGN_MEAN bytes; values are medians of $REPS runs, ratios the median of the same-repetition ratios (lower is better for all); whole run $(($(date +%s) - T_START)) s."
   echo
-  echo "Machine: $NCPU cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end; upstream $(nginx -v 2>&1 | sed 's/nginx version: //') on loopback; cvdmirror $COMMIT ($(rustc --version | awk '{print $1, $2}')), cvdupdate $CVDUPDATE_VERSION ($("$PY" --version 2>&1))."
+  echo "Machine: $NCPU cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end; upstream $(nginx -v 2>&1 | sed 's/nginx version: //') on loopback; (a) cvdmirror $COMMIT, (b) cvdmirror $BASELINE_COMMIT (the baseline: \`.sign\` fetched and published unverified) ($(rustc --version | awk '{print $1, $2}')), (c) cvdupdate $CVDUPDATE_VERSION ($("$PY" --version 2>&1))."
   echo
-  printf '| scenario | tool | wall time (s) | peak RSS (MiB) | CPU user+sys (s) | requests | fetched (MB) | ends with | time / cvdupdate | RSS / cvdupdate | others'"'"' CPU (median) |\n'
-  printf '|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n'
+  printf '| scenario | tool | wall time (s) | peak RSS (MiB) | CPU user+sys (s) | requests | fetched (MB) | ends with | time / (b) | RSS / (b) | CPU / (b) | time / cvdupdate | RSS / cvdupdate | CPU / cvdupdate | others'"'"' CPU (median) |\n'
+  printf '|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n'
   for sc in "${SCENARIOS[@]}"; do
     if [[ $sc == fresh ]]; then tools=("${TOOLS_FRESH[@]}"); else tools=("${TOOLS_INCR[@]}"); fi
     for t in "${tools[@]}"; do
-      rt=- rr=-
-      [[ $t != cvdupdate ]] && rt=$(paired_ratio "$sc" "$t" 4) rr=$(paired_ratio "$sc" "$t" 5)
+      bt=- br=- bc=- rt=- rr=- rc=-
+      if [[ $t == cvdmirror ]]; then
+        bt=$(paired_ratio "$sc" "$t" cvdmirror-base 4) br=$(paired_ratio "$sc" "$t" cvdmirror-base 5) bc=$(paired_ratio "$sc" "$t" cvdmirror-base 6)
+      fi
+      if [[ $t != cvdupdate ]]; then
+        rt=$(paired_ratio "$sc" "$t" cvdupdate 4) rr=$(paired_ratio "$sc" "$t" cvdupdate 5) rc=$(paired_ratio "$sc" "$t" cvdupdate 6)
+      fi
       extra=$(col "$sc" "$t" 14 | sort -u | paste -sd/ -)
-      printf '| %s | %s | %s | %s | %s | %s | %s | CVD %s + %s cdiffs%s | %s | %s | %s%% |\n' "$sc" "$(label_of "$t")" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | CVD %s + %s cdiffs + %s .sign%s | %s | %s | %s | %s | %s | %s | %s%% |\n' "$sc" "$(label_of "$t")" \
         "$(med "$sc" "$t" 4)" "$(med "$sc" "$t" 5 | awk '{ printf "%.0f", $1 / 1024 }')" "$(med "$sc" "$t" 6)" \
         "$(med "$sc" "$t" 7)" "$(med "$sc" "$t" 8 | awk '{ printf "%.1f", $1 / 1e6 }')" \
-        "$(col "$sc" "$t" 9 | sort -u | paste -sd/ -)" "$(col "$sc" "$t" 10 | sort -u | paste -sd/ -)" "${extra:+ + $extra}" \
-        "$rt" "$rr" "$(med "$sc" "$t" 11)"
+        "$(col "$sc" "$t" 9 | sort -u | paste -sd/ -)" "$(col "$sc" "$t" 10 | sort -u | paste -sd/ -)" \
+        "$(col "$sc" "$t" 15 | sort -u | paste -sd/ -)" "${extra:+ + $extra}" \
+        "$bt" "$br" "$bc" "$rt" "$rr" "$rc" "$(med "$sc" "$t" 11)"
     done
   done
   echo
-  echo "Per run (scenario, tool, rep, wall s, peak RSS kB, CPU s, requests, body bytes, served CVD version, served cdiffs, % of the machine's CPU used by other processes, exit code, HTTP statuses, other files served):"
+  echo "Per run (scenario, tool, rep, wall s, peak RSS kB, CPU s, requests, body bytes, served CVD version, served cdiffs, % of the machine's CPU used by other processes, exit code, HTTP statuses, other files served, served .sign files):"
   echo
   echo '```'
   cat "$RESULTS"

@@ -29,9 +29,16 @@ pub enum Command {
     /// publish atomically. Exits 0 only when the served set is complete,
     /// verified and at the newest version upstream advertises.
     Sync(SyncCommandArgs),
+    /// Write the published set (CVDs, retained cdiffs, `.sign` files and a
+    /// manifest) into one bundle file, for a mirror behind an air gap.
+    Export(crate::command::bundle::ExportArgs),
+    /// Check a bundle from `export`, verify every file as `sync` does, and
+    /// publish it only if all of it passes (`--dry-run`: show and verify).
+    Import(crate::command::bundle::ImportArgs),
     /// Explain a traffic incident from access logs (combined format from
-    /// cvdmirror, Apache or nginx; plain or gzip): timeline, episodes,
-    /// fallback chains, top clients and files, and a plain-language summary.
+    /// cvdmirror, Apache or nginx, or JSON from nginx or Caddy; plain or
+    /// gzip): the cause and its minute, timeline, episodes, fallback chains,
+    /// top clients and files, and a plain-language summary.
     Analyze(crate::analyze::AnalyzeArgs),
     /// Start a local test upstream, a mirror and a small herd on loopback,
     /// narrate what happens, and stop: watch the status page react.
@@ -41,6 +48,15 @@ pub enum Command {
         /// The shell to generate completions for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) generated from this command line; the
+    /// Debian package is built with it (scripts/build-deb).
+    #[command(hide = true)]
+    Man {
+        /// Write cvdmirror.1 and a page per subcommand (cvdmirror-serve.1, …)
+        /// into this directory instead of printing cvdmirror.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -122,6 +138,31 @@ pub struct ServeArgs {
     /// Also `[limits.herd] bulk_min_rate`.
     #[arg(long, env = "CVDMIRROR_BULK_MIN_RATE", value_name = "RATE")]
     pub bulk_min_rate: Option<crate::shape::Rate>,
+
+    /// Also serve HTTPS on this address; repeat for several (needs
+    /// `--tls-cert` and `--tls-key`). Also `[tls] listen`. In the
+    /// environment variable, separate addresses with commas.
+    #[arg(
+        long,
+        env = "CVDMIRROR_TLS_LISTEN",
+        value_name = "ADDR:PORT",
+        value_delimiter = ','
+    )]
+    pub tls_listen: Vec<SocketAddr>,
+
+    /// Certificate chain of the default site for HTTPS: PEM, leaf first.
+    /// Reloaded on SIGHUP. Also `[tls] cert`.
+    #[arg(long, env = "CVDMIRROR_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of `--tls-cert` (PEM: PKCS#8, RSA or EC). Also `[tls] key`.
+    #[arg(long, env = "CVDMIRROR_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Require HTTPS clients of the default site to present a certificate
+    /// issued by a CA in this PEM file. Also `[tls] client_ca`.
+    #[arg(long, env = "CVDMIRROR_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
 
     /// Upstream settings (shared with `cvdmirror sync`).
     #[command(flatten)]

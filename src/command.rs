@@ -1,4 +1,5 @@
 //! The subcommands, one module each; `main` only parses and dispatches.
 
+pub mod bundle;
 pub mod serve;
 pub mod sync;

@@ -10,6 +10,7 @@ mod control;
 mod file;
 pub mod observe;
 mod services;
+mod tls;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -79,6 +80,9 @@ pub struct Config {
     pub observe: crate::observe::ObserveConfig,
     /// `Cache-Control` per kind of answer.
     pub cache_control: crate::pipeline::cache_control::CacheControl,
+    /// HTTPS listeners, certificates and client-certificate rules; `None`
+    /// without an HTTPS listener.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// One virtual host.
@@ -237,6 +241,7 @@ impl Resolver<'_> {
             directory_listing: args.directory_listing || file.directory_listing.unwrap_or(false),
         };
 
+        let site_tls: Vec<tls::SiteTlsKeys> = file.site.iter().map(tls::SiteTlsKeys::of).collect();
         let mut sites = Vec::with_capacity(file.site.len());
         for site in file.site {
             let span = site.hosts.span();
@@ -323,6 +328,7 @@ impl Resolver<'_> {
             }
         };
 
+        let tls = self.tls(args, file.tls, site_tls, &listen, &sites)?;
         Ok(Config {
             listen,
             listen_is_default,
@@ -344,6 +350,7 @@ impl Resolver<'_> {
             admission: self.limits(args, file.limits, &default_site_root)?,
             observe: self.observe(file.observe, file.alerts)?,
             cache_control: self.cache_control(file.cache_control)?,
+            tls,
         })
     }
 

@@ -25,7 +25,6 @@ mod error;
 mod header;
 pub mod info;
 mod keys;
-mod mapped;
 pub mod sign;
 pub mod signature;
 mod tar;

@@ -7,11 +7,14 @@
 //! `429` + `Retry-After`, the self-healing sync notices, the missing cdiff
 //! appears and the herd subsides. Every phase is narrated on stdout; at the
 //! end a summary is printed and the temporary directories are removed.
+//! The servers' own log goes to a file the narration names (see
+//! [`log`]), so it does not interleave with the story.
 //!
 //! Nothing here is for production: the files are signed with the public
 //! test keys of [`crate::cvd::testkeys`], which no real client trusts.
 
 mod clients;
+pub mod log;
 mod mirror;
 mod upstream;
 
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::shape::Rate;
 use clients::{Client, Stats};
+use log::DemoLog;
 use mirror::{Mirror, MirrorSettings};
 use upstream::Upstream;
 
@@ -92,6 +96,12 @@ pub struct DemoArgs {
     /// Keep the temporary directory (upstream and mirror files) at the end.
     #[arg(long)]
     pub keep: bool,
+
+    /// Where the servers' log goes (INFO and up, or what RUST_LOG says;
+    /// errors are also shown on stderr). Default: beside the temporary
+    /// directory, `cvdmirror-demo-….log`; kept after the demo.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for DemoArgs {
@@ -107,6 +117,7 @@ impl Default for DemoArgs {
             admin_listen: None,
             tmp_dir: None,
             keep: false,
+            log_file: None,
         }
     }
 }
@@ -130,13 +141,52 @@ fn parse_size(text: &str) -> Result<u64, String> {
     Ok(size)
 }
 
-/// Runs the demo to the end (or Ctrl-C) and cleans up.
+/// Runs the demo to the end (or Ctrl-C, or until this future is dropped)
+/// and cleans up.
+///
+/// The demo runs on a runtime of its own, on threads that log to the
+/// demo's log file instead of the terminal (see [`log`]); this future only
+/// waits for it.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     check_loopback(args.admin_listen)?;
     if args.retry_after_min > args.retry_after_max {
         anyhow::bail!("--retry-after-min must not exceed --retry-after-max");
     }
     let work = WorkDir::create(args.tmp_dir.as_deref(), args.keep)?;
+    let log_path = args
+        .log_file
+        .clone()
+        .unwrap_or_else(|| work.path.with_extension("log"));
+    let log = DemoLog::create(&log_path)?;
+    let failed = format!("the demo failed (its log: {})", log_path.display());
+    let stop = CancellationToken::new();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("cvdmirror-demo".into())
+        .spawn(move || {
+            let outcome = log.scope(|| {
+                let runtime = log.runtime().context("cannot start the demo's runtime")?;
+                let outcome = runtime.block_on(demo(&args, work, &log, &stop));
+                runtime.shutdown_timeout(Duration::from_secs(2));
+                outcome
+            });
+            let _ = done.send(outcome);
+        })
+        .context("cannot start the demo's thread")?;
+    result
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("it stopped unexpectedly")))
+        .context(failed)
+}
+
+/// The demo on its own runtime: servers up, the scenario, servers down.
+async fn demo(
+    args: &DemoArgs,
+    work: WorkDir,
+    log: &DemoLog,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let say = Narrator::new();
     say.line(&format!(
         "cvdmirror demo: building a test upstream in {} (daily {FIRST_VERSION}, {} per CVD, signed with test keys)",
@@ -169,20 +219,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
     .await?;
 
-    let result = scenario(&args, &say, &upstream, &mirror).await;
+    let result = scenario(args, &say, &upstream, &mirror, log, stop).await;
     mirror.stop().await;
     upstream.stop().await;
-    let outcome = match result {
-        Ok(()) => {
-            if args.keep {
-                say.line(&format!("kept {}", work.path.display()));
-            }
-            Ok(())
-        }
-        Err(e) => Err(e),
-    };
+    if args.keep {
+        say.raw(&format!("  kept            {}", work.path.display()));
+    }
+    say.raw(&format!("  log             {}", log.path().display()));
     drop(work);
-    outcome
+    result
 }
 
 /// The admin API serves on loopback only: the demo is not a service.
@@ -202,8 +247,10 @@ async fn scenario(
     say: &Narrator,
     upstream: &Upstream,
     mirror: &Mirror,
+    log: &DemoLog,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let stop = CancellationToken::new();
+    let stop = stop.child_token();
     let ctrl_c = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -212,7 +259,7 @@ async fn scenario(
             }
         })
     };
-    let result = play(args, say, upstream, mirror, &stop).await;
+    let result = play(args, say, upstream, mirror, log, &stop).await;
     ctrl_c.abort();
     result
 }
@@ -222,6 +269,7 @@ async fn play(
     say: &Narrator,
     upstream: &Upstream,
     mirror: &Mirror,
+    log: &DemoLog,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let v = upstream.first;
@@ -241,9 +289,13 @@ async fn play(
         upstream.nameserver()
     ));
     say.raw(&format!(
+        "  Log:         {}  (the servers' own log lines go there, not here)",
+        log.path().display()
+    ));
+    say.raw(&format!(
         "  Link cap {}; herd gate admits a whole-CVD download only while each keeps ≥ {}; refusals get 429 with Retry-After {}–{} s.",
-        args.link_rate,
-        args.bulk_min_rate,
+        bits(args.link_rate.bytes_per_sec_f64()),
+        bits(args.bulk_min_rate.bytes_per_sec_f64()),
         args.retry_after_min.as_secs(),
         args.retry_after_max.as_secs()
     ));
@@ -454,11 +506,13 @@ async fn watch_herd(
     let mut last_denial = Instant::now();
     let mut heals = view.heal.heal_requests();
     let mut last_progress = Instant::now();
+    let mut firing = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
+        narrate_alerts(&view.observer, &mut firing, &say);
         let now_heals = view.heal.heal_requests();
         if now_heals > heals && heals == 0 {
             say.line(&format!(
@@ -501,6 +555,40 @@ async fn watch_herd(
             ));
         }
     }
+}
+
+/// Says when an alert starts firing (a real mirror would call its webhook
+/// and log a WARN; the demo's log has that line too).
+fn narrate_alerts(
+    observer: &crate::observe::Observer,
+    firing: &mut std::collections::BTreeSet<&'static str>,
+    say: &Narrator,
+) {
+    let now: Vec<&'static str> = observer
+        .alert_names()
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+    if now.iter().all(|name| firing.contains(name)) {
+        firing.retain(|name| now.contains(name));
+        return;
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&observer.status_json_text(false)).unwrap_or_default();
+    for name in &now {
+        if firing.contains(name) {
+            continue;
+        }
+        let summary = status["alerts"]
+            .as_array()
+            .and_then(|alerts| alerts.iter().find(|a| a["alert"] == *name))
+            .and_then(|a| a["summary"].as_str())
+            .unwrap_or("");
+        say.line(&format!(
+            "alert `{name}` fires: {summary} (the status page shows it; a webhook would be called)"
+        ));
+    }
+    *firing = now.into_iter().collect();
 }
 
 fn summary(say: &Narrator, stats: &Stats, mirror: &Mirror, upstream: &Upstream, elapsed: Duration) {

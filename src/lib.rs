@@ -32,3 +32,4 @@ pub mod server;
 pub mod shape;
 pub mod state_file;
 pub mod sync;
+pub mod tls;

@@ -22,6 +22,21 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Man { out_dir } => {
+            // `help` is not a command of its own in the pages (each page lists the options).
+            let command = Cli::command().disable_help_subcommand(true);
+            let written = match &out_dir {
+                Some(dir) => clap_mangen::generate_to(command, dir),
+                None => clap_mangen::Man::new(command).render(&mut std::io::stdout()),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cvdmirror: cannot write the manual page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             init_tracing(args.log_format);
             run(cvdmirror::command::serve::run(*args))
@@ -40,6 +55,14 @@ fn main() -> ExitCode {
         Command::Sync(args) => {
             init_tracing(args.log_format);
             run(cvdmirror::command::sync::run(args))
+        }
+        Command::Export(args) => {
+            init_tracing(args.log_format);
+            run(cvdmirror::command::bundle::export(args))
+        }
+        Command::Import(args) => {
+            init_tracing(args.log_format);
+            run(cvdmirror::command::bundle::import(args))
         }
     }
 }

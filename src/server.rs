@@ -6,10 +6,16 @@
 //! stops accepting at once, lets every transfer in flight finish within the
 //! grace period, closes idle keep-alive connections, and then cuts whatever
 //! is left.
+//!
+//! HTTPS listeners run beside the plain ones on the same workers: a TLS
+//! connection is counted, limited, paced, shaped and logged as a plain one
+//! is, after its handshake (`tls`). Certificates are swapped on reload for
+//! new handshakes; connections keep the ones they were accepted with.
 
 mod connection;
 pub mod listen;
 pub mod pacing;
+mod tls;
 mod workers;
 
 use std::future::Future;
@@ -18,7 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -64,22 +70,29 @@ pub struct Server {
     refusing: Arc<AtomicUsize>,
     /// Threads serving connections (fixed until restart).
     workers: usize,
+    /// HTTPS certificates and client-certificate rules, if configured.
+    tls: ArcSwapOption<tls::Rules>,
+    /// The pipeline's hooks, for requests refused before the pipeline.
+    hooks: Hooks,
 }
 
 impl Server {
     /// Builds the server for `config`, with `hooks` in its pipeline.
     pub fn new(config: &Config, hooks: Hooks) -> io::Result<Self> {
         let router = Router::build(config)?;
+        let tls = tls_rules(config, &hooks)?;
         Ok(Self {
             pipeline: Arc::new(Pipeline::new(
                 router,
-                hooks,
+                hooks.clone(),
                 config.admission.proxies.clone(),
             )),
             settings: ArcSwap::from_pointee(Settings::of(config)),
             active: Arc::new(AtomicUsize::new(0)),
             refusing: Arc::new(AtomicUsize::new(0)),
             workers: config.workers.max(1),
+            tls: ArcSwapOption::new(tls),
+            hooks,
         })
     }
 
@@ -87,6 +100,7 @@ impl Server {
     /// from now on; transfers in flight are untouched.
     pub fn reload(&self, config: &Config) -> io::Result<()> {
         let router = Router::build(config)?;
+        let tls = tls_rules(config, &self.hooks)?;
         if config.workers != self.workers {
             tracing::warn!(
                 running = self.workers,
@@ -97,6 +111,15 @@ impl Server {
         self.pipeline.set_router(router);
         self.pipeline.set_proxies(config.admission.proxies.clone());
         self.settings.store(Arc::new(Settings::of(config)));
+        match tls {
+            Some(rules) => self.tls.store(Some(rules)),
+            // Without HTTPS listeners configured there is nothing to
+            // serve them with; running ones keep their certificates.
+            None if self.tls.load().is_some() => tracing::warn!(
+                "HTTPS is no longer configured; the HTTPS listeners keep their certificates until a restart"
+            ),
+            None => {}
+        }
         Ok(())
     }
 
@@ -112,6 +135,26 @@ impl Server {
         listeners: Vec<std::net::TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.run_with_tls(listeners, Vec::new(), shutdown).await
+    }
+
+    /// [`run`](Self::run) with HTTPS on `tls` beside plain HTTP on
+    /// `listeners` (the certificates come from the config).
+    pub async fn run_with_tls(
+        self: Arc<Self>,
+        listeners: Vec<std::net::TcpListener>,
+        tls: Vec<std::net::TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        if !tls.is_empty() && self.tls.load().is_none() {
+            return Err(io::Error::other(
+                "HTTPS listeners without certificates (--tls-cert, --tls-key)",
+            ));
+        }
+        // Plain first: worker sockets come back in this order.
+        let first_tls = listeners.len();
+        let mut listeners = listeners;
+        listeners.extend(tls);
         for listener in &listeners {
             listen::no_delay(listener)?;
         }
@@ -126,9 +169,11 @@ impl Server {
             let (graceful, abort) = (graceful.child_token(), abort.child_token());
             copies
                 .into_iter()
-                .map(|listener| {
+                .enumerate()
+                .map(|(i, listener)| {
                     acceptors.track_future(Arc::clone(&self).accept_loop(
                         listener,
+                        i >= first_tls,
                         tracker.clone(),
                         graceful.clone(),
                         abort.clone(),
@@ -169,6 +214,7 @@ impl Server {
     async fn accept_loop(
         self: Arc<Self>,
         listener: TcpListener,
+        secure: bool,
         tracker: TaskTracker,
         graceful: CancellationToken,
         abort: CancellationToken,
@@ -204,6 +250,14 @@ impl Server {
                 tracing::debug!(%peer, "refusing connection unanswered: too many refusals in flight");
                 continue;
             };
+            // Plain connections need the rules only when a site requires
+            // client certificates; TLS ones always (their certificates).
+            let tls = self
+                .tls
+                .load()
+                .as_ref()
+                .filter(|rules| secure || rules.certificates.client_auth())
+                .map(Arc::clone);
             let conn = Box::new(connection::Connection {
                 stream,
                 info: crate::pipeline::ConnectionInfo {
@@ -213,9 +267,14 @@ impl Server {
                 },
                 pipeline: Arc::clone(&self.pipeline),
                 limits,
+                tls,
             });
             let (graceful, abort) = (graceful.clone(), abort.clone());
-            tracker.spawn(conn.serve(graceful, abort, guard));
+            if secure {
+                tracker.spawn(conn.serve_tls(graceful, abort, guard));
+            } else {
+                tracker.spawn(conn.serve(graceful, abort, guard));
+            }
             // One accept per turn (nginx's `multi_accept off`): the new
             // connection is served before the next is taken, and a burst of
             // clients spreads over the workers instead of piling onto the
@@ -243,6 +302,19 @@ impl Server {
         self.refusing.fetch_sub(1, Ordering::AcqRel);
         None
     }
+}
+
+/// The HTTPS rules of `config`, if it has HTTPS.
+fn tls_rules(config: &Config, hooks: &Hooks) -> io::Result<Option<Arc<tls::Rules>>> {
+    let Some(settings) = &config.tls else {
+        return Ok(None);
+    };
+    let certificates = crate::tls::Certificates::build(settings)
+        .map_err(|e| io::Error::other(format!("TLS: {e}")))?;
+    Ok(Some(Arc::new(tls::Rules {
+        certificates: Arc::new(certificates),
+        hooks: hooks.clone(),
+    })))
 }
 
 /// Releases a connection slot when the connection ends.

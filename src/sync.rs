@@ -20,6 +20,7 @@
 //! file is requested more than a handful of times per hour.
 
 pub mod backoff;
+pub mod bundle;
 pub mod demand;
 mod engine;
 mod fetch;

@@ -17,8 +17,10 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use cvdmirror::analyze::{
-    self, AnalyzeArgs, Analyzer, Limits, LoggedAt, Options, Report, classify::Class,
-    parse::parse_line,
+    self, AnalyzeArgs, Analyzer, Limits, LoggedAt, Options, Report,
+    classify::Class,
+    parse::{RequestTime, parse_line},
+    stamps::Stamp,
 };
 use generator::{Dialect, FULL, Incident, ONSET, RESYNC};
 use proptest::prelude::*;
@@ -34,9 +36,10 @@ fn args(logs: &[&Path], dir: &Path) -> AnalyzeArgs {
         since: None,
         until: None,
         bucket: 60,
-        chain_window: 600,
+        chain_window: None,
         min_rate: cvdmirror::shape::Rate::from_bytes_per_sec(131_072).unwrap(),
-        logged_at: LoggedAt::Start,
+        logged_at: LoggedAt::Auto,
+        link_capacity: None,
         utc_offset: None,
         top: 10,
     }
@@ -89,7 +92,25 @@ fn assert_explains(r: &Report, inc: &Incident, what: &str) {
     assert_eq!(r.fallback.clients as usize, inc.fallback_clients);
     assert_eq!(r.fallback.chains as usize, inc.chains);
     assert!(!r.fallback.at_least);
-    let expl = &r.explanation[0];
+    // The cause comes first, dated by its own first request.
+    let t = r.trigger.as_ref().expect("the trigger is named");
+    assert_eq!(t.file, "daily-27654.cdiff", "{what}");
+    assert_eq!(
+        t.first.div_euclid(60),
+        ONSET.div_euclid(60),
+        "{what}: trigger minute"
+    );
+    assert_eq!(
+        t.clients as usize, inc.fallback_clients,
+        "{what}: trigger clients"
+    );
+    assert_eq!(t.chains as usize, inc.chains, "{what}: trigger chains");
+    assert!(
+        r.explanation[0].starts_with("Cause: the mirror did not have daily-27654.cdiff"),
+        "{what}: {:?}",
+        r.explanation
+    );
+    let expl = &e.explanation;
     assert!(expl.starts_with("From "), "{expl}");
     assert!(
         expl.contains(&format!(
@@ -162,10 +183,16 @@ fn apache_log_with_dashes_and_an_offset_explains_the_incident() {
     assert_explains(&r, &inc, "apache");
     assert_eq!(r.utc_offset, 7200, "times are shown in the log's own zone");
     assert!(
-        r.explanation[0].starts_with("From 18:41,"),
+        r.episodes[0].explanation.starts_with("From 18:41,"),
+        "{}",
+        r.episodes[0].explanation
+    );
+    assert!(
+        r.explanation[0].contains("from 18:41 to 20:1"),
         "{}",
         r.explanation[0]
     );
+    assert_eq!(r.time.stamps, Stamp::Start, "Apache %t is the arrival");
 }
 
 #[test]
@@ -180,9 +207,12 @@ fn gzipped_nginx_log_explains_the_incident() {
         true,
     );
     let mut a = args(&[&log], dir.path());
-    a.logged_at = LoggedAt::End;
     let r = analyze::analyze(&a).unwrap();
     assert_explains(&r, &inc, "nginx");
+    assert_eq!(r.time.stamps, Stamp::End, "detected: {:?}", r.time.summary);
+    a.logged_at = LoggedAt::End;
+    let flagged = analyze::analyze(&a).unwrap();
+    assert_explains(&flagged, &inc, "nginx --logged-at end");
 }
 
 #[test]
@@ -664,6 +694,9 @@ fn flood_stays_inside_the_bounds(lines: u64) {
         pending_streaks: 20_000,
         fallback_clients: 5_000,
         sign_clients: 5_000,
+        sequence_clients: 5_000,
+        missing_clients: 5_000,
+        shared_transfers: 5_000,
     };
     let mut analyzer = Analyzer::new(Options {
         limits,
@@ -690,6 +723,9 @@ fn flood_stays_inside_the_bounds(lines: u64) {
             ("sized files", s.sized_files),
             ("sign downloads", s.sign_recent),
             ("sign clients", s.sign_clients),
+            ("sequence clients", s.sequence_clients),
+            ("missing files", s.missing_files),
+            ("shared transfers", s.shared_transfers),
         ] {
             assert!(len <= cap, "{name}: {len} > {cap}");
         }
@@ -729,6 +765,18 @@ proptest! {
     }
 
     #[test]
+    fn mutated_json_lines_never_panic(cut in 0usize..400, byte in any::<u8>(), at in 0usize..400) {
+        let mut line = br#"{"level":"info","ts":1795970467.52,"request":{"client_ip":"192.0.2.7","method":"GET","uri":"/daily.cvd","headers":{"User-Agent":["ClamAV/1.5.1"]}},"duration":2400.1,"size":61234567,"status":200,"resp_headers":{"Server":["Caddy"]}}"#.to_vec();
+        if at < line.len() { line[at] = byte; }
+        line.truncate(cut.min(line.len()));
+        let _ = parse_line(&line);
+        let mut a = Analyzer::new(Options::default());
+        let i = a.add_input("p");
+        a.feed_line(i, 1, &line);
+        let _ = a.finish();
+    }
+
+    #[test]
     fn well_formed_lines_round_trip(
         host in "[0-9a-f:.]{1,39}",
         status in 100u16..600,
@@ -744,6 +792,16 @@ proptest! {
         prop_assert_eq!(e.time, secs);
         prop_assert_eq!((e.status, e.bytes), (status, bytes));
         prop_assert_eq!(e.user_agent, if ua.is_empty() || ua == "-" { &b""[..] } else { ua.as_bytes() });
-        prop_assert_eq!(e.duration_ms, Some(millis));
+        prop_assert_eq!(e.request_time, Some(RequestTime::Millis(millis)));
     }
+}
+
+#[path = "analyze/incidents.rs"]
+mod incidents;
+
+/// The flood at the size of the benchmark's log.
+#[test]
+#[ignore = "2 million lines: cargo test --release --test analyze -- --ignored"]
+fn two_million_lines_stay_inside_the_bounds() {
+    flood_stays_inside_the_bounds(2_000_000);
 }

@@ -15,6 +15,7 @@ mod support;
 mod observe {
     mod alerts;
     mod counts;
+    mod layout;
     mod page;
     mod spawn;
 }

@@ -1,21 +1,25 @@
 //! The streaming analyzer: every parsed line updates fixed-size aggregates
-//! (timeline, top-K tables, fallback chains, `.sign` requests, download
-//! sizes) and is then
-//! forgotten, so memory depends on the configured [`Limits`], never on the
-//! length of the logs. [`Analyzer::finish`] turns the aggregates into a
+//! (two timelines, one per meaning of the time stamps until the log says
+//! which, top-K tables, fallback chains, missing files and served versions,
+//! `.sign` requests, download sizes) and is then forgotten, so memory
+//! depends on the configured [`Limits`], never on the length of the logs.
+//! [`Analyzer::finish`] turns the aggregates into a
 //! [`Report`](super::report::Report).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
 use super::chains::{ChainLimits, Chains, client_key};
-use super::classify::{self, Class};
+use super::classify::{self, Class, Signed};
 use super::input::{self, Line, Lines};
-use super::parse::{self, ParseError};
-use super::signs::Signs;
+use super::parse::{self, LineFormat, ParseError};
+use super::share::{Shared, Transfer};
+use super::signs::{FollowUp, Signs};
 use super::sizes::{self, Sizes};
+use super::stamps::{LARGE, Stamp, Stamps};
 use super::timeline::Timeline;
 use super::topk::{Rank, TopK};
+use super::trigger::{self, Triggers};
 
 /// Malformed-line examples kept for the report.
 const EXAMPLES: usize = 10;
@@ -36,6 +40,13 @@ pub struct Limits {
     /// Recent downloads a `.sign` request may follow, and distinct clients
     /// counted per `.sign` tally.
     pub sign_clients: usize,
+    /// Clients whose last request is remembered to read the log's time
+    /// stamps and infer durations.
+    pub sequence_clients: usize,
+    /// Distinct clients counted over all missing files.
+    pub missing_clients: usize,
+    /// Large transfers kept to place them on the shared link.
+    pub shared_transfers: usize,
 }
 
 impl Default for Limits {
@@ -46,20 +57,38 @@ impl Default for Limits {
             pending_streaks: 200_000,
             fallback_clients: 100_000,
             sign_clients: 100_000,
+            sequence_clients: 100_000,
+            missing_clients: 200_000,
+            shared_transfers: 262_144,
         }
     }
 }
 
 /// Whether a line's timestamp marks the start of the request (Apache `%t`,
-/// cvdmirror) or its end (nginx `$time_local`).
+/// cvdmirror) or its end (nginx `$time_local`, Caddy `ts`), or is to be
+/// read from the log ([`super::stamps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LoggedAt {
-    /// The request's arrival.
+    /// Detect it from the log (request times, the order of lines); when
+    /// the log does not tell, the arrival.
     #[default]
+    Auto,
+    /// The request's arrival.
     Start,
     /// The response's completion.
     End,
+}
+
+impl LoggedAt {
+    /// The stamp meaning this fixes, if any.
+    pub fn fixed(self) -> Option<Stamp> {
+        match self {
+            LoggedAt::Auto => None,
+            LoggedAt::Start => Some(Stamp::Start),
+            LoggedAt::End => Some(Stamp::End),
+        }
+    }
 }
 
 /// What to analyze and how.
@@ -71,12 +100,18 @@ pub struct Options {
     pub since: Option<i64>,
     /// Ignore lines at or after this UTC time.
     pub until: Option<i64>,
-    /// Longest gap from a cdiff 404 to the whole download, seconds.
-    pub chain_window_secs: i64,
+    /// Longest gap from a cdiff 404 to the whole download, seconds; `None`:
+    /// the client's next whole download, however long it took.
+    pub chain_window_secs: Option<i64>,
+    /// Longest gap from a download's end to the `.sign` request that
+    /// follows it, seconds.
+    pub sign_window_secs: i64,
     /// What a line's timestamp means.
     pub logged_at: LoggedAt,
     /// Smallest rate (bytes per second) that can be a surge.
     pub min_rate: f64,
+    /// The link's capacity in bytes per second, to check rates against.
+    pub link_capacity: Option<f64>,
     /// Rows per table in the reports.
     pub top: usize,
     /// Zone for times in the reports (seconds east of UTC); default: the
@@ -92,9 +127,11 @@ impl Default for Options {
             bucket_secs: 60,
             since: None,
             until: None,
-            chain_window_secs: 600,
-            logged_at: LoggedAt::Start,
+            chain_window_secs: None,
+            sign_window_secs: 600,
+            logged_at: LoggedAt::Auto,
             min_rate: 128.0 * 1024.0,
+            link_capacity: None,
             top: 10,
             display_offset: None,
             limits: Limits::default(),
@@ -151,13 +188,23 @@ pub struct TableSizes {
     pub sign_recent: (usize, usize),
     /// Largest set of distinct `.sign` clients / cap.
     pub sign_clients: (usize, usize),
+    /// Clients whose last request is remembered / cap.
+    pub sequence_clients: (usize, usize),
+    /// Missing files tallied / cap.
+    pub missing_files: (usize, usize),
+    /// Large transfers kept for the shared-link placement / cap.
+    pub shared_transfers: (usize, usize),
 }
 
 /// The streaming analyzer.
 #[derive(Debug, Clone)]
 pub struct Analyzer {
     pub(super) options: Options,
-    pub(super) timeline: Timeline,
+    /// One timeline per stamp meaning ([`Stamp::idx`]).
+    pub(super) timelines: [Timeline; 2],
+    pub(super) stamps: Stamps,
+    pub(super) shared: Shared,
+    pub(super) triggers: Triggers,
     pub(super) clients: TopK<String>,
     pub(super) agents: TopK<String>,
     pub(super) versions: TopK<String>,
@@ -173,7 +220,9 @@ pub struct Analyzer {
     pub(super) parsed: u64,
     pub(super) out_of_range: u64,
     pub(super) first_offset: Option<i32>,
-    pub(super) span: Option<(i64, i64)>,
+    /// First and last request start under each stamp meaning.
+    pub(super) spans: [Option<(i64, i64)>; 2],
+    pub(super) json_lines: u64,
     pub(super) class_requests: [u64; Class::COUNT],
     pub(super) class_bytes: [u64; Class::COUNT],
 }
@@ -183,7 +232,13 @@ impl Analyzer {
     pub fn new(options: Options) -> Self {
         let l = options.limits;
         Self {
-            timeline: Timeline::new(options.bucket_secs, l.buckets),
+            timelines: [
+                Timeline::new(options.bucket_secs, l.buckets),
+                Timeline::new(options.bucket_secs, l.buckets),
+            ],
+            stamps: Stamps::new(l.sequence_clients),
+            shared: Shared::new(l.shared_transfers),
+            triggers: Triggers::new(l.missing_clients),
             clients: TopK::new(l.top_capacity, Rank::Bytes),
             agents: TopK::new(l.top_capacity, Rank::Requests),
             versions: TopK::new(l.top_capacity, Rank::Requests),
@@ -194,7 +249,7 @@ impl Analyzer {
                 pending_cap: l.pending_streaks,
                 clients_cap: l.fallback_clients,
             }),
-            signs: Signs::new(options.chain_window_secs, l.sign_clients),
+            signs: Signs::new(options.sign_window_secs, l.sign_clients),
             sizes: Sizes::default(),
             inputs: Vec::new(),
             malformed: BTreeMap::new(),
@@ -203,7 +258,8 @@ impl Analyzer {
             parsed: 0,
             out_of_range: 0,
             first_offset: None,
-            span: None,
+            spans: [None; 2],
+            json_lines: 0,
             class_requests: [0; Class::COUNT],
             class_bytes: [0; Class::COUNT],
             options,
@@ -265,33 +321,66 @@ impl Analyzer {
         self.lines += 1;
         self.inputs[idx].lines += 1;
         self.parsed += 1;
-        let dur = e.duration_ms.unwrap_or(0);
-        let start = match self.options.logged_at {
-            LoggedAt::Start => e.time,
-            LoggedAt::End => e.time - (dur / 1000) as i64,
+        if e.format == LineFormat::Json {
+            self.json_lines += 1;
+        }
+        let agent = classify::agent(e.user_agent);
+        let key = client_key(e.host, agent.uuid);
+        let stamp = e.time;
+        let place = self
+            .stamps
+            .observe(idx, key, stamp, e.request_time, e.bytes);
+        // The start as the log states it: the stamp, less the logged
+        // request time when stamps are known to be completions.
+        let stated = match self.options.logged_at {
+            LoggedAt::End => stamp - (place.logged_ms.unwrap_or(0) / 1000) as i64,
+            LoggedAt::Start | LoggedAt::Auto => stamp,
         };
-        if self.options.since.is_some_and(|s| start < s)
-            || self.options.until.is_some_and(|u| start >= u)
+        if self.options.since.is_some_and(|s| stated < s)
+            || self.options.until.is_some_and(|u| stated >= u)
         {
             self.out_of_range += 1;
             return;
         }
         self.first_offset.get_or_insert(e.offset);
-        self.span = Some(match self.span {
-            None => (start, start),
-            Some((lo, hi)) => (lo.min(start), hi.max(start)),
-        });
 
         let name = classify::file_name(e.target);
         let class = classify::classify(e.method, name, e.status, e.bytes);
         let c = class as usize;
         self.class_requests[c] += 1;
         self.class_bytes[c] = self.class_bytes[c].saturating_add(e.bytes);
-        self.timeline.at(start).requests[c] += 1;
-        self.timeline.spread(start, dur, class, e.bytes);
+        // A large transfer that lasted is kept to be placed on the shared
+        // link once all are known; its bytes join the timeline then.
+        let long = place.dur_ms.iter().any(|&d| d >= 1000);
+        let kept = e.bytes >= LARGE
+            && long
+            && self.shared.push(Transfer {
+                start: place.start,
+                dur_ms: place.dur_ms.map(|d| d.min(u64::from(u32::MAX)) as u32),
+                bytes: e.bytes,
+                class,
+            });
+        for s in Stamp::BOTH {
+            let i = s.idx();
+            let start = place.start[i];
+            let (naive_start, naive_ms) = match place.logged_ms {
+                Some(d) => (start, d),
+                None => (stamp, 0),
+            };
+            let bytes = if kept { 0 } else { e.bytes };
+            self.timelines[i].add(start, place.dur_ms[i], class, bytes, naive_start, naive_ms);
+            if kept {
+                self.timelines[i].spread_naive(naive_start, naive_ms, e.bytes);
+                let end = start.saturating_add((place.dur_ms[i] / 1000) as i64);
+                self.timelines[i].cover_range(start, end);
+            }
+            self.spans[i] = Some(match self.spans[i] {
+                None => (start, start),
+                Some((lo, hi)) => (lo.min(start), hi.max(start)),
+            });
+        }
         *self.statuses.entry(e.status).or_default() += 1;
 
-        let agent = classify::agent(e.user_agent);
         self.clients
             .add(String::from_utf8_lossy(e.host).as_ref(), e.bytes);
         self.agents.add(agent.normalized.as_str(), e.bytes);
@@ -303,45 +392,70 @@ impl Analyzer {
         };
         self.files.add(file_key.as_ref(), e.bytes);
 
-        let key = client_key(e.host, agent.uuid);
-        let end = start.saturating_add((dur / 1000) as i64);
+        // The transfer lies within this envelope whatever the stamps mean.
+        let (lo, hi) = place.envelope(stamp);
         if class == Class::Sign {
             // Never a patch: a `.sign` 404 starts no fallback chain.
-            self.signs.sign(
-                key,
-                &file_key,
-                classify::sign(name),
-                e.status,
-                e.bytes,
-                start,
-            );
+            let signed = classify::sign(name);
+            let follow = self
+                .signs
+                .sign(key, &file_key, signed, e.status, e.bytes, stamp);
+            if let Some(n) = signed
+                && follow == FollowUp::AfterCvd
+                && n.signed == Signed::Cvd
+            {
+                let db = self.chains.intern(n.db);
+                self.triggers.served_cvd(db, n.version, stamp);
+            }
             if e.status == 404 {
-                self.timeline.at(start).sign_404 += 1;
+                self.each_timeline(&place.start, |b| b.sign_404 += 1);
             }
         } else if let Some((db_name, version)) = classify::cdiff(name) {
             let db = self.chains.intern(db_name);
             match e.status {
                 404 => {
                     let patch = self.chains.intern(name);
-                    self.chains.miss(key, db, patch, version, start);
-                    self.timeline.at(start).cdiff_404 += 1;
+                    self.chains.miss(key, db, patch, version, stamp);
+                    self.triggers.miss(patch, db, Some(version), key, stamp);
+                    self.each_timeline(&place.start, |b| b.cdiff_404 += 1);
                 }
                 200 => {
                     self.chains.patched(key, db, version);
-                    self.signs.patch(key, db_name, version, start, end);
+                    self.signs.patch(key, db_name, version, lo, hi);
+                    self.triggers.served_patch(db, version, stamp);
                 }
                 _ => {}
             }
-        } else if let Some(db_name) = classify::whole_database(name)
-            && class == Class::Cvd
-            && e.status == 200
-        {
-            self.sizes.record(name, e.bytes);
-            self.signs.whole(key, db_name, start, end);
-            let (db, file) = (self.chains.intern(db_name), self.chains.intern(name));
-            if self.chains.whole(key, e.host, db, file, start, e.bytes) {
-                self.timeline.at(start).fallbacks += 1;
+        } else if let Some(db_name) = classify::whole_database(name) {
+            if class == Class::HeaderCheck {
+                if self.chains.has_pending() {
+                    let db = self.chains.intern(db_name);
+                    self.chains.check(key, db);
+                }
+            } else if e.status == 200 {
+                let db = self.chains.intern(db_name);
+                self.sizes.record(name, e.bytes);
+                self.signs.whole(key, db_name, lo, hi);
+                let file = self.chains.intern(name);
+                if let Some(chain) =
+                    self.chains
+                        .whole(key, e.host, db, file, stamp, place.start, stated, e.bytes)
+                {
+                    self.triggers.chain(chain.patch, e.bytes);
+                    self.each_timeline(&place.start, |b| b.fallbacks += 1);
+                }
+            } else if e.status == 404 {
+                let db = self.chains.intern(db_name);
+                let file = self.chains.intern(name);
+                self.triggers.miss(file, db, None, key, stamp);
             }
+        }
+    }
+
+    /// Applies `f` to the bucket at `start[i]` of each timeline `i`.
+    fn each_timeline(&mut self, start: &[i64; 2], f: impl Fn(&mut super::timeline::Bucket)) {
+        for (t, &at) in self.timelines.iter_mut().zip(start) {
+            f(t.at(at));
         }
     }
 
@@ -351,7 +465,10 @@ impl Analyzer {
         let cl = self.chains.limits();
         let (signs_recent, signs_clients) = self.signs.table_sizes();
         TableSizes {
-            buckets: (self.timeline.len(), self.timeline.cap()),
+            buckets: (
+                self.timelines.iter().map(Timeline::len).max().unwrap_or(0),
+                self.timelines[0].cap(),
+            ),
             clients: (self.clients.len(), self.clients.max_len()),
             agents: (self.agents.len(), self.agents.max_len()),
             versions: (self.versions.len(), self.versions.max_len()),
@@ -361,6 +478,9 @@ impl Analyzer {
             sized_files: (self.sizes.len(), sizes::FILES_CAP + 1),
             sign_recent: (signs_recent, self.signs.cap()),
             sign_clients: (signs_clients, self.signs.cap()),
+            sequence_clients: self.stamps.table_size(),
+            missing_files: (self.triggers.len(), trigger::FILES_CAP),
+            shared_transfers: self.shared.table_size(),
         }
     }
 

@@ -7,13 +7,15 @@ use std::time::UNIX_EPOCH;
 use super::aggregate::{LoggedAt, Options};
 use super::time::parse_offset;
 
-/// Read access logs and explain a traffic incident: timeline per file class,
-/// surge episodes, cdiff-404 → full-download fallback chains, aborted
-/// downloads, top clients, agents and files.
+/// Read access logs and explain a traffic incident: its cause (the file the
+/// mirror did not have) and minute, timeline per file class, surge episodes,
+/// cdiff-404 → full-download fallback chains, aborted downloads, top
+/// clients, agents and files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
-    /// Access logs in combined format (cvdmirror, Apache, nginx), plain or
-    /// gzip; `-` reads standard input.
+    /// Access logs in combined format (cvdmirror, Apache, nginx) or JSON
+    /// lines (nginx `escape=json`, Caddy), plain or gzip; `-` reads
+    /// standard input.
     #[arg(value_name = "LOG", required = true)]
     pub logs: Vec<String>,
 
@@ -46,10 +48,12 @@ pub struct AnalyzeArgs {
     #[arg(long, env = "CVDMIRROR_ANALYZE_BUCKET", value_name = "DURATION", default_value = "1m", value_parser = parse_secs)]
     pub bucket: i64,
 
-    /// Longest time from a client's last cdiff 404 to its whole download
-    /// for the two to count as one fallback chain.
-    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_secs)]
-    pub chain_window: i64,
+    /// Cap on the time from a client's last cdiff 404 to the start of its
+    /// whole download for the two to count as one fallback chain. Without
+    /// it a 404 is linked to the client's next whole download, however long
+    /// that took, unless the client checked for updates again in between.
+    #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
+    pub chain_window: Option<i64>,
 
     /// Smallest traffic that can be a surge, a rate with units like every
     /// other (`128KiB/s`, `1MB/s`, `8Mbit`).
@@ -57,9 +61,14 @@ pub struct AnalyzeArgs {
     pub min_rate: crate::shape::Rate,
 
     /// Whether log timestamps mark the start of a request (Apache,
-    /// cvdmirror) or its end (nginx).
-    #[arg(long, value_enum, default_value_t = LoggedAt::Start)]
+    /// cvdmirror) or its end (nginx, Caddy); `auto` reads it from the log.
+    #[arg(long, value_enum, default_value_t = LoggedAt::Auto)]
     pub logged_at: LoggedAt,
+
+    /// The link's capacity (`100Mbit`), to check the reported rates against:
+    /// a rate above it is flagged as one the log cannot support.
+    #[arg(long, env = "CVDMIRROR_ANALYZE_LINK_CAPACITY", value_name = "RATE")]
+    pub link_capacity: Option<crate::shape::Rate>,
 
     /// Zone for times in the reports (`+0200`, `UTC`); default: the zone
     /// of the first log line.
@@ -81,6 +90,9 @@ impl AnalyzeArgs {
             chain_window_secs: self.chain_window,
             logged_at: self.logged_at,
             min_rate: self.min_rate.bytes_per_sec_f64(),
+            link_capacity: self
+                .link_capacity
+                .map(crate::shape::Rate::bytes_per_sec_f64),
             top: self.top.max(1),
             display_offset: self.utc_offset,
             ..Options::default()
@@ -155,5 +167,34 @@ mod tests {
         let bare = min_rate(Some("100")).unwrap_err();
         assert!(bare.contains("no unit"), "{bare}");
         assert!(min_rate(Some("8kbps")).is_err());
+    }
+
+    #[test]
+    fn defaults_read_the_log_and_link_by_sequence() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["cvdmirror", "analyze", "access.log"];
+            argv.extend(extra);
+            match crate::cli::Cli::try_parse_from(argv) {
+                Ok(crate::cli::Cli {
+                    command: crate::cli::Command::Analyze(a),
+                }) => Some(a.options()),
+                _ => None,
+            }
+        };
+        let o = parse(&[]).unwrap();
+        assert_eq!(
+            (o.chain_window_secs, o.logged_at, o.link_capacity),
+            (None, LoggedAt::Auto, None)
+        );
+        let o = parse(&["--chain-window", "60m", "--link-capacity", "100Mbit"]).unwrap();
+        assert_eq!(
+            (o.chain_window_secs, o.link_capacity),
+            (Some(3600), Some(12_500_000.0))
+        );
+        assert!(
+            parse(&["--link-capacity", "100"]).is_none(),
+            "a rate needs a unit"
+        );
     }
 }

@@ -1,17 +1,24 @@
-//! The access-log line parser: one combined-format line (cvdmirror's, Apache's
-//! or nginx's, with or without a request time appended) to an [`Entry`] that
-//! borrows from the line. It runs on every line of logs that may hold
-//! anything a client chose to send, so it never allocates, never panics and
-//! says why it refused a line (fuzzed in `fuzz/fuzz_targets/access_log_line.rs`).
+//! The access-log line parser: one line (combined format as cvdmirror,
+//! Apache and nginx write it, with or without a request time appended; or a
+//! JSON object as nginx `escape=json` and Caddy write it, see [`json`]) to an
+//! [`Entry`] that borrows from the line. It runs on every line of logs that
+//! may hold anything a client chose to send, so it never allocates, never
+//! panics and says why it refused a line (fuzzed in
+//! `fuzz/fuzz_targets/access_log_line.rs`).
 //!
-//! Accepted shape (fields after the status may be missing, as in the common
-//! log format, and anything after the user agent is optional):
+//! Accepted combined shape (fields after the status may be missing, as in the
+//! common log format, and anything after the user agent is optional):
 //!
-//! `host ident user [dd/Mon/yyyy:HH:MM:SS +hhmm] "request" status bytes "referer" "user-agent" [duration ...]`
+//! `host ident user [dd/Mon/yyyy:HH:MM:SS +hhmm] "request" status bytes "referer" "user-agent" [request time ...]`
 //!
-//! `bytes` may be `-` (Apache's `%b` for an empty body). A trailing number
-//! with a decimal point is seconds (nginx `$request_time`, cvdmirror); a bare
-//! integer is microseconds (Apache `%D`).
+//! `bytes` may be `-` (Apache's `%b` for an empty body). The request time is
+//! a field `rt=…` or `request_time=…` (nginx configurations), else the first
+//! numeric field after the user agent: with a decimal point it is seconds
+//! (nginx `$request_time`, cvdmirror); a bare integer is Apache's `%D`
+//! (microseconds) or `%T` (seconds), which one the analyzer decides per log
+//! from the transfers' sizes ([`super::stamps`]).
+
+pub mod json;
 
 use super::time::{TimeError, parse_clf};
 
@@ -39,8 +46,46 @@ pub struct Entry<'a> {
     pub bytes: u64,
     /// User-Agent as logged; empty when absent or `-`.
     pub user_agent: &'a [u8],
-    /// Request duration in milliseconds, when the line carries one.
-    pub duration_ms: Option<u64>,
+    /// The request time, when the line carries one.
+    pub request_time: Option<RequestTime>,
+    /// Which of the accepted shapes the line had.
+    pub format: LineFormat,
+}
+
+/// A request time as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestTime {
+    /// An unambiguous time (seconds with a decimal point, `rt=`, a JSON
+    /// `request_time` or `duration`), in milliseconds.
+    Millis(u64),
+    /// A bare integer: Apache's `%D` (microseconds) or `%T` (seconds).
+    Integer(u64),
+}
+
+impl RequestTime {
+    /// Milliseconds, reading a bare integer as microseconds (`%D`) or, with
+    /// `integer_secs`, as seconds (`%T`).
+    pub fn millis(self, integer_secs: bool) -> u64 {
+        match self {
+            Self::Millis(ms) => ms,
+            Self::Integer(v) if integer_secs => v.saturating_mul(1000),
+            Self::Integer(v) => v.saturating_add(500) / 1000,
+        }
+        .min(MAX_DURATION_MS)
+    }
+}
+
+/// Longest request time taken at its word (a week); longer ones are capped.
+pub const MAX_DURATION_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// The shape of a parsed line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineFormat {
+    /// Combined or common log format (cvdmirror, Apache, nginx).
+    Combined,
+    /// One JSON object per line (nginx `escape=json`, Caddy).
+    Json,
 }
 
 /// Why a line was not an access-log entry.
@@ -67,6 +112,8 @@ pub enum ParseError {
     Quote,
     /// The line is longer than the reader accepts (counted by the reader).
     TooLong,
+    /// A line starting with `{` that is not a JSON object.
+    Json,
 }
 
 impl ParseError {
@@ -83,6 +130,7 @@ impl ParseError {
             Self::Bytes => "bad byte count",
             Self::Quote => "unterminated quoted field",
             Self::TooLong => "line too long",
+            Self::Json => "malformed JSON",
         }
     }
 }
@@ -98,6 +146,11 @@ pub fn parse_line(line: &[u8]) -> Result<Entry<'_>, ParseError> {
     let line = trim_end(line);
     if line.iter().all(u8::is_ascii_whitespace) {
         return Err(ParseError::Empty);
+    }
+    if let Some(first) = line.iter().find(|b| !b.is_ascii_whitespace())
+        && *first == b'{'
+    {
+        return json::parse(line);
     }
     let host_end = line
         .iter()
@@ -152,7 +205,8 @@ pub fn parse_line(line: &[u8]) -> Result<Entry<'_>, ParseError> {
         status,
         bytes,
         user_agent,
-        duration_ms: duration(rest),
+        request_time: request_time(rest),
+        format: LineFormat::Combined,
     })
 }
 
@@ -183,7 +237,9 @@ fn token(s: &[u8]) -> (&[u8], &[u8]) {
     s.split_at(end)
 }
 
-fn split_request(request: &[u8]) -> (&[u8], &[u8]) {
+/// `GET /daily.cvd HTTP/1.1` -> (`GET`, `/daily.cvd`); anything else is all
+/// method and no target.
+pub(crate) fn split_request(request: &[u8]) -> (&[u8], &[u8]) {
     let mut parts = request.splitn(3, |&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     match parts.next() {
@@ -192,7 +248,7 @@ fn split_request(request: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn parse_status(s: &[u8]) -> Option<u16> {
+pub(crate) fn parse_status(s: &[u8]) -> Option<u16> {
     if s.len() != 3 || !s.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -200,7 +256,7 @@ fn parse_status(s: &[u8]) -> Option<u16> {
     (100..=599).contains(&v).then_some(v)
 }
 
-fn parse_bytes(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_bytes(s: &[u8]) -> Option<u64> {
     if s == b"-" {
         return Some(0);
     }
@@ -216,25 +272,45 @@ fn parse_bytes(s: &[u8]) -> Option<u64> {
     })
 }
 
-/// The first numeric field after the user agent, as milliseconds.
-fn duration(rest: &[u8]) -> Option<u64> {
-    /// Longer than any transfer worth spreading over the timeline.
-    const MAX_MS: u64 = 7 * 24 * 3600 * 1000;
-    let tok = rest
-        .split(|&b| b == b' ')
-        .find(|t| !t.is_empty() && t[0].is_ascii_digit())?;
-    if tok.len() > 24 || !tok.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+/// The request time among the fields after the user agent: `rt=…` or
+/// `request_time=…` wherever it is, else the first numeric field.
+fn request_time(rest: &[u8]) -> Option<RequestTime> {
+    let mut fields = rest.split(|&b| b == b' ').filter(|t| !t.is_empty());
+    let keyed = rest.split(|&b| b == b' ').find_map(|t| {
+        t.strip_prefix(b"rt=")
+            .or_else(|| t.strip_prefix(b"request_time="))
+    });
+    match keyed {
+        Some(v) => seconds(
+            v.strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v),
+        ),
+        None => fields.find(|t| t[0].is_ascii_digit()).and_then(numeric),
+    }
+}
+
+/// A bare field: seconds with a decimal point, or an integer of unknown unit.
+fn numeric(tok: &[u8]) -> Option<RequestTime> {
+    if tok.contains(&b'.') {
+        seconds(tok)
+    } else if tok.len() <= 19 && tok.iter().all(u8::is_ascii_digit) {
+        Some(RequestTime::Integer(
+            tok.iter().fold(0u64, |a, &b| a * 10 + u64::from(b - b'0')),
+        ))
+    } else {
+        None
+    }
+}
+
+/// Seconds, maybe with a fraction (`96.021`, `0`), as milliseconds.
+pub(crate) fn seconds(tok: &[u8]) -> Option<RequestTime> {
+    if tok.is_empty() || tok.len() > 24 || !tok.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
         return None;
     }
-    let text = std::str::from_utf8(tok).ok()?;
-    let ms = if text.contains('.') {
-        let secs: f64 = text.parse().ok()?;
-        (secs * 1000.0).round()
-    } else {
-        let micros: f64 = text.parse().ok()?;
-        (micros / 1000.0).round()
-    };
-    (ms.is_finite() && ms >= 0.0).then(|| (ms as u64).min(MAX_MS))
+    let secs: f64 = std::str::from_utf8(tok).ok()?.parse().ok()?;
+    let ms = (secs * 1000.0).round();
+    (ms.is_finite() && ms >= 0.0).then(|| RequestTime::Millis((ms as u64).min(MAX_DURATION_MS)))
 }
 
 #[cfg(test)]
@@ -249,7 +325,8 @@ mod tests {
         assert_eq!(e.target, b"/daily.cvd");
         assert_eq!((e.status, e.bytes), (200, 61_234_567));
         assert_eq!(e.user_agent, b"ClamAV/1.4.6 (OS: linux-gnu, ARCH: x86_64)");
-        assert_eq!(e.duration_ms, Some(96_021));
+        assert_eq!(e.request_time, Some(RequestTime::Millis(96_021)));
+        assert_eq!(e.format, LineFormat::Combined);
     }
 
     #[test]
@@ -257,7 +334,28 @@ mod tests {
         let e = parse_line(b"2001:db8::1 - frank [29/Nov/2026:18:41:07 +0200] \"GET /daily.cvd HTTP/1.1\" 304 - \"-\" \"ClamAV/1.0.9\" 1520").unwrap();
         assert_eq!(e.bytes, 0);
         assert_eq!(e.offset, 7200);
-        assert_eq!(e.duration_ms, Some(2));
+        assert_eq!(e.request_time, Some(RequestTime::Integer(1520)));
+        assert_eq!(RequestTime::Integer(1520).millis(false), 2);
+        assert_eq!(RequestTime::Integer(40).millis(true), 40_000);
+    }
+
+    #[test]
+    fn nginx_keyed_request_time_and_extra_fields() {
+        let head = "10.0.0.1 - - [29/Nov/2026:16:41:07 +0000] \"GET /daily.cvd HTTP/1.1\" 200 9 \"-\" \"ClamAV/1.4.6\"";
+        for (tail, want) in [
+            (
+                " \"-\" rt=2400.125 uct=\"0.000\"",
+                Some(RequestTime::Millis(2_400_125)),
+            ),
+            (" \"203.0.113.9\" 0.250", Some(RequestTime::Millis(250))),
+            (" request_time=\"3.5\"", Some(RequestTime::Millis(3_500))),
+            (" \"-\"", None),
+            ("", None),
+        ] {
+            let line = format!("{head}{tail}");
+            let e = parse_line(line.as_bytes()).unwrap();
+            assert_eq!(e.request_time, want, "{line}");
+        }
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! *why* the link was full, not only that it was.
 //!
 //! This file is the shape of the result (and of the JSON file); the
-//! submodules compute it (`build`, `fallback`, `explain`), word numbers for
-//! people (`format`) and render it (`text`, `html`, `svg`).
+//! submodules compute it (`build`, `fallback`, `cause` for the trigger and
+//! the time stamps, `explain`), word numbers for people (`format`) and
+//! render it (`text`, `html`, `svg`).
 
 mod build;
+mod cause;
 mod explain;
 mod fallback;
 mod format;
@@ -24,6 +26,7 @@ use super::classify::Class;
 use super::episodes::Baseline;
 use super::parse::ParseError;
 use super::sizes::FileVerdict;
+use super::stamps::{Certainty, Evidence, Stamp};
 use super::timeline::Bucket;
 
 /// Everything the analysis found.
@@ -49,6 +52,13 @@ pub struct Report {
     pub last: Option<i64>,
     /// Bucket width in seconds (wider than asked if the span needed it).
     pub bucket_secs: i64,
+    /// Lines that were JSON objects (nginx `escape=json`, Caddy); the others
+    /// were in combined format.
+    pub json_lines: u64,
+    /// What the time stamps mean, how sure the rates are.
+    pub time: TimeReport,
+    /// The cause: the missing file whose fallback chains cost most.
+    pub trigger: Option<Trigger>,
     /// Totals by class.
     pub totals: Totals,
     /// Every bucket from first to last.
@@ -162,6 +172,9 @@ pub struct EpisodeReport {
     pub peak_time: i64,
     /// Rate in the busiest bucket.
     pub peak_bits_per_sec: f64,
+    /// The busiest bucket's rate if every transfer without a logged request
+    /// time were booked at its stamp (what a timestamp-only reading says).
+    pub naive_peak_bits_per_sec: f64,
     /// The fallback herd inside it, if any.
     pub fallback: Option<EpisodeFallback>,
     /// What happened, in one paragraph.
@@ -204,8 +217,110 @@ pub struct Fallback {
     pub patches: Vec<PatchRow>,
     /// Clients with most chains: (client, chains, bytes of remembered chains).
     pub top_clients: Vec<(String, u64, u64)>,
-    /// Window from the last 404 to the download, seconds.
-    pub window_secs: i64,
+    /// Cap from the last 404 to the download, seconds (`None`: the
+    /// client's next download, however long it took).
+    pub window_secs: Option<i64>,
+}
+
+/// The trigger: the first request for a file the mirror did not have, of
+/// the file whose fallback chains cost most.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Trigger {
+    /// The missing file (`daily-27654.cdiff`).
+    pub file: String,
+    /// Its first `404` (UTC seconds).
+    pub first: i64,
+    /// Its last `404`.
+    pub last: i64,
+    /// First, RFC 3339.
+    pub first_rfc3339: String,
+    /// Last, RFC 3339.
+    pub last_rfc3339: String,
+    /// `404` answers for it.
+    pub requests: u64,
+    /// Distinct clients that got one.
+    pub clients: u64,
+    /// True when the client count is a lower bound.
+    pub clients_at_least: bool,
+    /// Whole downloads that followed (fallback chains).
+    pub chains: u64,
+    /// Distinct clients that fell back (from the remembered chains).
+    pub fallback_clients: u64,
+    /// The whole database they downloaded instead.
+    pub fallback_file: String,
+    /// What it cost: bytes of those downloads.
+    pub bytes: u64,
+    /// Their share of all bytes, percent.
+    pub share_percent: f64,
+    /// The version the mirror served meanwhile, when the log shows it.
+    pub mirror: Option<MirrorVersion>,
+    /// When the mirror first served the file (`200`) after its 404s.
+    pub resolved: Option<i64>,
+    /// Start of the first surge episode from the trigger on.
+    pub surge_start: Option<i64>,
+}
+
+/// What the log says about the version the mirror served.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorVersion {
+    /// The database (`daily`).
+    pub db: String,
+    /// Its version.
+    pub version: u32,
+    /// The newest patch the mirror answered `200` by then
+    /// (`daily-27653.cdiff`), if any.
+    pub newest_patch: Option<String>,
+    /// The CVD version ClamAV 1.5 clients named in the `.sign` they asked
+    /// for right after downloading the CVD in that time, and how often.
+    pub cvd_sign: Option<(u32, u64)>,
+}
+
+/// What the log's time stamps mean and how sure the rates are.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimeReport {
+    /// What the stamps were taken to mark: the request's arrival or its
+    /// completion.
+    pub stamps: Stamp,
+    /// How that was decided.
+    pub decided_by: Decided,
+    /// What the log itself says (`None`: it does not tell).
+    pub detected: Option<Stamp>,
+    /// The numbers behind it.
+    pub evidence: Evidence,
+    /// How bare-integer request times were read, if the log had any.
+    pub integer_unit: Option<&'static str>,
+    /// How sure the per-bucket rates are.
+    pub certainty: Certainty,
+    /// Highest rate of a bucket, as placed.
+    pub peak_bits_per_sec: f64,
+    /// When (bucket start).
+    pub peak_time: i64,
+    /// Highest rate if transfers without a logged request time were booked
+    /// at their stamp.
+    pub naive_peak_bits_per_sec: f64,
+    /// The link's capacity given with `--link-capacity`.
+    pub link_capacity_bits_per_sec: Option<f64>,
+    /// Whether the placed peak exceeds that capacity.
+    pub above_capacity: bool,
+    /// Whether the reported peak is one the log supports: durations known
+    /// or inferred, and within the capacity when one was given.
+    pub peak_supported: bool,
+    /// The same in sentences, for people.
+    pub summary: Vec<String>,
+}
+
+/// How the meaning of the time stamps was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decided {
+    /// `--logged-at start|end`.
+    Flag,
+    /// Consecutive requests of clients with their request times.
+    RequestTimes,
+    /// The order of the lines.
+    LogOrder,
+    /// The log does not tell; arrival assumed.
+    Default,
 }
 
 /// Detached signatures (`.sign`) requested, as ClamAV 1.5 clients ask for
@@ -277,6 +392,14 @@ pub struct Bounds {
     pub untracked_chains: u64,
     /// 404 streaks not followed because the table was full.
     pub dropped_streaks: u64,
+    /// Times the table of clients' last requests was cleared (durations of
+    /// the next transfers of those clients could not be inferred).
+    pub sequence_resets: u64,
+    /// `404`s of missing files beyond the table's cap.
+    pub dropped_missing: u64,
+    /// Large transfers spread evenly, not on the shared link, because the
+    /// table was full.
+    pub unshared_transfers: u64,
     /// Whether buckets were widened to fit the span.
     pub coarsened: bool,
 }

@@ -1,7 +1,9 @@
 //! Calendar arithmetic for log timestamps: access logs carry local civil
-//! time with a UTC offset (`29/Nov/2026:18:41:07 +0200`), while every
-//! aggregate here is keyed by UTC seconds so that files written in different
-//! zones (or by different servers) line up minute for minute.
+//! time with a UTC offset (`29/Nov/2026:18:41:07 +0200` in the combined
+//! format, `2026-11-29T18:41:07+02:00` or Unix seconds `1795970467.123` in
+//! JSON logs), while every aggregate here is keyed by UTC seconds so that
+//! files written in different zones (or by different servers) line up
+//! minute for minute.
 
 use std::fmt::Write as _;
 
@@ -58,6 +60,91 @@ pub fn parse_clf(s: &[u8]) -> Result<(i64, i32), TimeError> {
     let days = days_from_civil(i64::from(year), month, day);
     let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     Ok((local - i64::from(offset), offset))
+}
+
+/// Parses an ISO 8601 / RFC 3339 time as JSON logs write it (nginx
+/// `$time_iso8601`, Caddy with `time_format iso8601`):
+/// `2026-11-29T18:41:07+02:00`, `2026-11-29T16:41:07.123Z`, `+0200`, or a
+/// space instead of the `T`. Without a zone the time is taken as UTC.
+/// Fractions of a second are dropped.
+pub fn parse_iso8601(s: &[u8]) -> Result<(i64, i32), TimeError> {
+    if s.len() < 19 || s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return Err(TimeError::Shape);
+    }
+    if s[13] != b':' || s[16] != b':' {
+        return Err(TimeError::Shape);
+    }
+    let year = digits(&s[0..4])?;
+    let (month, day) = (digits(&s[5..7])?, digits(&s[8..10])?);
+    let (hour, minute, second) = (
+        digits(&s[11..13])?,
+        digits(&s[14..16])?,
+        digits(&s[17..19])?,
+    );
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
+        let n = r.iter().take_while(|b| b.is_ascii_digit()).count();
+        if n == 0 {
+            return Err(TimeError::Shape);
+        }
+        rest = &r[n..];
+    }
+    let offset: i32 = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let (h, m) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            if h > 23 || m > 59 {
+                return Err(TimeError::Range);
+            }
+            let v = (h * 3600 + m * 60) as i32;
+            if *sign == b'-' { -v } else { v }
+        }
+        _ => return Err(TimeError::Shape),
+    };
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(TimeError::Range);
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let local = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Ok((local - i64::from(offset), offset))
+}
+
+/// Parses Unix time as JSON logs write it: seconds with an optional
+/// fraction (Caddy's default `ts`, nginx `$msec`), or whole milliseconds,
+/// microseconds or nanoseconds (told apart by magnitude). Whole seconds are
+/// returned; anything before 1970 or after 9999 is refused.
+pub fn parse_unix(s: &[u8]) -> Result<i64, TimeError> {
+    let int_len = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let (int, frac) = s.split_at(int_len);
+    if int.is_empty() || int.len() > 19 {
+        return Err(TimeError::Shape);
+    }
+    let fraction_ok = match frac {
+        [] => true,
+        [b'.', digits @ ..] => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    if !fraction_ok {
+        return Err(TimeError::Shape);
+    }
+    let v = int.iter().fold(0u64, |a, &b| {
+        a.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+    });
+    // 253402300800 is 10000-01-01: larger values are finer units.
+    const LIMIT: u64 = 253_402_300_800;
+    let secs = [1, 1_000, 1_000_000, 1_000_000_000]
+        .into_iter()
+        .map(|div| v / div)
+        .find(|&s| s < LIMIT)
+        .ok_or(TimeError::Range)?;
+    Ok(secs as i64)
 }
 
 fn digits(s: &[u8]) -> Result<u32, TimeError> {
@@ -172,6 +259,42 @@ mod tests {
             Err(TimeError::Shape)
         );
         assert_eq!(parse_clf(b"29/Nov/2026:18:41:07"), Err(TimeError::Shape));
+    }
+
+    #[test]
+    fn iso8601_and_unix_times() {
+        let (want, _) = parse_clf(b"29/Nov/2026:18:41:07 +0200").unwrap();
+        for s in [
+            &b"2026-11-29T18:41:07+02:00"[..],
+            b"2026-11-29T16:41:07Z",
+            b"2026-11-29T16:41:07.123456Z",
+            b"2026-11-29 18:41:07+0200",
+            b"2026-11-29T16:41:07",
+        ] {
+            assert_eq!(
+                parse_iso8601(s).map(|t| t.0),
+                Ok(want),
+                "{}",
+                String::from_utf8_lossy(s)
+            );
+        }
+        assert_eq!(parse_iso8601(b"2026-11-29T18:41:07+02:00").unwrap().1, 7200);
+        assert_eq!(
+            parse_iso8601(b"2026-13-29T18:41:07Z"),
+            Err(TimeError::Range)
+        );
+        assert_eq!(
+            parse_iso8601(b"2026-11-29T18:41:07 x"),
+            Err(TimeError::Shape)
+        );
+        assert_eq!(parse_iso8601(b"2026-11-29"), Err(TimeError::Shape));
+        assert_eq!(parse_unix(b"1795970467.5241024"), Ok(1_795_970_467));
+        assert_eq!(parse_unix(b"1795970467"), Ok(1_795_970_467));
+        assert_eq!(parse_unix(b"1795970467524"), Ok(1_795_970_467));
+        assert_eq!(parse_unix(b"1795970467524102400"), Ok(1_795_970_467));
+        assert!(
+            parse_unix(b"-1").is_err() && parse_unix(b"1.").is_err() && parse_unix(b"").is_err()
+        );
     }
 
     #[test]

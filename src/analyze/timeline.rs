@@ -3,14 +3,15 @@
 //! timestamp, never by arrival order, so files that overlap in time (two
 //! servers, a rotated log read after the current one) merge correctly.
 //!
-//! Bounds: at most `cap` buckets exist. When the time span would need more,
+//! Bounds: at most `cap` buckets exist (a dense run from the first time to
+//! the last). When the time span would need more,
 //! the bucket width doubles and neighbours merge (a 14-day log at 1 minute
 //! fits the default cap; a month becomes 4-minute buckets). A line's bytes are
 //! spread over the buckets its transfer lasted (when the log records a
 //! request time, capped at [`MAX_SPREAD_SECS`]) because a saturated link is
 //! a matter of bytes per second, not of when a download was logged.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use super::classify::Class;
 
@@ -25,6 +26,10 @@ pub struct Bucket {
     pub requests: [u64; Class::COUNT],
     /// Bytes transferred during this bucket, by [`Class`].
     pub bytes: [u64; Class::COUNT],
+    /// All bytes as a naive reading places them: evenly over each logged
+    /// request time, else in the second of the stamp (what a
+    /// timestamp-only tool shows), kept to show how far off that would be.
+    pub naive_bytes: u64,
     /// Requests for a patch that got 404.
     pub cdiff_404: u64,
     /// Requests for a `.sign` that got 404 (not counted in `cdiff_404`).
@@ -49,18 +54,22 @@ impl Bucket {
             self.requests[i] += other.requests[i];
             self.bytes[i] = self.bytes[i].saturating_add(other.bytes[i]);
         }
+        self.naive_bytes = self.naive_bytes.saturating_add(other.naive_bytes);
         self.cdiff_404 += other.cdiff_404;
         self.sign_404 += other.sign_404;
         self.fallbacks += other.fallbacks;
     }
 }
 
-/// The bucketed timeline.
+/// The bucketed timeline: a dense run of buckets from the first to the last
+/// time seen (so a line costs an index, not a tree search).
 #[derive(Debug, Clone)]
 pub struct Timeline {
     width: i64,
     cap: usize,
-    buckets: BTreeMap<i64, Bucket>,
+    /// Start of `buckets[0]`.
+    origin: i64,
+    buckets: VecDeque<Bucket>,
 }
 
 impl Timeline {
@@ -69,7 +78,8 @@ impl Timeline {
         Self {
             width: width_secs.max(1),
             cap: cap.max(2),
-            buckets: BTreeMap::new(),
+            origin: 0,
+            buckets: VecDeque::new(),
         }
     }
 
@@ -97,77 +107,164 @@ impl Timeline {
         t.div_euclid(self.width) * self.width
     }
 
-    /// Makes room for time `t`, coarsening until the span fits.
-    fn cover(&mut self, t: i64) {
-        let (Some((&lo, _)), Some((&hi, _))) = (
-            self.buckets.first_key_value(),
-            self.buckets.last_key_value(),
-        ) else {
-            return;
-        };
-        let (lo, hi) = (lo.min(t), hi.max(t));
-        while (hi.div_euclid(self.width) - lo.div_euclid(self.width)) as u128 + 1 > self.cap as u128
+    fn last_key(&self) -> i64 {
+        self.origin + (self.buckets.len() as i64 - 1) * self.width
+    }
+
+    /// Makes room for time `t`, coarsening until the span fits, and returns
+    /// its bucket's index.
+    fn cover(&mut self, t: i64) -> usize {
+        if self.buckets.is_empty() {
+            self.origin = self.key(t);
+            self.buckets.push_back(Bucket::default());
+            return 0;
+        }
+        let (lo, hi) = (self.origin.min(t), self.last_key().max(t));
+        while (hi.div_euclid(self.width) as i128 - lo.div_euclid(self.width) as i128) + 1
+            > self.cap as i128
         {
-            self.width = self.width.saturating_mul(2);
-            let old = std::mem::take(&mut self.buckets);
-            for (k, b) in old {
-                self.buckets.entry(self.key(k)).or_default().merge(&b);
+            self.coarsen();
+        }
+        let k = self.key(t);
+        while k < self.origin {
+            self.buckets.push_front(Bucket::default());
+            self.origin -= self.width;
+        }
+        while k > self.last_key() {
+            self.buckets.push_back(Bucket::default());
+        }
+        ((k - self.origin) / self.width) as usize
+    }
+
+    /// Doubles the bucket width, merging neighbours.
+    fn coarsen(&mut self) {
+        let (old_width, old_origin) = (self.width, self.origin);
+        self.width = self.width.saturating_mul(2);
+        let old = std::mem::take(&mut self.buckets);
+        self.origin = self.key(old_origin);
+        for (i, b) in old.iter().enumerate() {
+            let k = self.key(old_origin + i as i64 * old_width);
+            let idx = ((k - self.origin) / self.width) as usize;
+            if idx >= self.buckets.len() {
+                self.buckets.push_back(Bucket::default());
             }
+            if let Some(slot) = self.buckets.get_mut(idx) {
+                slot.merge(b);
+            }
+        }
+    }
+
+    /// Makes room for every second from `from` to `to` (coarsening if the
+    /// span needs it).
+    pub fn cover_range(&mut self, from: i64, to: i64) {
+        self.cover(from);
+        self.cover(to);
+    }
+
+    /// Start of the first bucket (UTC seconds; 0 when empty).
+    pub fn origin(&self) -> i64 {
+        self.origin
+    }
+
+    /// Adds `bytes` of `class` to the bucket at `index` (from the origin).
+    pub fn add_bytes_at(&mut self, index: usize, class: Class, bytes: u64) {
+        if let Some(b) = self.buckets.get_mut(index) {
+            let c = class as usize;
+            b.bytes[c] = b.bytes[c].saturating_add(bytes);
         }
     }
 
     /// The bucket holding time `t`.
     pub fn at(&mut self, t: i64) -> &mut Bucket {
-        self.cover(t);
-        let k = self.key(t);
-        self.buckets.entry(k).or_default()
+        let i = self.cover(t);
+        &mut self.buckets[i]
+    }
+
+    /// One request of `class` that started at `start` and moved `bytes` over
+    /// `duration_ms`; its naive bytes (see [`Bucket::naive_bytes`]) over
+    /// `naive_ms` from `naive_start`. Most requests are short and land in
+    /// one bucket: one look-up.
+    pub fn add(
+        &mut self,
+        start: i64,
+        duration_ms: u64,
+        class: Class,
+        bytes: u64,
+        naive_start: i64,
+        naive_ms: u64,
+    ) {
+        let c = class as usize;
+        let i = self.cover(start);
+        let one = duration_ms < 1000 && naive_ms < 1000 && self.key(naive_start) == self.key(start);
+        let b = &mut self.buckets[i];
+        b.requests[c] += 1;
+        if one {
+            b.bytes[c] = b.bytes[c].saturating_add(bytes);
+            b.naive_bytes = b.naive_bytes.saturating_add(bytes);
+            return;
+        }
+        self.spread(start, duration_ms, class, bytes);
+        self.spread_naive(naive_start, naive_ms, bytes);
     }
 
     /// Adds `bytes` of `class` transferred from `start` for `duration_ms`,
     /// in proportion to how much of the transfer each bucket saw.
     pub fn spread(&mut self, start: i64, duration_ms: u64, class: Class, bytes: u64) {
         let c = class as usize;
+        self.spread_with(start, duration_ms, bytes, |b, v| {
+            b.bytes[c] = b.bytes[c].saturating_add(v);
+        });
+    }
+
+    /// Adds naive bytes (see [`Bucket::naive_bytes`]) the same way.
+    pub fn spread_naive(&mut self, start: i64, duration_ms: u64, bytes: u64) {
+        self.spread_with(start, duration_ms, bytes, |b, v| {
+            b.naive_bytes = b.naive_bytes.saturating_add(v);
+        });
+    }
+
+    fn spread_with(
+        &mut self,
+        start: i64,
+        duration_ms: u64,
+        bytes: u64,
+        add: impl Fn(&mut Bucket, u64),
+    ) {
         let dur = (duration_ms as i64).min(MAX_SPREAD_SECS * 1000);
         if dur < 1000 || bytes == 0 {
-            let b = self.at(start);
-            b.bytes[c] = b.bytes[c].saturating_add(bytes);
+            add(self.at(start), bytes);
             return;
         }
-        self.cover(start);
         self.cover(start + dur / 1000);
+        let first = self.cover(start);
         let (t0, t1) = (start as i128 * 1000, start as i128 * 1000 + dur as i128);
         let mut given: u64 = 0;
         let mut k = self.key(start);
+        let mut i = first;
         loop {
             let edge = (k as i128 + self.width as i128) * 1000;
             let upto = edge.min(t1);
             let due = (bytes as u128 * (upto - t0) as u128 / dur as u128) as u64;
-            let b = self.buckets.entry(k).or_default();
-            b.bytes[c] = b.bytes[c].saturating_add(due - given);
+            if let Some(b) = self.buckets.get_mut(i) {
+                add(b, due - given);
+            }
             given = due;
             if edge >= t1 {
                 break;
             }
             k += self.width;
+            i += 1;
         }
     }
 
     /// Every bucket from the first to the last, empty ones included:
     /// (bucket start in UTC seconds, counts).
     pub fn dense(&self) -> Vec<(i64, Bucket)> {
-        let (Some((&lo, _)), Some((&hi, _))) = (
-            self.buckets.first_key_value(),
-            self.buckets.last_key_value(),
-        ) else {
-            return Vec::new();
-        };
-        let mut out = Vec::with_capacity(((hi - lo) / self.width + 1) as usize);
-        let mut t = lo;
-        while t <= hi {
-            out.push((t, self.buckets.get(&t).copied().unwrap_or_default()));
-            t += self.width;
-        }
-        out
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (self.origin + i as i64 * self.width, *b))
+            .collect()
     }
 }
 
@@ -197,5 +294,20 @@ mod tests {
         // A wild outlier coarsens but never allocates the whole span.
         t.at(250_000_000_000);
         assert!(t.len() <= t.cap());
+        let total: u64 = t.dense().iter().map(|(_, b)| b.requests[0]).sum();
+        assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn grows_backwards_and_keeps_every_byte() {
+        let mut t = Timeline::new(60, 4);
+        t.spread(600, 0, Class::Cvd, 5);
+        t.spread(400, 100_000, Class::Cvd, 7);
+        t.spread_naive(100, 0, 11);
+        let d = t.dense();
+        assert!(d.len() <= 4 && d.windows(2).all(|w| w[1].0 - w[0].0 == t.width()));
+        let bytes: u64 = d.iter().map(|(_, b)| b.bytes[0]).sum();
+        let naive: u64 = d.iter().map(|(_, b)| b.naive_bytes).sum();
+        assert_eq!((bytes, naive), (12, 11));
     }
 }

@@ -35,7 +35,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!("no admin token file: admin actions (POST) are disabled");
     }
     let serving = start(&config, listeners, &shutdown).await?;
-    announce(&config, serving.listeners(), serving.admin, serving.beacon)?;
+    announce(
+        &config,
+        (serving.listeners(), serving.tls_listeners()),
+        serving.admin,
+        serving.beacon,
+    )?;
     let reloader = tokio::spawn(reload_on_hangup(
         args,
         Arc::clone(&serving.server),
@@ -70,7 +75,7 @@ fn prepare_default_root(config: &Config) -> anyhow::Result<()> {
 /// Tells the operator (and test harnesses) where it listens, on stdout.
 fn announce(
     config: &Config,
-    listeners: &[TcpListener],
+    (listeners, tls): (&[TcpListener], &[TcpListener]),
     admin: Option<SocketAddr>,
     beacon: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
@@ -85,6 +90,11 @@ fn announce(
         let addr = listener.local_addr()?;
         writeln!(out, "listening on http://{addr}/")?;
         tracing::info!(%addr, root = %root.display(), "serving");
+    }
+    for listener in tls {
+        let addr = listener.local_addr()?;
+        writeln!(out, "listening on https://{addr}/")?;
+        tracing::info!(%addr, root = %root.display(), "serving HTTPS");
     }
     if let Some(addr) = admin {
         writeln!(out, "admin on http://{addr}/")?;
@@ -110,12 +120,18 @@ async fn reload_on_hangup(
         tracing::warn!("cannot watch SIGHUP; reload is unavailable");
         return;
     };
-    let listen = Config::resolve(&args).map(|c| c.listen).ok();
+    let listen = Config::resolve(&args)
+        .map(|c| (c.listen, c.tls.map(|t| t.listen)))
+        .ok();
     while hangups.recv().await.is_some() {
         access_log.reopen();
         match Config::resolve(&args) {
             Ok(config) => {
-                if Some(&config.listen) != listen.as_ref() {
+                let now = (
+                    config.listen.clone(),
+                    config.tls.as_ref().map(|t| t.listen.clone()),
+                );
+                if Some(&now) != listen.as_ref() {
                     tracing::warn!("listen addresses changed; they take effect after a restart");
                 }
                 // Everything that can still fail first, so a rejected reload changes nothing.

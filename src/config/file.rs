@@ -55,6 +55,22 @@ pub struct FileConfig {
     pub alerts: Option<FileAlerts>,
     /// `Cache-Control` values.
     pub cache_control: Option<FileCacheControl>,
+    /// HTTPS.
+    pub tls: Option<Spanned<FileTls>>,
+}
+
+/// The `[tls]` table: HTTPS listeners and the default site's certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Addresses to serve HTTPS on.
+    pub listen: Option<Vec<SocketAddr>>,
+    /// Certificate chain (PEM, leaf first).
+    pub cert: Option<Spanned<PathBuf>>,
+    /// Its private key (PEM).
+    pub key: Option<Spanned<PathBuf>>,
+    /// CA file client certificates of the default site must chain to.
+    pub client_ca: Option<Spanned<PathBuf>>,
 }
 
 /// The `[cache_control]` table: a `Cache-Control` value per kind of
@@ -215,6 +231,12 @@ pub struct FileSite {
     /// HTML listings for directories.
     #[serde(default)]
     pub directory_listing: bool,
+    /// This site's HTTPS certificate chain (PEM); the default one without.
+    pub tls_cert: Option<Spanned<PathBuf>>,
+    /// Its private key.
+    pub tls_key: Option<Spanned<PathBuf>>,
+    /// Require HTTPS client certificates issued by a CA in this PEM file.
+    pub tls_client_ca: Option<Spanned<PathBuf>>,
 }
 
 impl FileConfig {

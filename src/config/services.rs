@@ -110,11 +110,13 @@ impl Resolver<'_> {
             (None, Some(url)) => url.get_ref().clone(),
             (None, None) => sync::DEFAULT_UPSTREAM.to_owned(),
         };
-        if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+        // `file:///path`: a bundle from `cvdmirror export`, or a directory.
+        let local = upstream.starts_with("file://");
+        if !(upstream.starts_with("http://") || upstream.starts_with("https://") || local) {
             let span = file.upstream.as_ref().map(|u| u.span());
             return Err(self.invalid(
                 span,
-                format!("upstream `{upstream}` must be an http:// or https:// URL"),
+                format!("upstream `{upstream}` must be an http://, https:// or file:// URL"),
             ));
         }
         let check = flags

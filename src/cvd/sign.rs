@@ -54,6 +54,10 @@ use openssl::x509::verify::X509VerifyParam;
 use openssl::x509::{X509, X509Ref};
 use thiserror::Error;
 
+mod pkcs7;
+
+use pkcs7::Content;
+
 /// The first line of a `.sign` file ClamAV 1.5 writes.
 pub const SIGN_HEADER: &str = "#clamsign-1.0";
 
@@ -313,6 +317,15 @@ impl SignVerifier {
         sign_file: &[u8],
         at: SystemTime,
     ) -> Result<SignedBy, SignError> {
+        self.verify_content(Content::Bytes(signed), sign_file, at)
+    }
+
+    fn verify_content(
+        &self,
+        signed: Content<'_>,
+        sign_file: &[u8],
+        at: SystemTime,
+    ) -> Result<SignedBy, SignError> {
         if sign_file.len() > MAX_SIGN_BYTES {
             return Err(SignError::Unusable(format!(
                 "{} bytes, more than {MAX_SIGN_BYTES}",
@@ -350,7 +363,11 @@ impl SignVerifier {
                 );
                 continue;
             }
-            match check_pkcs7(&parsed.pkcs7, signed, &store) {
+            let content = match &signed {
+                Content::Bytes(bytes) => Content::Bytes(bytes),
+                Content::File(path) => Content::File(path),
+            };
+            match check_pkcs7(&parsed.pkcs7, content, &store) {
                 Checked::Verified(mut by) => {
                     by.line = number;
                     return Ok(by);
@@ -497,7 +514,7 @@ enum Checked {
 
 /// `Verifier::verify` of ClamAV 1.5.3: `PKCS7_verify` with no extra
 /// certificates, flags `DETACHED | BINARY | NOCRL`, then the signers.
-fn check_pkcs7(pkcs7: &Pkcs7, signed: &[u8], store: &X509Store) -> Checked {
+fn check_pkcs7(pkcs7: &Pkcs7, signed: Content<'_>, store: &X509Store) -> Checked {
     if pkcs7.signed().is_none() {
         return Checked::NoSigner("not PKCS#7 signed data".into());
     }
@@ -506,7 +523,7 @@ fn check_pkcs7(pkcs7: &Pkcs7, signed: &[u8], store: &X509Store) -> Checked {
         Err(e) => return Checked::NoSigner(e.to_string()),
     };
     let flags = Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOCRL;
-    let result = pkcs7.verify(&certs, store, Some(signed), None, flags);
+    let result = pkcs7::verify(pkcs7, store, signed, flags);
     let signers = match pkcs7.signers(&certs, flags) {
         Ok(signers) => signers,
         Err(e) => return Checked::NoSigner(format!("no embedded signer certificate: {e}")),
@@ -574,9 +591,10 @@ fn unix_seconds(at: SystemTime) -> i64 {
 }
 
 impl SignVerifier {
-    /// Verifies the `.sign` at `sign_path` over the file at `signed_path`
-    /// (mapped, not read onto the heap). An unreadable `.sign` is an
-    /// [`std::io::Error`]; an unreadable signed file too.
+    /// Verifies the `.sign` at `sign_path` over the file at `signed_path`,
+    /// which OpenSSL reads from disk in small chunks (a 160 MB `main.cvd`
+    /// costs no memory). An unreadable `.sign` or signed file is an
+    /// [`std::io::Error`].
     pub fn verify_file(
         &self,
         signed_path: &Path,
@@ -584,8 +602,9 @@ impl SignVerifier {
         at: SystemTime,
     ) -> std::io::Result<Result<SignedBy, SignError>> {
         let sign = read_limited(sign_path)?;
-        let signed = super::mapped::Mapped::open(signed_path)?;
-        Ok(self.verify(&signed, &sign, at))
+        // Opened here first, so a missing file is an I/O error, not a verdict.
+        std::fs::File::open(signed_path)?;
+        Ok(self.verify_content(Content::File(signed_path), &sign, at))
     }
 }
 

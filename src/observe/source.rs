@@ -36,10 +36,12 @@ pub struct Headline {
 
 /// A subsystem that reports its state on the status page and in metrics.
 ///
-/// `status()` is rendered generically by the page: an object becomes a
-/// titled section of key/value rows; a field holding an array of objects
-/// becomes a table (one column per key of the first row); numbers whose key
-/// ends in `_bytes_per_s` are shown as bit rates, `_bytes` as sizes.
+/// `status()` is rendered generically by the page (unless the page has a
+/// card of its own for the source, as for `traffic_control`): an object
+/// becomes a card of labelled rows; a field holding an array of objects
+/// becomes a table (one column per key of the first row). Names are shown
+/// in words (`link_now_bytes_per_s` → "Link now"), numbers whose key ends
+/// in `_bytes_per_s` as bit rates, `_bytes` as sizes, booleans as yes/no.
 pub trait StatusSource: Send + Sync + 'static {
     /// Section name and metric prefix: lower-case, `[a-z0-9_]`, e.g. `shaping`.
     fn name(&self) -> &str;

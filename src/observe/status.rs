@@ -130,8 +130,9 @@ pub fn build(observer: &Observer, public: bool) -> Value {
             "live": live.iter().map(|r| json!({
                 "client": r.client.to_string(), "bytes_per_s": r.bytes_per_s, "transfers": r.transfers,
             })).collect::<Vec<_>>(),
-            "top": top.clients.iter().map(|(c, u)| json!({
-                "client": c.to_string(), "bytes": u.bytes, "requests": u.requests,
+            "top": top.clients.iter().map(|row| json!({
+                "client": row.key.to_string(), "bytes": row.usage.bytes,
+                "requests": row.usage.requests, "running": row.running,
             })).collect::<Vec<_>>(),
         })
     } else {
@@ -213,8 +214,9 @@ pub fn build(observer: &Observer, public: bool) -> Value {
         "clients": clients,
         "distinct_clients_5m": distinct5,
         "refused_clients_5m": refused5,
-        "files": top.files.iter().map(|(f, u)| json!({
-            "file": f.as_ref(), "bytes": u.bytes, "requests": u.requests,
+        "files": top.files.iter().map(|row| json!({
+            "file": row.key.as_ref(), "bytes": row.usage.bytes,
+            "requests": row.usage.requests, "running": row.running,
         })).collect::<Vec<_>>(),
         "history": {
             "bucket_seconds": BUCKET.as_secs(),

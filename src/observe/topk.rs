@@ -19,7 +19,7 @@ use std::hash::Hash;
 pub struct Usage {
     /// Bytes sent.
     pub bytes: u64,
-    /// Requests completed.
+    /// Requests (the observer counts one when its response starts).
     pub requests: u64,
 }
 

@@ -1,4 +1,7 @@
-//! Traffic accounting: bytes as they are sent, requests as they end.
+//! Traffic accounting: bytes as they are sent, requests as they end (by
+//! class, which only the end decides) and as they start (in the top
+//! clients and files tables, so a client busy with its first download
+//! shows a request beside its bytes; running transfers are counted apart).
 //!
 //! The per-chunk cost must be negligible (a 60 MB download is a few hundred
 //! chunks, a herd is thousands of downloads at once), so a chunk only adds
@@ -66,6 +69,14 @@ struct Running {
     exchange: Arc<Exchange>,
     client: ClientKey,
     class: Option<RequestClass>,
+}
+
+impl Running {
+    /// The path of its file body, if it sends a file.
+    fn file(&self) -> Option<&str> {
+        let exchange = &self.exchange;
+        exchange.file.as_ref().map(|_| exchange.target.path())
+    }
 }
 
 /// A client's share of the last flush interval.
@@ -185,7 +196,10 @@ impl Traffic {
     }
 
     /// A transfer starts (from `Hook::wrap_body`); `body_len` is the body's
-    /// exact size if known.
+    /// exact size if known. Its request counts in the top tables from now
+    /// on, so a client whose only download is still running does not show
+    /// bytes without requests; the class counters count it when it ends,
+    /// with its final class.
     pub fn begin(&self, exchange: &Arc<Exchange>, body_len: Option<u64>) {
         let running = Running {
             flushed: 0,
@@ -193,7 +207,11 @@ impl Traffic {
             client: client::key(&self.grouping, exchange.client),
             class: RequestClass::provisional(exchange, body_len),
         };
-        lock(&self.active).insert(key_of(exchange), running);
+        // `active` before `tables`, as everywhere: a reset in between cannot
+        // lose the request (it counts the running ones again).
+        let mut active = lock(&self.active);
+        lock(&self.tables).attribute(running.client, running.file(), 0, 1);
+        active.insert(key_of(exchange), running);
     }
 
     /// Attributes what running transfers sent since the last flush.
@@ -212,10 +230,9 @@ impl Traffic {
                 continue;
             }
             running.flushed = sent;
-            let exchange = &running.exchange;
-            self.site(&exchange.site).bytes[class.index()].fetch_add(delta, Ordering::Relaxed);
-            let file = exchange.file.as_ref().map(|_| exchange.target.path());
-            tables.attribute(running.client, file, delta, 0);
+            self.site(&running.exchange.site).bytes[class.index()]
+                .fetch_add(delta, Ordering::Relaxed);
+            tables.attribute(running.client, running.file(), delta, 0);
         }
         for (client, transfers) in seen {
             if let Some(live) = tables.live_entry(client) {
@@ -229,10 +246,11 @@ impl Traffic {
         let class = RequestClass::classify(exchange, completion.status, completion.body_bytes);
         let running = lock(&self.active).remove(&key_of(exchange));
         // Bodyless answers (`304`, `HEAD`) and bodies handed over in one
-        // write were never registered.
-        let remainder = match &running {
-            Some(r) => r.exchange.sent.get() - r.flushed,
-            None => completion.body_bytes,
+        // write were never registered; a registered one's request was
+        // counted in the top tables when it began.
+        let (remainder, started) = match &running {
+            Some(r) => (r.exchange.sent.get() - r.flushed, 0),
+            None => (completion.body_bytes, 1),
         };
         let file = exchange.file.as_ref().map(|_| exchange.target.path());
         // Bytes flushed earlier stay under the provisional class, which for
@@ -258,7 +276,7 @@ impl Traffic {
         let client = client::key(&self.grouping, exchange.client);
         let minute = unix_minute(exchange.received);
         let mut tables = lock(&self.tables);
-        tables.attribute(client, file, remainder, 1);
+        tables.attribute(client, file, remainder, started);
         if let Some(d) = tables.distinct.as_mut() {
             d.insert(minute, &client);
         }
@@ -310,16 +328,40 @@ impl Traffic {
         std::mem::take(&mut lock(&self.tables).live)
     }
 
-    /// Top `n` clients and files by bytes since the reset.
+    /// Top `n` clients and files by bytes since the reset, with the
+    /// transfers of each running now.
     pub fn top(&self, n: usize) -> Top {
+        let active = lock(&self.active);
+        let mut clients: HashMap<ClientKey, u64> = HashMap::new();
+        let mut files: HashMap<&str, u64> = HashMap::new();
+        for running in active.values() {
+            *clients.entry(running.client).or_default() += 1;
+            if let Some(file) = running.file() {
+                *files.entry(file).or_default() += 1;
+            }
+        }
         let tables = lock(&self.tables);
         Top {
-            clients: tables
-                .clients
-                .as_ref()
-                .map(|t| t.top(n))
-                .unwrap_or_default(),
-            files: tables.files.as_ref().map(|t| t.top(n)).unwrap_or_default(),
+            clients: tables.clients.as_ref().map_or_else(Vec::new, |t| {
+                t.top(n)
+                    .into_iter()
+                    .map(|(key, usage)| TopRow {
+                        running: clients.get(&key).copied().unwrap_or(0),
+                        key,
+                        usage,
+                    })
+                    .collect()
+            }),
+            files: tables.files.as_ref().map_or_else(Vec::new, |t| {
+                t.top(n)
+                    .into_iter()
+                    .map(|(key, usage)| TopRow {
+                        running: files.get(&*key).copied().unwrap_or(0),
+                        key,
+                        usage,
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -393,6 +435,7 @@ impl Traffic {
             cdiff_not_found: self.cdiff_not_found(),
             sign_not_found: self.sign_not_found(),
         };
+        let active = lock(&self.active);
         let mut guard = lock(&self.tables);
         let tables = &mut *guard;
         for t in [&mut tables.distinct, &mut tables.refused]
@@ -406,6 +449,16 @@ impl Traffic {
         }
         if let Some(t) = tables.files.as_mut() {
             t.clear();
+        }
+        // Transfers running across the reset count as requests of the new
+        // period: their bytes from now on will.
+        for running in active.values() {
+            if let Some(t) = tables.clients.as_mut() {
+                t.add(&running.client, 0, 1);
+            }
+            if let (Some(t), Some(file)) = (tables.files.as_mut(), running.file()) {
+                t.add(file, 0, 1);
+            }
         }
     }
 }
@@ -432,13 +485,24 @@ impl Tables {
     }
 }
 
+/// One row of a top table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopRow<K> {
+    /// The client or file.
+    pub key: K,
+    /// Bytes sent and requests started since the reset.
+    pub usage: super::topk::Usage,
+    /// Of those requests, transfers running now.
+    pub running: u64,
+}
+
 /// Top tables.
 #[derive(Debug, Default)]
 pub struct Top {
     /// Heaviest clients.
-    pub clients: Vec<(ClientKey, super::topk::Usage)>,
+    pub clients: Vec<TopRow<ClientKey>>,
     /// Heaviest files (site-relative paths).
-    pub files: Vec<(Arc<str>, super::topk::Usage)>,
+    pub files: Vec<TopRow<Arc<str>>>,
 }
 
 /// Counters since the last reset.
@@ -513,9 +577,9 @@ mod tests {
         assert_eq!(bytes[RequestClass::Check.index()], 512);
         assert_eq!(traffic.active_transfers(), 0);
         let top = traffic.top(5);
-        assert_eq!(top.clients[0].1.bytes, 1_000_000);
-        assert_eq!(&*top.files[0].0, "/daily.cvd");
-        assert_eq!(top.files[0].1.requests, 2);
+        assert_eq!(top.clients[0].usage.bytes, 1_000_000);
+        assert_eq!(&*top.files[0].key, "/daily.cvd");
+        assert_eq!(top.files[0].usage.requests, 2);
 
         traffic.reset();
         let after = traffic.since_reset();
@@ -527,6 +591,57 @@ mod tests {
             traffic.sites()[0].1.load().0[RequestClass::Cvd.index()],
             1_000_000
         );
+    }
+
+    /// A client whose only request is a download still running has a
+    /// request beside its bytes, and the download shows as running; once
+    /// it ends it is not counted again. A reset during the download counts
+    /// it in the new period.
+    #[tokio::test]
+    async fn a_running_download_counts_as_a_request() {
+        let traffic = Traffic::new();
+        let who = client::key(&Grouping::default(), "2001:db8::7".parse().unwrap());
+        let cvd = Arc::new(exchange(
+            "[2001:db8::7]:5",
+            "/daily.cvd",
+            Some(FileKind::Cvd),
+        ));
+        traffic.begin(&cvd, Some(5_800_000));
+        cvd.sent.add(2_000_000);
+        traffic.flush();
+        let row = |traffic: &Traffic| {
+            let top = traffic.top(5);
+            let file = top.files[0].clone();
+            assert_eq!(top.clients[0].key, who);
+            (top.clients[0].clone(), file)
+        };
+        let (client, file) = row(&traffic);
+        assert_eq!(
+            (client.usage.bytes, client.usage.requests, client.running),
+            (2_000_000, 1, 1)
+        );
+        assert_eq!((file.usage.requests, file.running), (1, 1));
+
+        traffic.reset();
+        cvd.sent.add(3_800_000);
+        traffic.flush();
+        let (client, _) = row(&traffic);
+        assert_eq!(
+            (client.usage.bytes, client.usage.requests, client.running),
+            (3_800_000, 1, 1),
+            "counted again in the new period"
+        );
+
+        traffic.finish(&cvd, &done(200, 5_800_000));
+        let (client, file) = row(&traffic);
+        assert_eq!(
+            (client.usage.bytes, client.usage.requests, client.running),
+            (3_800_000, 1, 0)
+        );
+        assert_eq!((file.usage.requests, file.running), (1, 0));
+        // The class counters count it once, when it ends.
+        let cvds = traffic.sites()[0].1.load().1[RequestClass::Cvd.index()];
+        assert_eq!(cvds, 1);
     }
 
     #[tokio::test]

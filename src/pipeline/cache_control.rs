@@ -73,7 +73,11 @@ mod tests {
     #[test]
     fn versioned_names_are_immutable_and_the_rest_revalidate() {
         let policy = CacheControl::default();
-        let get = |kind| policy.for_kind(kind).map(|v| v.to_str().unwrap().to_owned());
+        let get = |kind| {
+            policy
+                .for_kind(kind)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
         assert_eq!(get(FileKind::Cvd).as_deref(), Some("no-cache"));
         assert_eq!(get(FileKind::Cld).as_deref(), Some("no-cache"));
         assert_eq!(get(FileKind::Other).as_deref(), Some("no-cache"));

@@ -193,6 +193,8 @@ mod tests {
             shape: Default::default(),
             admission: Default::default(),
             observe: Default::default(),
+            cache_control: Default::default(),
+            tls: None,
         };
         let router = Router::build(&config).unwrap();
         assert_eq!(&*router.select(Some("A.Example:8080")).name, "a");

@@ -54,9 +54,6 @@ impl Engine {
                 "HTTP version checks are not allowed against the official ClamAV CDN (it counts them as downloads); use DNS".into(),
             ));
         }
-        if config.databases.is_empty() {
-            return Err(SyncError::Config("no databases to mirror".into()));
-        }
         let upstream = Upstream::new(
             &config.upstream,
             config.connect_timeout,
@@ -64,6 +61,15 @@ impl Engine {
             config.proxy.as_deref(),
         )
         .map_err(|e| SyncError::Config(e.to_string()))?;
+        Self::with_upstream(config, upstream)
+    }
+
+    /// Like [`Engine::new`], with the upstream given (a bundle already
+    /// opened and checked) instead of built from `config.upstream`.
+    pub fn with_upstream(config: SyncConfig, upstream: Upstream) -> Result<Self, SyncError> {
+        if config.databases.is_empty() {
+            return Err(SyncError::Config("no databases to mirror".into()));
+        }
         let private = config.root.join(publish::PRIVATE_DIR);
         std::fs::create_dir_all(publish::staging_dir(&config.root))?;
         let state_file = StateFile::new(private.join("sync-state"));
@@ -192,12 +198,20 @@ impl Engine {
     ) -> Result<PassReport, SyncError> {
         let now = unix_now();
         match state.forbidden_until {
+            // A ban by an HTTP upstream says nothing about a local bundle.
+            _ if self.upstream.is_local() => {}
             Some(until) if until > now => return Err(SyncError::Forbidden { until }),
             Some(_) => state.forbidden_until = None,
             None => {}
         }
         std::fs::create_dir_all(publish::staging_dir(&self.config.root))?;
+        self.upstream
+            .begin_pass()
+            .await
+            .map_err(|e| SyncError::Versions(e.to_string()))?;
         let (advertised, record) = match &self.config.versions {
+            // A bundle's versions are in its CVDs' headers: no DNS, no budget.
+            _ if self.upstream.is_local() => (self.header_versions(state).await?, None),
             VersionSource::Http => (self.header_versions(state).await?, None),
             dns => dns
                 .lookup(&self.config.databases)
@@ -273,6 +287,7 @@ impl Engine {
         let now = unix_now();
         update.cdiffs.retain(|&v| {
             v > update.required_above
+                || self.upstream.is_local()
                 || state
                     .file(&format!("{db}-{v}.cdiff"))
                     .missing_since
@@ -441,22 +456,25 @@ impl Engine {
         for db in &self.config.databases {
             let name = format!("{db}.cvd");
             let now = unix_now();
-            let file = state.file(&name);
-            if let Some(until) = file.cool_down_until.filter(|&until| until > now) {
-                return Err(SyncError::Versions(format!(
-                    "{name}: {}",
-                    super::fetch::FileError::CoolingDown(until)
-                )));
+            if !self.upstream.is_local() {
+                let file = state.file(&name);
+                if let Some(until) = file.cool_down_until.filter(|&until| until > now) {
+                    return Err(SyncError::Versions(format!(
+                        "{name}: {}",
+                        super::fetch::FileError::CoolingDown(until)
+                    )));
+                }
+                file.recent_requests
+                    .retain(|&t| now.saturating_sub(t) < 3600);
+                if file.recent_requests.len() >= self.config.max_requests_per_file_per_hour as usize
+                {
+                    return Err(SyncError::Versions(format!(
+                        "{name}: {}",
+                        super::fetch::FileError::Budget
+                    )));
+                }
+                file.recent_requests.push(now);
             }
-            file.recent_requests
-                .retain(|&t| now.saturating_sub(t) < 3600);
-            if file.recent_requests.len() >= self.config.max_requests_per_file_per_hour as usize {
-                return Err(SyncError::Versions(format!(
-                    "{name}: {}",
-                    super::fetch::FileError::Budget
-                )));
-            }
-            file.recent_requests.push(now);
             match self.upstream.cvd_header(db).await {
                 Ok(header) => {
                     versions.insert(db.clone(), header.version);

@@ -100,6 +100,7 @@ impl Engine {
             return Ok(Ok(()));
         }
         if !required
+            && !self.upstream.is_local()
             && state
                 .file(&name)
                 .missing_since
@@ -120,6 +121,14 @@ impl Engine {
                 Ok(Ok(()))
             }
             Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
+            // A bundle will not grow the file if we wait: as its mirror did,
+            // publish without it (clients too far behind take the whole CVD).
+            Err(FileError::Fetch(FetchError::NotFound)) if self.upstream.is_local() => {
+                if required {
+                    tracing::warn!(file = %name, "required cdiff not in the local upstream; publishing without it (clients at older versions will download the whole CVD)");
+                }
+                Ok(Ok(()))
+            }
             Err(FileError::Fetch(FetchError::NotFound)) => {
                 let now = unix_now();
                 if !required {
@@ -344,10 +353,11 @@ impl Engine {
             if root.join(&sign_name).exists() {
                 continue;
             }
-            let asked_recently = state
-                .file(&sign_name)
-                .missing_since
-                .is_some_and(|since| now.saturating_sub(since) < retry.as_secs());
+            let asked_recently = !self.upstream.is_local()
+                && state
+                    .file(&sign_name)
+                    .missing_since
+                    .is_some_and(|since| now.saturating_sub(since) < retry.as_secs());
             if asked_recently {
                 continue;
             }
@@ -402,8 +412,11 @@ impl Engine {
     ) -> Result<(), FileError> {
         let now = unix_now();
         let max_per_hour = self.config.max_requests_per_file_per_hour as usize;
+        // Etiquette is owed to remote upstreams, not to a local bundle.
+        let polite = !self.upstream.is_local();
         let file = state.file(name);
         match file.cool_down_until {
+            _ if !polite => {}
             Some(until) if until > now => return Err(FileError::CoolingDown(until)),
             Some(_) => file.cool_down_until = None,
             None => {}
@@ -413,10 +426,12 @@ impl Engine {
         let mut backoff = Backoff::new(self.config.retry_base, MAX_RETRY_DELAY);
         for attempt in 1..=attempts.max(1) {
             let file = state.file(name);
-            if file.recent_requests.len() >= max_per_hour {
-                return Err(FileError::Budget);
+            if polite {
+                if file.recent_requests.len() >= max_per_hour {
+                    return Err(FileError::Budget);
+                }
+                file.recent_requests.push(unix_now());
             }
-            file.recent_requests.push(unix_now());
             let validator = file.partial_validator.clone();
             let mut validator_out = None;
             progress.started(name);

@@ -3,8 +3,16 @@
 //! every answer turned into a typed outcome the engine can act on (`429` →
 //! cool-down with `Retry-After`, `403` → stop everything, `5xx`/timeouts →
 //! retry later).
+//!
+//! An upstream may also be local (`file:///path`): a bundle written by
+//! `cvdmirror export`, or a directory ([`super::bundle`]). It answers the
+//! same two questions (a CVD's header, a file's bytes) with the same
+//! outcomes, so the engine treats its files exactly as downloaded ones;
+//! etiquette (cool-downs, request budgets) is for remote upstreams only
+//! ([`Upstream::is_local`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -12,6 +20,7 @@ use http::{StatusCode, header};
 use thiserror::Error;
 use tokio::io::AsyncWriteExt;
 
+use super::bundle::{Bundle, LocalSource};
 use crate::cvd;
 
 /// User-Agent sent upstream: stable and versioned, as upstream etiquette asks.
@@ -57,6 +66,9 @@ pub enum FetchError {
     /// Local disk trouble.
     #[error("cannot write staging file: {0}")]
     Io(#[from] std::io::Error),
+    /// A local upstream (bundle or directory) cannot be used.
+    #[error("{0}")]
+    Local(String),
 }
 
 impl FetchError {
@@ -79,15 +91,140 @@ pub struct Downloaded {
 /// A partial download's validator, to resume it with `If-Range`.
 pub type Validator = String;
 
-/// The upstream mirror or CDN.
+/// The upstream mirror or CDN, or a local bundle or directory.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    Http(Http),
+    Local(Arc<LocalSource>),
+}
+
+impl Upstream {
+    /// An upstream for `base`: an HTTP client for `http(s)://` (see
+    /// [`Http::new`] for the other arguments), a local source for
+    /// `file:///path` (which must exist).
+    pub fn new(
+        base: &str,
+        connect_timeout: Duration,
+        stall: Duration,
+        proxy: Option<&str>,
+    ) -> Result<Self, FetchError> {
+        let inner = match file_url_path(base) {
+            Some(path) => {
+                let path = path.map_err(FetchError::Local)?;
+                let source = LocalSource::new(path)
+                    .map_err(|e| FetchError::Local(format!("upstream {base}: {e}")))?;
+                Inner::Local(Arc::new(source))
+            }
+            None => Inner::Http(Http::new(base, connect_timeout, stall, proxy)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// An upstream over a bundle already opened and checked.
+    pub fn bundle(bundle: Arc<Bundle>) -> Self {
+        Self {
+            inner: Inner::Local(Arc::new(LocalSource::from_bundle(bundle))),
+        }
+    }
+
+    /// Whether this is a local bundle or directory, to which upstream
+    /// etiquette (cool-downs, request budgets, `403` bans) does not apply.
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner, Inner::Local(_))
+    }
+
+    /// Prepares a pass: a local source opens and checks its bundle (a
+    /// damaged one fails the pass before anything is taken from it).
+    pub async fn begin_pass(&self) -> Result<(), FetchError> {
+        match &self.inner {
+            Inner::Http(_) => Ok(()),
+            Inner::Local(source) => source
+                .begin_pass()
+                .await
+                .map(drop)
+                .map_err(|e| FetchError::Local(source.explain(&e))),
+        }
+    }
+
+    /// Reads the 512-byte header of `<db>.cvd` (HTTP version checks, only
+    /// for upstreams that allow them: never the official CDN).
+    pub async fn cvd_header(&self, db: &str) -> Result<cvd::Header, FetchError> {
+        match &self.inner {
+            Inner::Http(http) => http.cvd_header(db).await,
+            Inner::Local(source) => match source.cvd_header(db).await {
+                Ok(Some(header)) => Ok(header),
+                Ok(None) => Err(FetchError::Local(format!(
+                    "{} has no {db}.cvd",
+                    source.describe()
+                ))),
+                Err(e) => Err(FetchError::Local(source.explain(&e))),
+            },
+        }
+    }
+
+    /// Downloads `name` into `dest` (see [`Http::download`]); a local
+    /// source copies it, checking it against its bundle's manifest.
+    pub async fn download(
+        &self,
+        name: &str,
+        dest: &Path,
+        validator: Option<&str>,
+        validator_out: &mut Option<Validator>,
+        on_progress: &mut (dyn FnMut(u64, Option<u64>) + Send),
+    ) -> Result<Downloaded, FetchError> {
+        let source = match &self.inner {
+            Inner::Http(http) => {
+                return http
+                    .download(name, dest, validator, validator_out, on_progress)
+                    .await;
+            }
+            Inner::Local(source) => source,
+        };
+        let local = |e| FetchError::Local(source.explain(&e));
+        let total = source.size(name).await.map_err(local)?;
+        on_progress(0, total);
+        match source.copy(name, dest).await.map_err(local)? {
+            Some(len) => {
+                on_progress(len, Some(len));
+                Ok(Downloaded {
+                    len,
+                    resumed: false,
+                })
+            }
+            None => Err(FetchError::NotFound),
+        }
+    }
+}
+
+/// `Some` for a `file:` URL: its path, or why it names none.
+fn file_url_path(base: &str) -> Option<Result<PathBuf, String>> {
+    if !base.get(..5)?.eq_ignore_ascii_case("file:") {
+        return None;
+    }
+    Some(
+        reqwest::Url::parse(base)
+            .ok()
+            .and_then(|url| url.to_file_path().ok())
+            .ok_or_else(|| {
+                format!("upstream {base}: not a file URL with an absolute path (file:///path/to/bundle.tar)")
+            }),
+    )
+}
+
+/// An HTTP upstream: the official CDN or another mirror.
+#[derive(Debug, Clone)]
+pub struct Http {
     client: reqwest::Client,
     base: String,
     max_file_bytes: u64,
 }
 
-impl Upstream {
+impl Http {
     /// A client for `base` (e.g. `https://database.clamav.net`); `stall` is
     /// how long a transfer may go without a byte before it is abandoned.
     /// Requests go through `proxy` (`http://[user:password@]host:port`,

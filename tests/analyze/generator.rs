@@ -5,8 +5,17 @@
 //! manual re-sync at 18:17 makes the patch available and traffic calms down.
 //! The generator counts the truth (fallback clients, chains, bytes) so the
 //! tests can demand exact answers.
+//!
+//! Unlike the library's generator (`cvdmirror::analyze::generate`, a
+//! shared 100 Mbit/s link, downloads of up to an hour), each download here
+//! runs at its own 1–6 MB/s: the request times are all there is to place
+//! the bytes, and the tests check that they are used.
 
 use std::collections::HashSet;
+
+use cvdmirror::analyze::generate::{self, Dialect as Format};
+pub use cvdmirror::analyze::generate::{Request, Rng};
+use cvdmirror::analyze::stamps::Stamp;
 
 /// 2026-11-29 (a Sunday) 00:00:00 UTC.
 pub const DAY: i64 = 1_795_910_400;
@@ -25,47 +34,6 @@ const V53: i64 = DAY + 15 * 3600 + 10 * 60;
 pub const FULL: u64 = 61_234_567;
 const CDIFF_53: u64 = 18_211;
 const CDIFF_54: u64 = 35_871;
-
-/// SplitMix64: tiny, deterministic, good enough for test data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next_u64() % (hi - lo)
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-}
-
-/// One request as the server saw it.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Arrival, UTC seconds.
-    pub t: i64,
-    /// Client address.
-    pub host: String,
-    /// Request target.
-    pub path: String,
-    /// Status.
-    pub status: u16,
-    /// Body bytes sent.
-    pub bytes: u64,
-    /// User-Agent (empty: none).
-    pub ua: String,
-    /// Duration in milliseconds.
-    pub dur_ms: u64,
-}
 
 /// The generated incident and its ground truth.
 pub struct Incident {
@@ -92,6 +60,16 @@ pub enum Dialect {
     Apache,
     /// nginx: combined + `$request_time`, UTC, logged at completion.
     Nginx,
+}
+
+impl Dialect {
+    fn format(self) -> (Format, Stamp) {
+        match self {
+            Dialect::Cvdmirror => (Format::Cvdmirror, Stamp::Start),
+            Dialect::Apache => (Format::ApacheD, Stamp::Start),
+            Dialect::Nginx => (Format::NginxTimed, Stamp::End),
+        }
+    }
 }
 
 /// Generates the incident with `clients` freshclam clients.
@@ -213,86 +191,15 @@ pub fn incident(seed: u64, clients: usize) -> Incident {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-fn clf_time(utc: i64, offset: i64) -> String {
-    let local = utc + offset;
-    let days = local.div_euclid(86_400);
-    // 2026-11-29 is the only day the generator writes, but stay general.
-    let (y, m, d) = civil(days);
-    let rem = local.rem_euclid(86_400);
-    let sign = if offset < 0 { '-' } else { '+' };
-    format!(
-        "{d:02}/{}/{y}:{:02}:{:02}:{:02} {sign}{:02}{:02}",
-        MONTHS[m as usize - 1],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        offset.abs() / 3600,
-        offset.abs() / 60 % 60
-    )
-}
-
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// One log line in `dialect`, newline included.
 pub fn line(r: &Request, dialect: Dialect) -> String {
-    let ua = if r.ua.is_empty() { "-" } else { &r.ua };
-    match dialect {
-        Dialect::Cvdmirror => format!(
-            "{} - - [{}] \"GET {} HTTP/1.1\" {} {} \"-\" \"{ua}\" {}.{:03}\n",
-            r.host,
-            clf_time(r.t, 0),
-            r.path,
-            r.status,
-            r.bytes,
-            r.dur_ms / 1000,
-            r.dur_ms % 1000
-        ),
-        Dialect::Apache => {
-            let bytes = if r.bytes == 0 {
-                "-".to_string()
-            } else {
-                r.bytes.to_string()
-            };
-            format!(
-                "{} - - [{}] \"GET {} HTTP/1.1\" {} {bytes} \"-\" \"{ua}\" {}\n",
-                r.host,
-                clf_time(r.t, 7200),
-                r.path,
-                r.status,
-                r.dur_ms * 1000
-            )
-        }
-        Dialect::Nginx => format!(
-            "{} - - [{}] \"GET {} HTTP/1.1\" {} {} \"-\" \"{ua}\" {}.{:03}\n",
-            r.host,
-            clf_time(r.t + (r.dur_ms / 1000) as i64, 0),
-            r.path,
-            r.status,
-            r.bytes,
-            r.dur_ms / 1000,
-            r.dur_ms % 1000
-        ),
-    }
+    let (format, stamp) = dialect.format();
+    generate::line(r, format, stamp)
 }
 
 /// The whole log in `dialect`, in the order the server would write it
 /// (every server writes a line when the response completes).
 pub fn log(inc: &Incident, dialect: Dialect, keep: impl Fn(&Request) -> bool) -> String {
-    let mut reqs: Vec<&Request> = inc.requests.iter().filter(|r| keep(r)).collect();
-    reqs.sort_by_key(|r| r.t * 1000 + r.dur_ms as i64);
-    reqs.iter().map(|r| line(r, dialect)).collect()
+    let (format, stamp) = dialect.format();
+    generate::log(&inc.requests, format, stamp, keep)
 }

@@ -23,8 +23,15 @@ fn chromium() -> PathBuf {
     panic!("chromium is not installed: run scripts/install-test-deps (Debian package `chromium`)");
 }
 
-/// Runs headless Chromium on `url` with `extra` flags in a fresh profile.
-fn browse(url: &str, extra: &[&str]) -> Output {
+/// Runs headless Chromium on `url` with `extra` flags in a fresh profile,
+/// in a 1400 × 1300 window.
+pub(super) fn browse(url: &str, extra: &[&str]) -> Output {
+    browse_at(url, (1400, 1300), extra)
+}
+
+/// Runs headless Chromium on `url` in a `width` × `height` window with
+/// `extra` flags, in a fresh profile.
+pub(super) fn browse_at(url: &str, (width, height): (u32, u32), extra: &[&str]) -> Output {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(chromium())
         .args([
@@ -39,9 +46,9 @@ fn browse(url: &str, extra: &[&str]) -> Output {
             "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",
-            "--window-size=1400,1300",
             "--virtual-time-budget=7000",
         ])
+        .arg(format!("--window-size={width},{height}"))
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(extra)
         .arg(url)
@@ -56,7 +63,7 @@ fn browse(url: &str, extra: &[&str]) -> Output {
 }
 
 /// Console errors and uncaught exceptions in Chromium's log.
-fn console_errors(stderr: &str) -> Vec<&str> {
+pub(super) fn console_errors(stderr: &str) -> Vec<&str> {
     stderr
         .lines()
         .filter(|l| {
@@ -68,7 +75,7 @@ fn console_errors(stderr: &str) -> Vec<&str> {
 }
 
 /// The text of the element with `id` in a dumped DOM.
-fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
+pub(super) fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     let open = format!("id=\"{id}\"");
     let at = dom
         .find(&open)
@@ -144,9 +151,25 @@ fn the_status_page_renders_live_numbers_without_errors() {
     );
 }
 
-/// Serves the status page and `status_json()` on a free loopback port, one
+/// Serves the status page and `status_json` on a free loopback port, one
 /// `Connection: close` exchange at a time, until the test ends.
 fn page_server(status_json: String) -> String {
+    serve_page(cvdmirror::observe::page::HTML.to_owned(), status_json)
+}
+
+/// Serves `html` at `/` and `status_json` at `/status.json` on a free
+/// loopback port, one `Connection: close` exchange at a time, until the
+/// test ends.
+pub(super) fn serve_page(html: String, status_json: String) -> String {
+    serve(vec![
+        ("/".into(), "text/html; charset=utf-8", html),
+        ("/status.json".into(), "application/json", status_json),
+    ])
+}
+
+/// Serves `(path, content type, body)`s on a free loopback port, one
+/// `Connection: close` exchange at a time, until the test ends.
+pub(super) fn serve(routes: Vec<(String, &'static str, String)>) -> String {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
@@ -165,15 +188,10 @@ fn page_server(status_json: String) -> String {
                 }
             }
             let path = request_line.split(' ').nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/" => (
-                    "200 OK",
-                    "text/html; charset=utf-8",
-                    cvdmirror::observe::page::HTML,
-                ),
-                "/status.json" => ("200 OK", "application/json", status_json.as_str()),
-                _ => ("404 Not Found", "text/plain", "404 Not Found\n"),
-            };
+            let (status, ctype, body) = routes.iter().find(|(p, _, _)| p == path).map_or(
+                ("404 Not Found", "text/plain", "404 Not Found\n"),
+                |(_, t, b)| ("200 OK", *t, b.as_str()),
+            );
             let _ = write!(
                 stream,
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -184,13 +202,10 @@ fn page_server(status_json: String) -> String {
     url
 }
 
-/// The page shows, per database, which signatures the published CVD
-/// carries and who signed the `.sign`, and the newest refused upstream
-/// files first (a handful; `status.json` has them all). The document is the
-/// one the observer builds from a sync status (the engine's part is
-/// stubbed: its status is a value here).
-#[test]
-fn the_status_page_shows_signatures_and_refused_files() {
+/// `/status.json` of an observer following a sync engine that publishes
+/// daily with a `.sign` and main without one (missing for two hours), and
+/// refused seven upstream files in the last hour.
+pub(super) fn signed_sync_status() -> String {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -241,7 +256,17 @@ fn the_status_page_shows_signatures_and_refused_files() {
     let observer = Observer::new(ObserveConfig::default());
     let (_tx, rx) = tokio::sync::watch::channel(status);
     observer.attach_sync(rx, Arc::new(Trigger::default()));
-    let json = observer.status_json_text(false);
+    observer.status_json_text(false)
+}
+
+/// The page shows, per database, which signatures the published CVD
+/// carries and who signed the `.sign`, and the newest refused upstream
+/// files first (a handful; `status.json` has them all). The document is the
+/// one the observer builds from a sync status (the engine's part is
+/// stubbed: its status is a value here).
+#[test]
+fn the_status_page_shows_signatures_and_refused_files() {
+    let json = signed_sync_status();
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         doc["sync"]["rejections"].as_array().unwrap().len(),
@@ -292,12 +317,13 @@ fn the_status_page_shows_signatures_and_refused_files() {
     );
 }
 
-/// The markup of the table with `id` in a dumped DOM.
-fn text_of_table<'a>(dom: &'a str, id: &str) -> &'a str {
+/// The markup of the table with `id` in a dumped DOM, without the `<wbr>`s
+/// that let long names wrap.
+fn text_of_table(dom: &str, id: &str) -> String {
     let open = format!("id=\"{id}\"");
     let at = dom
         .find(&open)
         .unwrap_or_else(|| panic!("no #{id} in {dom}"));
     let rest = &dom[at..];
-    &rest[..rest.find("</table>").unwrap_or(rest.len())]
+    rest[..rest.find("</table>").unwrap_or(rest.len())].replace("<wbr>", "")
 }

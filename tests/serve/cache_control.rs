@@ -58,7 +58,10 @@ fn values_are_configurable_and_empty_sends_none() {
         s.get("/bytecode.cvd", &[]).header("cache-control"),
         Some("max-age=60, must-revalidate")
     );
-    assert_eq!(s.get("/daily-27000.cdiff", &[]).header("cache-control"), None);
+    assert_eq!(
+        s.get("/daily-27000.cdiff", &[]).header("cache-control"),
+        None
+    );
     assert_eq!(
         s.get("/nothing.cdiff", &[]).header("cache-control"),
         Some("no-store")

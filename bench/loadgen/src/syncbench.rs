@@ -3,7 +3,11 @@
 //! - `fixtures`: writes a signed database history with the test keys
 //!   (`cvdmirror::cvd::build`): the CVDs of the two newest versions and a
 //!   chain of cdiffs of realistic size, plus the `--trusted-key` values a
-//!   mirror needs to accept them.
+//!   mirror needs to accept them; and, as upstream publishes since ClamAV
+//!   1.5, each file's detached `.sign` (`#clamsign-1.0`, PKCS#7) made by a
+//!   throw-away certificate chain generated for this fixture set
+//!   (`cvdmirror::cvd::build::sign::TestPki`), whose root is written
+//!   beside them for `--sign-root`.
 //! - `dns`: answers the version TXT record (`current.cvd.clamav.net` for
 //!   cvdupdate, which always asks that name on port 53) with the text of a
 //!   file, re-read whenever it changes, until SIGTERM/SIGINT or a time cap.
@@ -17,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cvdmirror::cvd::build::sign::TestPki;
 use cvdmirror::cvd::build::{self, DbSpec};
 use cvdmirror::cvd::testkeys::{self, SigningKeys};
 use cvdmirror::cvd::{ExtraKey, KeyRole};
@@ -32,7 +37,10 @@ usage: cvdmirror-syncbench fixtures --out DIR [--db daily] [--version 27830] \\
 fixtures writes <db>-<version>.cvd and <db>-<version-1>.cvd (each about
 --size bytes), <db>-<v>.cdiff for the --cdiffs newest versions up to
 --version (each about --cdiff-bytes), and trusted-keys (one --trusted-key
-value per line), all signed with cvdmirror's test keys.
+value per line), all signed with cvdmirror's test keys; next to each file
+its ClamAV 1.5 detached signature (<db>-<v>.cvd.sign, <db>-<v>.cdiff.sign)
+made by a certificate chain generated for this run, whose root certificate
+is sign-root.pem (for `cvdmirror sync --sign-root`).
 dns answers TXT queries for --name with the content of --record-file (first
 line), re-read every 50 ms; prints `listening on ADDR` once it is bound.";
 
@@ -163,6 +171,14 @@ fn fixtures(flags: &Flags) -> Result<(), String> {
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let keys = testkeys::signing_keys();
     let started = Instant::now();
+    // One throw-away chain per fixture set: its root is trusted only by the
+    // mirrors of this benchmark (`--sign-root`).
+    let pki = TestPki::generate().map_err(|e| format!("sign PKI: {e}"))?;
+    let sign = |name: &str, bytes: &[u8]| -> Result<usize, String> {
+        let signature = pki.sign(bytes).map_err(|e| format!("{name}.sign: {e}"))?;
+        write(&out.join(format!("{name}.sign")), &signature)?;
+        Ok(signature.len())
+    };
     for v in [version - 1, version] {
         // stime: one hour per version, ending about now, so nothing looks stale.
         let now = std::time::SystemTime::now()
@@ -174,20 +190,28 @@ fn fixtures(flags: &Flags) -> Result<(), String> {
             .size(size)
             .stime(stime);
         let bytes = build::cvd(&spec, &keys).map_err(|e| format!("cvd {v}: {e}"))?;
-        write(&out.join(format!("{db}-{v}.cvd")), &bytes)?;
-        eprintln!("{db}-{v}.cvd: {} bytes", bytes.len());
+        let name = format!("{db}-{v}.cvd");
+        write(&out.join(&name), &bytes)?;
+        let sign_bytes = sign(&name, &bytes)?;
+        eprintln!(
+            "{name}: {} bytes, {name}.sign: {sign_bytes} bytes",
+            bytes.len()
+        );
     }
-    let mut total = 0usize;
+    let (mut total, mut sign_total) = (0usize, 0usize);
     for v in version + 1 - cdiffs..=version {
         let bytes = sized_cdiff(&db, v, cdiff_bytes, &keys)?;
         total += bytes.len();
-        write(&out.join(format!("{db}-{v}.cdiff")), &bytes)?;
+        let name = format!("{db}-{v}.cdiff");
+        write(&out.join(&name), &bytes)?;
+        sign_total += sign(&name, &bytes)?;
     }
     eprintln!(
-        "{cdiffs} cdiffs {db}-{}..{db}-{version}: {total} bytes (mean {})",
+        "{cdiffs} cdiffs {db}-{}..{db}-{version}: {total} bytes (mean {}), their .sign files {sign_total} bytes",
         version + 1 - cdiffs,
         total / cdiffs as usize
     );
+    write(&out.join("sign-root.pem"), &pki.root_pem())?;
     let public = testkeys::public_keys();
     let mut lines = String::new();
     for role in [KeyRole::Cvd, KeyRole::Info, KeyRole::Cdiff] {

@@ -1,9 +1,11 @@
 //! Assembling the [`Report`] from the aggregates once the input is read:
-//! the baseline and episodes over the timeline, each episode's share of the
-//! fallback chains, the top tables and the bounds of the approximation.
+//! the meaning of the time stamps (which of the two timelines to use), the
+//! baseline and episodes over it, each episode's share of the fallback
+//! chains, the trigger, the top tables and the bounds of the approximation.
 
 use std::collections::HashMap;
 
+use super::cause::{time_report, trigger};
 use super::explain::{explain, explain_episode};
 use super::fallback::{all_fallback, episode_fallback};
 use super::{
@@ -20,10 +22,14 @@ use crate::analyze::topk::{Counter, TopK};
 impl Analyzer {
     /// Finishes the analysis.
     pub fn finish(self) -> Report {
-        let a = self;
+        let mut a = self;
         let offset = a.options.display_offset.or(a.first_offset).unwrap_or(0);
-        let width = a.timeline.width();
-        let dense = a.timeline.dense();
+        let (stamp, decided) = super::cause::decide(&a);
+        let si = stamp.idx();
+        a.shared.place(stamp, &mut a.timelines[si]);
+        let timeline = &a.timelines[si];
+        let width = timeline.width();
+        let dense = timeline.dense();
         let bytes: Vec<u64> = dense.iter().map(|(_, b)| b.total_bytes()).collect();
         let base = episodes::baseline(&bytes, width, a.options.min_rate);
         let series: Vec<(i64, u64)> = dense.iter().map(|(t, b)| (*t, b.total_bytes())).collect();
@@ -33,7 +39,7 @@ impl Analyzer {
         let top = a.options.top;
         // Chains in time order, each episode takes its slice.
         let mut chains: Vec<(u64, Chain)> = a.chains.each().map(|(k, c)| (k, *c)).collect();
-        chains.sort_unstable_by_key(|(_, c)| c.time);
+        chains.sort_unstable_by_key(|(_, c)| c.start[si]);
 
         let episodes = found
             .iter()
@@ -45,8 +51,14 @@ impl Analyzer {
                     }
                 }
                 let ep_bytes: u64 = class_bytes.iter().sum();
-                let lo = chains.partition_point(|(_, c)| c.time < e.start);
-                let hi = chains.partition_point(|(_, c)| c.time < e.end);
+                let naive_peak = dense
+                    .iter()
+                    .filter(|(t, _)| *t >= e.start && *t < e.end)
+                    .map(|(_, b)| b.naive_bytes)
+                    .max()
+                    .unwrap_or(0);
+                let lo = chains.partition_point(|(_, c)| c.start[si] < e.start);
+                let hi = chains.partition_point(|(_, c)| c.start[si] < e.end);
                 let fallback = episode_fallback(&a, &chains[lo..hi], &verdicts);
                 let mut r = EpisodeReport {
                     start: e.start,
@@ -60,6 +72,7 @@ impl Analyzer {
                     share_percent: percent(ep_bytes, total_bytes),
                     peak_time: e.peak_time,
                     peak_bits_per_sec: e.peak_bytes as f64 * 8.0 / width as f64,
+                    naive_peak_bits_per_sec: naive_peak as f64 * 8.0 / width as f64,
                     fallback,
                     explanation: String::new(),
                 };
@@ -71,7 +84,22 @@ impl Analyzer {
         let fallback = all_fallback(&a, top);
         let sign = sign_report(&a, top);
         let wasted_bytes = verdicts.iter().map(|v| v.wasted_bytes).sum();
-        let explanation = explain(&a, &episodes, &base, width, offset, total_bytes);
+        let time = time_report(&a, stamp, decided, &dense, width, offset);
+        let trigger = trigger(&a, &fallback, &episodes, total_bytes);
+        let span = a.spans[si];
+        let explanation = explain(
+            &a,
+            &super::explain::Context {
+                episodes: &episodes,
+                base: &base,
+                width,
+                offset,
+                total: total_bytes,
+                span,
+                trigger: trigger.as_ref(),
+                time: &time,
+            },
+        );
         let tables = a.table_sizes();
         let evicted = HashMap::from([
             ("clients", a.clients.evicted()),
@@ -90,9 +118,12 @@ impl Analyzer {
             out_of_range: a.out_of_range,
             utc_offset: offset,
             utc_offset_text: format_offset(offset),
-            first: a.span.map(|s| s.0),
-            last: a.span.map(|s| s.1),
+            first: span.map(|s| s.0),
+            last: span.map(|s| s.1),
             bucket_secs: width,
+            json_lines: a.json_lines,
+            time,
+            trigger,
             totals: Totals {
                 requests: a.class_requests.iter().sum(),
                 bytes: total_bytes,
@@ -127,6 +158,9 @@ impl Analyzer {
                 evicted,
                 untracked_chains: a.chains.untracked_chains,
                 dropped_streaks: a.chains.dropped_streaks,
+                sequence_resets: a.stamps.resets,
+                unshared_transfers: a.shared.overflow,
+                dropped_missing: a.triggers.dropped,
                 coarsened: width != a.options.bucket_secs,
             },
             inputs: a.inputs,

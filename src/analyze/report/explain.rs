@@ -1,9 +1,12 @@
-//! The plain-language explanation: one paragraph per episode saying what
-//! filled the link (a fallback herd, or which class of traffic), general
-//! paragraphs when there was no surge, and one about `.sign` files the
-//! mirror did not have (ClamAV 1.5 clients asked for them).
+//! The plain-language explanation: first the cause (the file the mirror did
+//! not have, from when, for how many clients, at what cost, and the version
+//! it served meanwhile), then one paragraph per episode saying what filled
+//! the link (a fallback herd, or which class of traffic), general
+//! paragraphs when there was no surge, one about `.sign` files the mirror
+//! did not have (ClamAV 1.5 clients asked for them), and how sure the
+//! rates are.
 
-use super::{EpisodeReport, human_bytes, mbit, pct, percent};
+use super::{EpisodeReport, TimeReport, Trigger, human_bytes, mbit, pct, percent};
 use crate::analyze::aggregate::Analyzer;
 use crate::analyze::classify::Class;
 use crate::analyze::episodes::{self, Baseline};
@@ -106,15 +109,79 @@ fn missing_signs(a: &Analyzer) -> Option<String> {
     Some(p)
 }
 
-pub(super) fn explain(
-    a: &Analyzer,
-    eps: &[EpisodeReport],
-    base: &Baseline,
-    width: i64,
-    offset: i32,
-    total: u64,
-) -> Vec<String> {
-    let mut out: Vec<String> = eps.iter().map(|e| e.explanation.clone()).collect();
+/// What the explanation is written from.
+pub(super) struct Context<'a> {
+    pub episodes: &'a [EpisodeReport],
+    pub base: &'a Baseline,
+    pub width: i64,
+    pub offset: i32,
+    pub total: u64,
+    pub span: Option<(i64, i64)>,
+    pub trigger: Option<&'a Trigger>,
+    pub time: &'a TimeReport,
+}
+
+/// "Cause: ..." — the trigger, dated apart from the surge.
+pub(super) fn cause(t: &Trigger, offset: i32) -> String {
+    let at = |x| format_clock(x, offset);
+    let least = if t.clients_at_least { "at least " } else { "" };
+    let mut p = format!(
+        "Cause: the mirror did not have {} from {} to {} (first and last request for it, answered 404); {least}{} clients asked for it, {} times.",
+        t.file,
+        at(t.first),
+        at(t.last),
+        t.clients,
+        t.requests
+    );
+    if !t.fallback_file.is_empty() {
+        p += &format!(
+            " {} of them downloaded {} in full instead: {} downloads, {}, {} of all bytes.",
+            t.fallback_clients,
+            t.fallback_file,
+            t.chains,
+            human_bytes(t.bytes),
+            pct(t.share_percent)
+        );
+    }
+    if let Some(m) = &t.mirror {
+        let mut why = Vec::new();
+        if let Some(n) = &m.newest_patch {
+            why.push(format!("the newest patch it served was {n}"));
+        }
+        if let Some((v, n)) = m.cvd_sign {
+            why.push(format!(
+                "{n} ClamAV 1.5 clients asked for {}-{v}.cvd.sign right after downloading its CVD",
+                m.db
+            ));
+        }
+        p += &format!(
+            " Meanwhile the mirror served {} version {} ({}).",
+            m.db,
+            m.version,
+            why.join("; ")
+        );
+    }
+    if let Some(r) = t.resolved {
+        p += &format!(" It served {} from {}.", t.file, at(r));
+    }
+    if let Some(s) = t.surge_start {
+        let lead = (s - t.first) / 60;
+        p += &match lead {
+            l if l > 0 => format!(
+                " Traffic surged from {}, {l} min after the first 404.",
+                at(s)
+            ),
+            l if l < 0 => format!(" Traffic was already high from {}, before it.", at(s)),
+            _ => format!(" Traffic surged from {}, the same minute.", at(s)),
+        };
+    }
+    p
+}
+
+pub(super) fn explain(a: &Analyzer, c: &Context<'_>) -> Vec<String> {
+    let (eps, base, width) = (c.episodes, c.base, c.width);
+    let mut out: Vec<String> = c.trigger.map(|t| cause(t, c.offset)).into_iter().collect();
+    out.extend(eps.iter().map(|e| e.explanation.clone()));
     if eps.is_empty() {
         out.push(format!(
             "No surge: traffic never stayed above {} for {} buckets in a row (normally {}).",
@@ -134,14 +201,19 @@ pub(super) fn explain(
     if let Some(p) = missing_signs(a) {
         out.push(p);
     }
-    if let (Some((lo, hi)), true) = (a.span, total > 0) {
+    if !c.time.peak_supported
+        && let Some(p) = c.time.summary.last()
+    {
+        out.push(p.clone());
+    }
+    if let (Some((lo, hi)), true) = (c.span, c.total > 0) {
         out.push(format!(
             "The logs cover {} to {} (UTC{}): {} requests, {}.",
-            format_minute(lo, offset),
-            format_minute(hi, offset),
-            format_offset(offset),
+            format_minute(lo, c.offset),
+            format_minute(hi, c.offset),
+            format_offset(c.offset),
             a.class_requests.iter().sum::<u64>(),
-            human_bytes(total)
+            human_bytes(c.total)
         ));
     }
     out

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::svg::{self, COLOURS, Chart};
-use super::{Report, Row, human_bytes, mbit, pct, percent};
+use super::{Report, Row, human_bytes, pct, percent};
 use crate::analyze::classify::Class;
 use crate::analyze::time::{format_clock, format_minute};
 
@@ -48,6 +48,11 @@ pub fn render(r: &Report) -> String {
         let _ = write!(s, "<p>{}</p>", escape(p));
     }
     s.push_str("</section>");
+    cause(&mut s, r);
+    s.push_str("<h2>Time stamps and rates</h2>");
+    for p in &r.time.summary {
+        let _ = write!(s, "<p>{}</p>", escape(p));
+    }
 
     charts(&mut s, r);
     episodes(&mut s, r);
@@ -55,8 +60,11 @@ pub fn render(r: &Report) -> String {
     let f = &r.fallback;
     let _ = write!(
         s,
-        "<h2>Fallback chains</h2><p>A client that gets <code>404</code> for a patch and then downloads the whole database within {} s. {}{} clients, {} chains, {}.</p>",
-        f.window_secs,
+        "<h2>Fallback chains</h2><p>A client that gets <code>404</code> for a patch and then downloads the whole database {}. {}{} clients, {} chains, {}.</p>",
+        f.window_secs.map_or_else(
+            || "as its next request for that database, however long the download took".to_owned(),
+            |w| format!("within {w} s")
+        ),
         if f.at_least { "At least " } else { "" },
         f.clients,
         f.chains,
@@ -151,7 +159,7 @@ pub fn render(r: &Report) -> String {
     let ev: u64 = r.bounds.evicted.values().sum();
     let _ = write!(
         s,
-        "<h2>Method</h2><p>Bytes are spread over each transfer's duration when the log records one. Baseline: 25th percentile of bytes per bucket; onset: {} consecutive buckets above max(baseline + 6σ, 3× baseline, minimum rate); end: {} consecutive buckets at or below the halfway mark. Top tables are bounded (space-saving, {} keys evicted; rows marked ≈ may be undercounted). Buckets widened to fit: {}.</p>",
+        "<h2>Method</h2><p>Bytes are spread over each transfer's duration when the log records one, else over the duration the log implies (see Time stamps). Baseline: 25th percentile of bytes per bucket; onset: {} consecutive buckets above max(baseline + 6σ, 3× baseline, minimum rate); end: {} consecutive buckets at or below the halfway mark. Top tables are bounded (space-saving, {} keys evicted; rows marked ≈ may be undercounted). Buckets widened to fit: {}.</p>",
         crate::analyze::episodes::ONSET_RUN,
         crate::analyze::episodes::QUIET_RUN,
         ev,
@@ -159,6 +167,64 @@ pub fn render(r: &Report) -> String {
     );
     s.push_str("</body></html>\n");
     s
+}
+
+/// The trigger as a table, when a missing file started fallback chains.
+fn cause(s: &mut String, r: &Report) {
+    let Some(t) = &r.trigger else { return };
+    let off = r.utc_offset;
+    let row = |s: &mut String, k: &str, v: String| {
+        let _ = write!(s, "<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(&v));
+    };
+    s.push_str("<h2>Cause</h2><table>");
+    row(s, "missing file", t.file.clone());
+    row(
+        s,
+        "first and last request (404)",
+        format!(
+            "{} – {}",
+            format_minute(t.first, off),
+            format_clock(t.last, off)
+        ),
+    );
+    row(
+        s,
+        "clients, requests",
+        format!(
+            "{}{}, {}",
+            if t.clients_at_least { "≥ " } else { "" },
+            t.clients,
+            t.requests
+        ),
+    );
+    if !t.fallback_file.is_empty() {
+        row(
+            s,
+            "what it cost",
+            format!(
+                "{} clients downloaded {} instead: {} downloads, {} ({})",
+                t.fallback_clients,
+                t.fallback_file,
+                t.chains,
+                human_bytes(t.bytes),
+                pct(t.share_percent)
+            ),
+        );
+    }
+    if let Some(m) = &t.mirror {
+        row(
+            s,
+            "version served meanwhile",
+            format!("{} {}", m.db, m.version),
+        );
+    }
+    if let Some(at) = t.resolved {
+        row(s, "served again from", format_minute(at, off));
+    }
+    if let Some(at) = t.surge_start {
+        row(s, "traffic surged from", format_minute(at, off));
+    }
+    s.push_str("</table>");
 }
 
 /// The `.sign` section: always present, so a reader knows it was looked for.
@@ -273,7 +339,7 @@ fn episodes(s: &mut String, r: &Report) {
             e.minutes,
             human_bytes(e.bytes),
             pct(e.share_percent),
-            mbit(e.peak_bits_per_sec),
+            escape(&super::text::peak_word(r, e.peak_bits_per_sec)),
             format_clock(e.peak_time, off),
             escape(&herd)
         );

@@ -30,6 +30,11 @@ pub fn render(r: &Report) -> String {
     for p in &r.explanation {
         let _ = writeln!(s, "  {}", wrap(p, 96, "  "));
     }
+    cause(&mut s, r);
+    s.push_str("\nTime stamps and rates\n");
+    for p in &r.time.summary {
+        let _ = writeln!(s, "  {}", wrap(p, 96, "  "));
+    }
 
     s.push_str("\nEpisodes\n");
     if r.episodes.is_empty() {
@@ -45,7 +50,7 @@ pub fn render(r: &Report) -> String {
             e.minutes,
             human_bytes(e.bytes),
             pct(e.share_percent),
-            mbit(e.peak_bits_per_sec),
+            peak_word(r, e.peak_bits_per_sec),
             format_clock(e.peak_time, off)
         );
     }
@@ -80,8 +85,11 @@ pub fn render(r: &Report) -> String {
     let f = &r.fallback;
     let _ = writeln!(
         s,
-        "\nFallback chains (cdiff 404 → whole download within {} s)\n  {}{} clients, {} chains, {}",
-        f.window_secs,
+        "\nFallback chains (cdiff 404 → {})\n  {}{} clients, {} chains, {}",
+        f.window_secs.map_or_else(
+            || "the client's next whole download".to_owned(),
+            |w| format!("whole download within {w} s")
+        ),
         if f.at_least { "at least " } else { "" },
         f.clients,
         f.chains,
@@ -165,6 +173,78 @@ pub fn render(r: &Report) -> String {
         );
     }
     s
+}
+
+/// A peak rate, marked when the log cannot support it.
+pub(super) fn peak_word(r: &Report, bits: f64) -> String {
+    use crate::analyze::stamps::Certainty;
+    let m = mbit(bits);
+    if r.time.above_capacity
+        && r.time
+            .link_capacity_bits_per_sec
+            .is_some_and(|c| bits > c * 1.05)
+    {
+        format!("{m} (above the link)")
+    } else if r.time.certainty == Certainty::Unknown {
+        format!("≤ {m}")
+    } else if r.time.certainty == Certainty::Estimated {
+        format!("≈ {m}")
+    } else {
+        m
+    }
+}
+
+/// The cause in figures, when a missing file started fallback chains.
+fn cause(s: &mut String, r: &Report) {
+    let Some(t) = &r.trigger else { return };
+    let off = r.utc_offset;
+    let _ = writeln!(
+        s,
+        "\nCause\n  {} missing {}–{}: {}{} clients, {} requests answered 404",
+        t.file,
+        format_clock(t.first, off),
+        format_clock(t.last, off),
+        if t.clients_at_least { "at least " } else { "" },
+        t.clients,
+        t.requests
+    );
+    if !t.fallback_file.is_empty() {
+        let _ = writeln!(
+            s,
+            "  → {} clients downloaded {} instead: {} downloads, {} ({} of all bytes)",
+            t.fallback_clients,
+            t.fallback_file,
+            t.chains,
+            human_bytes(t.bytes),
+            pct(t.share_percent)
+        );
+    }
+    if let Some(m) = &t.mirror {
+        let mut how = Vec::new();
+        if let Some(p) = &m.newest_patch {
+            how.push(format!("newest patch served {p}"));
+        }
+        if let Some((v, n)) = m.cvd_sign {
+            how.push(format!("{n}× {}-{v}.cvd.sign after its CVD", m.db));
+        }
+        let _ = writeln!(
+            s,
+            "  meanwhile the mirror served {} {} ({})",
+            m.db,
+            m.version,
+            how.join(", ")
+        );
+    }
+    let mut tail = Vec::new();
+    if let Some(at) = t.resolved {
+        tail.push(format!("served from {}", format_clock(at, off)));
+    }
+    if let Some(at) = t.surge_start {
+        tail.push(format!("traffic surged from {}", format_clock(at, off)));
+    }
+    if !tail.is_empty() {
+        let _ = writeln!(s, "  {}", tail.join("; "));
+    }
 }
 
 /// The `.sign` section, when any were asked for.

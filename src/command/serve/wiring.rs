@@ -32,6 +32,8 @@ use crate::sync::{Engine, SyncStatus, publish};
 pub struct Listeners {
     /// The public HTTP listeners.
     pub public: Vec<TcpListener>,
+    /// The public HTTPS listeners.
+    pub tls: Vec<TcpListener>,
     /// The admin API's; the API runs only with one.
     pub admin: Option<TcpListener>,
 }
@@ -40,6 +42,10 @@ impl Listeners {
     /// Binds the addresses `config` names.
     pub fn bind(config: &Config) -> anyhow::Result<Self> {
         let public = listen::bind_all(&config.listen, config.listen_is_default)?;
+        let tls = match &config.tls {
+            Some(tls) => listen::bind_all(&tls.listen, false)?,
+            None => Vec::new(),
+        };
         let admin = match &config.admin {
             Some(settings) => Some(
                 listen::bind(settings.listen)
@@ -47,7 +53,7 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Self { public, admin })
+        Ok(Self { public, tls, admin })
     }
 }
 
@@ -69,6 +75,7 @@ pub struct Serving {
     /// Where the DNS beacon answers, if it runs.
     pub beacon: Option<SocketAddr>,
     listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
     shutdown: CancellationToken,
 }
 
@@ -78,12 +85,21 @@ impl Serving {
         &self.listeners
     }
 
+    /// The public HTTPS listeners.
+    pub fn tls_listeners(&self) -> &[TcpListener] {
+        &self.tls_listeners
+    }
+
     /// Serves until the shutdown given to [`start`] is cancelled and
     /// transfers drain, then stops every background task (also when the
     /// server fails) and flushes the access log.
     pub async fn run(self) -> std::io::Result<()> {
         let result = Arc::clone(&self.server)
-            .run(self.listeners, self.shutdown.clone().cancelled_owned())
+            .run_with_tls(
+                self.listeners,
+                self.tls_listeners,
+                self.shutdown.clone().cancelled_owned(),
+            )
             .await;
         self.access_log.finish();
         self.shutdown.cancel();
@@ -143,6 +159,7 @@ pub async fn start(
         admin,
         beacon,
         listeners: listeners.public,
+        tls_listeners: listeners.tls,
         shutdown: shutdown.clone(),
     })
 }
