@@ -1310,7 +1310,7 @@ proptest! {
 fn short(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     match chars.len().checked_sub(80) {
-        Some(skip) if skip > 0 => format!("...{}", chars[skip..].iter().collect::<String>()),
+        Some(cut) if cut > 0 => format!("...{}", chars[cut..].iter().collect::<String>()),
         _ => text.to_owned(),
     }
 }
