@@ -29,7 +29,8 @@
 #   INCIDENT_STALL_SECS (60)       freshclam ReceiveTimeout
 #   INCIDENT_DEADLINE_SECS (420 / 150) per setup
 #   INCIDENT_IDLE_SECS (30 / 8)    idle probe baseline per setup
-#   INCIDENT_SEED (1)              INCIDENT_APPEND (1 / 0): append to BENCHMARKS.md
+#   INCIDENT_SEED (1)              INCIDENT_RECORD (1 / 0): add the report to
+#                                  the top of bench/results/incident.md
 #   INCIDENT_OUT=FILE              also write the report here
 #   INCIDENT_SHAPE_BURST           e.g. 6ms: cvdmirror's [shape] burst (default 4ms;
 #                                  at least the 2 ms tick + 2ms)
@@ -58,7 +59,7 @@ STALL=${INCIDENT_STALL_SECS:-60}
 DEADLINE=${INCIDENT_DEADLINE_SECS:-$(q 420 150)}
 IDLE=${INCIDENT_IDLE_SECS:-$(q 30 8)}
 SEED=${INCIDENT_SEED:-1}
-APPEND=${INCIDENT_APPEND:-$(q 1 0)}
+RECORD=${INCIDENT_RECORD:-$(q 1 0)}
 DAILY_BYTES=$((DAILY_MIB * 1024 * 1024))
 WWW_HOST=www.bench.test
 NS=cvdinc-$$
@@ -122,7 +123,8 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- build
 cd "$REPO"
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMMIT=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD -- src crates Cargo.toml Cargo.lock 2>/dev/null || COMMIT="$COMMIT (with local changes)"
 git diff --quiet HEAD -- src Cargo.toml Cargo.lock bench 2>/dev/null || COMMIT="$COMMIT (with local changes)"
 if [[ -n ${CVDMIRROR_BIN:-} ]]; then
   CVD_BIN=$CVDMIRROR_BIN
@@ -566,7 +568,13 @@ row() { # one Markdown row from a results line
 echo
 cat "$TMP/report.md"
 if [[ -n ${INCIDENT_OUT:-} ]]; then cp "$TMP/report.md" "$INCIDENT_OUT"; log "report written to $INCIDENT_OUT"; fi
-if [[ $APPEND == 1 ]]; then
-  { echo; cat "$TMP/report.md"; } >>"$REPO/BENCHMARKS.md"
-  log "appended to $REPO/BENCHMARKS.md"
+if [[ $RECORD == 1 ]]; then
+  # Newest first, below the file's own header (its first "## " section).
+  results="$REPO/bench/results/incident.md"
+  awk -v report="$TMP/report.md" '
+    !done && /^## / { while ((getline line < report) > 0) print line; print ""; done = 1 }
+    { print }
+    END { if (!done) { while ((getline line < report) > 0) print line } }
+  ' "$results" >"$TMP/results.md" && mv "$TMP/results.md" "$results"
+  log "recorded at the top of $results; copy the table into BENCHMARKS.md"
 fi

@@ -41,7 +41,7 @@ bench_cleanup() {
 bench_commit() {
   local commit
   commit=$(git -C "$1" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  git -C "$1" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
+  git -C "$1" diff --quiet HEAD -- src crates Cargo.toml Cargo.lock 2>/dev/null || commit="$commit (with local changes)"
   echo "$commit"
 }
 

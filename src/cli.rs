@@ -39,7 +39,7 @@ pub enum Command {
     /// cvdmirror, Apache or nginx, or JSON from nginx or Caddy; plain or
     /// gzip): the cause and its minute, timeline, episodes, fallback chains,
     /// top clients and files, and a plain-language summary.
-    Analyze(crate::analyze::AnalyzeArgs),
+    Analyze(crate::command::analyze::AnalyzeArgs),
     /// Start a local test upstream, a mirror and a small herd on loopback,
     /// narrate what happens, and stop: watch the status page react.
     Demo(crate::demo::DemoArgs),
@@ -219,6 +219,21 @@ pub struct SyncArgs {
     )]
     pub databases: Vec<String>,
 
+    /// Send every upstream request through this HTTP proxy,
+    /// `http://[user:password@]host:port` (basic authentication). Without
+    /// it, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment apply.
+    #[arg(long, env = "CVDMIRROR_PROXY", value_name = "URL")]
+    pub proxy: Option<String>,
+
+    /// Which keys, roots and signatures a file must verify with.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// What a downloaded or imported file must verify with: `sync`, `serve`
+/// and `bundle import` take the same three flags.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrustArgs {
     /// An extra trusted signing key, `ROLE:n=DECIMAL,e=DECIMAL` with ROLE one
     /// of cvd, info, cdiff (repeatable; ClamAV's official keys are always trusted).
     #[arg(long = "trusted-key", value_name = "ROLE:n=..,e=..")]
@@ -234,12 +249,6 @@ pub struct SyncArgs {
         value_delimiter = ','
     )]
     pub sign_roots: Vec<std::path::PathBuf>,
-
-    /// Send every upstream request through this HTTP proxy,
-    /// `http://[user:password@]host:port` (basic authentication). Without
-    /// it, `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` from the environment apply.
-    #[arg(long, env = "CVDMIRROR_PROXY", value_name = "URL")]
-    pub proxy: Option<String>,
 
     /// Which signatures a file must carry before it is published:
     /// `either` (a verified `.sign`, or without one the legacy signature;

@@ -19,6 +19,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::cli::ServeArgs;
+pub use cvdmirror_access_log::AccessLogTarget;
+pub use cvdmirror_pipeline::site::{SiteConfig, SitesConfig};
+pub use cvdmirror_server::{ConnectionLimits, ServerConfig};
 use file::FileConfig;
 pub use services::{AdminSettings, BeaconSettings, SyncSettings};
 use toml::Spanned;
@@ -85,41 +88,6 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
 }
 
-/// One virtual host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteConfig {
-    /// Name for logs.
-    pub name: String,
-    /// Lower-case host names without trailing dot; `*.x` matches subdomains of x.
-    pub hosts: Vec<String>,
-    /// Directory served.
-    pub root: PathBuf,
-    /// Whether directories are listed as HTML.
-    pub directory_listing: bool,
-}
-
-/// Access log destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessLogTarget {
-    /// Standard output.
-    Stdout,
-    /// Appended to a file, reopened on `SIGHUP` (for logrotate).
-    File(PathBuf),
-    /// Not written.
-    Off,
-}
-
-/// Limits on client connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Concurrent connections served; more get `503`.
-    pub max_connections: usize,
-    /// Time to receive a request head, and the idle keep-alive timeout.
-    pub header_read_timeout: Duration,
-    /// Largest request head accepted (`431` beyond).
-    pub max_request_header_bytes: usize,
-}
-
 /// Why the configuration was rejected.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -160,6 +128,34 @@ fn location(path: &Option<PathBuf>, line: Option<usize>) -> String {
 }
 
 impl Config {
+    /// The virtual hosts, as the request pipeline's router takes them.
+    pub fn sites(&self) -> SitesConfig {
+        SitesConfig {
+            default_site: self.default_site.clone(),
+            sites: self.sites.clone(),
+            cache_control: self.cache_control.clone(),
+        }
+    }
+
+    /// What the HTTP server is built from.
+    pub fn server(&self) -> ServerConfig {
+        let shape = &self.shape;
+        let socket_pacing = shape
+            .kernel_pacing
+            .then(|| cvdmirror_formats::Rate::min_cap(shape.client_rate, shape.link_rate))
+            .flatten()
+            .map(|rate| rate.bytes_per_sec());
+        ServerConfig {
+            sites: self.sites(),
+            proxies: self.admission.proxies.clone(),
+            connections: self.limits,
+            shutdown_grace: self.shutdown_grace,
+            socket_pacing,
+            workers: self.workers,
+            tls: self.tls.clone(),
+        }
+    }
+
     /// Resolves flags over the config file (if any) over the defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Self, ConfigError> {
         let (file, text) = match &args.config {
@@ -561,10 +557,13 @@ mod tests {
         // The production root again: two roots with one name are refused.
         let dir = tempfile::tempdir().unwrap();
         let again = dir.path().join("again.pem");
-        std::fs::write(&again, include_bytes!("cvd/certs/clamav-root.crt")).unwrap();
+        std::fs::write(&again, crate::cvd::sign::OFFICIAL_ROOT_PEM).unwrap();
         let args = ServeArgs {
             sync: crate::cli::SyncArgs {
-                sign_roots: vec![again],
+                trust: crate::cli::TrustArgs {
+                    sign_roots: vec![again],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             ..Default::default()

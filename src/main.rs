@@ -41,7 +41,7 @@ fn main() -> ExitCode {
             init_tracing(args.log_format);
             run(cvdmirror::command::serve::run(*args))
         }
-        Command::Analyze(args) => match cvdmirror::analyze::run(args) {
+        Command::Analyze(args) => match cvdmirror::command::analyze::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cvdmirror: {e:#}");

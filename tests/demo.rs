@@ -71,6 +71,7 @@ fn is_narration(line: &str) -> bool {
         " DEBUG ",
         "hickory",
         "cvdmirror::",
+        "cvdmirror_",
     ]
     .iter()
     .any(|marker| line.contains(marker));
@@ -162,8 +163,8 @@ async fn demo_plays_the_failed_update_tells_it_apart_from_its_log_and_cleans_up(
     let text = std::fs::read_to_string(&log).unwrap();
     for line in [
         " INFO hickory_server::server: ",
-        " INFO cvdmirror::sync::schedule: sync pass starting",
-        " INFO cvdmirror::sync::engine: published db=\"daily\"",
+        " INFO cvdmirror_sync::schedule: sync pass starting",
+        " INFO cvdmirror_sync::engine: published db=\"daily\"",
     ] {
         assert!(text.contains(line), "no {line:?} in the log:\n{text}");
     }

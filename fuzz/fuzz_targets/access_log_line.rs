@@ -3,7 +3,7 @@
 //! `cvdmirror analyze` must skip and count a bad line, never crash on one.
 #![no_main]
 
-use cvdmirror::analyze::{Analyzer, Options, parse::parse_line};
+use cvdmirror_analyze::{Analyzer, Options, parse::parse_line};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
         analyzer.feed_line(input, no as u64 + 1, line);
     }
     let report = analyzer.finish();
-    let _ = cvdmirror::analyze::report::text::render(&report);
+    let _ = cvdmirror_analyze::report::text::render(&report);
 });

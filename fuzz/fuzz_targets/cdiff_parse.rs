@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
-use cvdmirror::cvd::{self, TrustedKeys, testkeys};
+use cvdmirror_formats::cvd::{self, TrustedKeys, testkeys};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use libfuzzer_sys::fuzz_target;

@@ -2,7 +2,7 @@
 //! file it publishes and the sync engine on every download.
 #![no_main]
 
-use cvdmirror::cvd::Header;
+use cvdmirror_formats::cvd::Header;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

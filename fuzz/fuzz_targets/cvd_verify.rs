@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use cvdmirror::cvd::{self, Expected, TrustedKeys, testkeys};
+use cvdmirror_formats::cvd::{self, Expected, TrustedKeys, testkeys};
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<TrustedKeys> = LazyLock::new(testkeys::trusted);

@@ -4,7 +4,7 @@
 
 #![no_main]
 
-use cvdmirror::dns::VersionRecord;
+use cvdmirror_dns::VersionRecord;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,7 +4,7 @@
 
 use std::path::Component;
 
-use cvdmirror::pipeline::path::decode;
+use cvdmirror_pipeline::path::decode;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! the file, whatever the header says.
 #![no_main]
 
-use cvdmirror::pipeline::range::{Selection, evaluate};
+use cvdmirror_pipeline::range::{Selection, evaluate};
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 

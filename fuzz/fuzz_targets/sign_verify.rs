@@ -13,7 +13,7 @@
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cvdmirror::cvd::sign::{SIGN_HEADER, SignLine, SignRoots, SignVerifier};
+use cvdmirror_formats::cvd::sign::{SIGN_HEADER, SignLine, SignRoots, SignVerifier};
 use libfuzzer_sys::fuzz_target;
 
 static VERIFIER: LazyLock<SignVerifier> =

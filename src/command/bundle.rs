@@ -4,20 +4,19 @@
 //! does, and publishes it only if all of it passes (`--dry-run`: shows and
 //! verifies, publishes nothing). See docs/air-gapped.md.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail};
 use clap::Args;
 
-use crate::cli::{LogFormat, ServeArgs, SyncArgs};
+use crate::cli::{LogFormat, ServeArgs, SyncArgs, TrustArgs};
 use crate::config::{Config, DEFAULT_ROOT};
+use crate::rate::human_bytes;
+use crate::sync::Quiet;
 use crate::sync::bundle::import::Importer;
 use crate::sync::bundle::{self, Bundle, Kind, Manifest};
 use crate::sync::publish::PRIVATE_DIR;
-use crate::sync::signatures::DbSignatures;
-use crate::sync::{DbOutcome, Quiet, SignaturePolicy};
 
 /// Flags of `cvdmirror export`.
 #[derive(Debug, Clone, Args)]
@@ -71,23 +70,10 @@ pub struct ImportArgs {
     #[arg(long = "db", value_name = "NAME", value_delimiter = ',')]
     pub databases: Vec<String>,
 
-    /// An extra trusted signing key, as for `sync` (repeatable).
-    #[arg(long = "trusted-key", value_name = "ROLE:n=..,e=..")]
-    pub trusted_keys: Vec<String>,
-
-    /// An extra trusted root for `.sign` files, as for `sync` (repeatable).
-    #[arg(
-        long = "sign-root",
-        env = "CVDMIRROR_SIGN_ROOTS",
-        value_name = "FILE",
-        value_delimiter = ','
-    )]
-    pub sign_roots: Vec<PathBuf>,
-
-    /// Which signatures a file must carry, as for `sync`: `either`
-    /// (default), `sign` or `both`.
-    #[arg(long, env = "CVDMIRROR_SIGNATURES", value_name = "POLICY")]
-    pub signatures: Option<SignaturePolicy>,
+    /// Which keys, roots and signatures a file must verify with, as for
+    /// `sync`.
+    #[command(flatten)]
+    pub trust: TrustArgs,
 
     /// Format of the diagnostic log on standard error.
     #[arg(long, env = "CVDMIRROR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -134,9 +120,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         config: args.config,
         root: args.root,
         sync: SyncArgs {
-            trusted_keys: args.trusted_keys,
-            sign_roots: args.sign_roots,
-            signatures: args.signatures,
+            trust: args.trust,
             ..Default::default()
         },
         ..Default::default()
@@ -215,34 +199,12 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         )
     })?;
     for db in &report.databases {
-        println!("{}", outcome_line(db, &signatures));
+        println!(
+            "{}",
+            super::sync::outcome_line(db, &signatures, "the bundle has")
+        );
     }
     Ok(())
-}
-
-/// One line per database, as `sync` prints them.
-fn outcome_line(db: &crate::sync::DbReport, signatures: &BTreeMap<String, DbSignatures>) -> String {
-    let version = db.after.map_or("-".to_owned(), |v| v.to_string());
-    let what = match &db.outcome {
-        DbOutcome::UpToDate => "up to date".to_owned(),
-        DbOutcome::Updated => format!(
-            "updated from {} ({} files)",
-            db.before.map_or("nothing".to_owned(), |v| v.to_string()),
-            db.fetched.len()
-        ),
-        DbOutcome::UpstreamBehind => {
-            format!("the bundle has older version {}; kept ours", db.advertised)
-        }
-        DbOutcome::Failed(reason) => reason.clone(),
-    };
-    let signed = match signatures.get(&db.name) {
-        Some(s) => match &s.sign {
-            Some(by) => format!("; signatures: {} (.sign by {})", s.kinds(), by.signer),
-            None => format!("; signatures: {}", s.kinds()),
-        },
-        None => String::new(),
-    };
-    format!("{:<12} {version:>8}  {what}{signed}", db.name)
 }
 
 /// What a bundle holds, for a person deciding whether to import it.
@@ -284,20 +246,4 @@ fn print_summary(manifest: &Manifest, checked: &str) {
 fn absolute_parent(path: &Path) -> Option<PathBuf> {
     let parent = std::path::absolute(path).ok()?.parent()?.to_owned();
     Some(parent)
-}
-
-/// Decimal units: `1.2 MB`, `310 kB`, `512 B`.
-fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    match u {
-        0 => format!("{b} B"),
-        _ if v < 10.0 => format!("{v:.1} {}", UNITS[u]),
-        _ => format!("{v:.0} {}", UNITS[u]),
-    }
 }

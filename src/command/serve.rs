@@ -135,7 +135,7 @@ async fn reload_on_hangup(
                     tracing::warn!("listen addresses changed; they take effect after a restart");
                 }
                 // Everything that can still fail first, so a rejected reload changes nothing.
-                if let Err(e) = server.reload(&config) {
+                if let Err(e) = server.reload(config.server()) {
                     tracing::error!(error = %e, "reload failed; keeping the running configuration");
                     continue;
                 }

@@ -3,7 +3,7 @@
 //! upstream advertises; otherwise the reason goes to stderr and the
 //! previously published files stay served.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -13,7 +13,8 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::{ServeArgs, SyncCommandArgs};
 use crate::config::{Config, DEFAULT_ROOT};
-use crate::sync::{DbOutcome, Engine, Progress, Quiet};
+use crate::sync::signatures::DbSignatures;
+use crate::sync::{DbOutcome, DbReport, Engine, Progress, Quiet};
 
 /// Runs one pass.
 pub async fn run(args: SyncCommandArgs) -> anyhow::Result<()> {
@@ -41,30 +42,40 @@ pub async fn run(args: SyncCommandArgs) -> anyhow::Result<()> {
     let report = engine.pass(progress).await?;
     let signatures = engine.status().borrow().signatures.clone();
     for db in &report.databases {
-        let version = db.after.map_or("-".to_owned(), |v| v.to_string());
-        let what = match &db.outcome {
-            DbOutcome::UpToDate => "up to date".to_owned(),
-            DbOutcome::Updated => format!(
-                "updated from {} ({} files)",
-                db.before.map_or("nothing".to_owned(), |v| v.to_string()),
-                db.fetched.len()
-            ),
-            DbOutcome::UpstreamBehind => format!(
-                "upstream advertises older version {}; kept ours",
-                db.advertised
-            ),
-            DbOutcome::Failed(reason) => reason.clone(),
-        };
-        let signed = match signatures.get(&db.name) {
-            Some(s) => match &s.sign {
-                Some(by) => format!("; signatures: {} (.sign by {})", s.kinds(), by.signer),
-                None => format!("; signatures: {}", s.kinds()),
-            },
-            None => String::new(),
-        };
-        println!("{:<12} {version:>8}  {what}{signed}", db.name);
+        println!("{}", outcome_line(db, &signatures, "upstream advertises"));
     }
     Ok(())
+}
+
+/// One line per database: its version, what the pass did, and the
+/// signatures its files carry. `source` names where newer versions come
+/// from (`upstream advertises`, `the bundle has`).
+pub(crate) fn outcome_line(
+    db: &DbReport,
+    signatures: &BTreeMap<String, DbSignatures>,
+    source: &str,
+) -> String {
+    let version = db.after.map_or("-".to_owned(), |v| v.to_string());
+    let what = match &db.outcome {
+        DbOutcome::UpToDate => "up to date".to_owned(),
+        DbOutcome::Updated => format!(
+            "updated from {} ({} files)",
+            db.before.map_or("nothing".to_owned(), |v| v.to_string()),
+            db.fetched.len()
+        ),
+        DbOutcome::UpstreamBehind => {
+            format!("{source} older version {}; kept ours", db.advertised)
+        }
+        DbOutcome::Failed(reason) => reason.clone(),
+    };
+    let signed = match signatures.get(&db.name) {
+        Some(s) => match &s.sign {
+            Some(by) => format!("; signatures: {} (.sign by {})", s.kinds(), by.signer),
+            None => format!("; signatures: {}", s.kinds()),
+        },
+        None => String::new(),
+    };
+    format!("{:<12} {version:>8}  {what}{signed}", db.name)
 }
 
 /// One progress bar per download.

@@ -181,7 +181,7 @@ impl Resolver<'_> {
                 })?;
             }
         }
-        for entry in &flags.trusted_keys {
+        for entry in &flags.trust.trusted_keys {
             keys.add_config(entry).map_err(|e| {
                 self.invalid(None, format!("--trusted-key `{}`: {e}", abbreviate(entry)))
             })?;
@@ -208,7 +208,7 @@ impl Resolver<'_> {
                     .into(),
             ));
         }
-        let signatures = match (&flags.signatures, &file.signatures) {
+        let signatures = match (&flags.trust.signatures, &file.signatures) {
             (Some(policy), _) => *policy,
             (None, Some(text)) => text
                 .get_ref()
@@ -224,7 +224,7 @@ impl Resolver<'_> {
                     .map_err(|e| self.invalid(Some(paths.span()), format!("sign_roots: {e}")))?;
             }
         }
-        for path in &flags.sign_roots {
+        for path in &flags.trust.sign_roots {
             roots
                 .add_file(path)
                 .map_err(|e| self.invalid(None, format!("--sign-root: {e}")))?;

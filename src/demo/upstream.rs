@@ -7,10 +7,11 @@
 //! placed into the served directory by rename when the script says so, so
 //! the server never sees a half-written file.
 
+use crate::calendar::unix_now;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinHandle;
@@ -68,7 +69,7 @@ impl Upstream {
         };
         let mut config = Config::resolve(&args).context("upstream server configuration")?;
         config.shutdown_grace = Duration::from_secs(1);
-        let server = Arc::new(Server::new(&config, Hooks::new())?);
+        let server = Arc::new(Server::new(config.server(), Hooks::new())?);
         let listeners = listen::bind_all(&config.listen, false)?;
         let addr = listeners
             .first()
@@ -177,10 +178,4 @@ fn build_fixtures(first: u32, cvd_size: u64) -> anyhow::Result<Fixtures> {
 /// A TXT record as `current.cvd.clamav.net` has it, advertising `daily`.
 fn record(daily: u32) -> String {
     format!("1.4.3:62:{daily}:{}:0:90:0:335", unix_now())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

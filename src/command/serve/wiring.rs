@@ -132,7 +132,7 @@ pub async fn start(
     if let Some(sync) = &sync {
         observer.attach_sync(sync.status.clone(), Arc::clone(&sync.trigger));
     }
-    let server = Arc::new(Server::new(config, hooks)?);
+    let server = Arc::new(Server::new(config.server(), hooks)?);
     let weak = Arc::downgrade(&server);
     observer.set_connections(move || weak.upgrade().map_or(0, |s| s.active_connections()));
     observer.add_source(Arc::clone(&control) as Arc<dyn crate::observe::StatusSource>);
