@@ -5,21 +5,13 @@
 //! changes nothing.
 //!
 //! The fake upstream and the mirror fixtures are the sync suite's
-//! (`tests/sync/world.rs`), included here.
+//! (`tests/support/world.rs`).
 
 // A test crate: a panic with context *is* the failure report, and deadlines
 // use real time (the children run on the wall clock).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
-#[path = "support/mod.rs"]
 mod support;
-
-#[allow(dead_code)]
-#[path = "sync/upstream.rs"]
-mod upstream;
-#[allow(dead_code)]
-#[path = "sync/world.rs"]
-mod world;
 
 #[path = "bundle/damaged.rs"]
 mod damaged;

@@ -9,34 +9,26 @@
     reason = "test helpers panic on broken fixtures"
 )]
 
+mod support;
+
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::LazyLock;
 
 use cvdmirror::cvd::{
     self, Cdiff, DbKind, Expected, KeyRole, Signed, TrustedKeys, VerifyError, build, testkeys,
 };
 use proptest::prelude::*;
-
-fn fixtures_dir() -> PathBuf {
-    std::env::var_os("CVDMIRROR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/fixtures/clamav"
-            ))
-        })
-}
+use support::clamav::sigtool_info;
+use support::fixtures::{fixture, fixture_path};
 
 const GENUINE: [u32; 3] = [19, 268, 339];
 
 fn genuine_path(version: u32) -> PathBuf {
-    fixtures_dir().join(format!("bytecode-{version}.cvd"))
+    fixture_path(&format!("bytecode-{version}.cvd"))
 }
 
 fn genuine(version: u32) -> Vec<u8> {
-    std::fs::read(genuine_path(version)).unwrap()
+    fixture(&format!("bytecode-{version}.cvd"))
 }
 
 fn bytecode(version: u32) -> Expected {
@@ -497,13 +489,7 @@ fn cdiff_files_are_read_from_disk() {
 /// fails, rather than skips, when sigtool is missing.
 #[test]
 fn sigtool_agrees_on_genuine_and_damaged_fixtures() {
-    let sigtool = |path: &std::path::Path| {
-        let out = Command::new("sigtool")
-            .arg(format!("--info={}", path.display()))
-            .output()
-            .expect("sigtool must be installed (apt-get install clamav)");
-        String::from_utf8_lossy(&out.stdout).contains("Verification OK.")
-    };
+    let sigtool = |path: &std::path::Path| sigtool_info(path).stdout.contains("Verification OK.");
     let dir = tempfile::tempdir().unwrap();
     for version in GENUINE {
         assert!(sigtool(&genuine_path(version)));

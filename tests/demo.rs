@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -87,16 +89,8 @@ async fn demo_plays_the_failed_update_tells_it_apart_from_its_log_and_cleans_up(
     let admin = free_port();
     let watcher = tokio::spawn(watch(admin));
     let started = tokio::time::Instant::now();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cvdmirror"))
-        .args([
-            "demo",
-            "--duration",
-            "15s",
-            "--clients",
-            "16",
-            "--cvd-size",
-            "300k",
-        ])
+    let child = tokio::process::Command::from(support::process::cvdmirror(["demo"]))
+        .args(["--duration", "15s", "--clients", "16", "--cvd-size", "300k"])
         .args(["--link-rate", "2Mbit", "--bulk-min-rate", "500kbit"])
         .args(["--retry-after-min", "1s", "--retry-after-max", "2s"])
         .arg("--admin-listen")

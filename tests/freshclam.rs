@@ -18,20 +18,19 @@
 // unwrap like `#[test]` bodies do (clippy.toml allows it only in the latter).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
 mod support;
 
 #[path = "freshclam/access_log.rs"]
 mod access_log;
-#[path = "freshclam/client.rs"]
-mod client;
 
 use std::cell::Cell;
 use std::time::{Duration, UNIX_EPOCH};
 
-use access_log::Entry;
-use client::{Client, Exchange, Mode, Run, header_version, sigtool_verified_version};
+use cvdmirror::cvd::Header;
 use support::TestServer;
+use support::access_log::LogLine;
+use support::clamav::{freshclam_version, sigtool_verified_version};
+use support::freshclam::{Client, Mode, Run, fmt_entries, header_version, log_for};
 
 /// The served name of the database every scenario uses.
 const CVD: &str = "/bytecode.cvd";
@@ -69,74 +68,29 @@ impl Mirror {
         std::fs::rename(&staging, self.server.root.join("bytecode.cvd")).unwrap();
     }
 
-    /// The access-log lines written for `run`, checked one by one against the
-    /// requests freshclam traced: same count, same paths, same statuses, and
-    /// a ClamAV User-Agent on each.
-    fn log_for(&self, run: &Run) -> Vec<Entry> {
-        let exchanges = run.exchanges();
-        let from = self.seen.get();
-        let lines = self.server.access_log_lines(from + exchanges.len());
-        self.seen.set(lines.len());
-        let entries: Vec<Entry> = lines[from..]
-            .iter()
-            .map(|l| {
-                access_log::parse(l).unwrap_or_else(|| panic!("unparsable access-log line: {l:?}"))
-            })
-            .collect();
-        let show = || {
-            format!(
-                "client saw:\n{}\nserver logged:\n{}\n{run}",
-                fmt_exchanges(&exchanges),
-                fmt_entries(&entries)
-            )
-        };
-        assert_eq!(
-            entries.len(),
-            exchanges.len(),
-            "request count differs\n{}",
-            show()
-        );
-        for (entry, ex) in entries.iter().zip(&exchanges) {
-            assert_eq!(
-                (entry.path.as_str(), Some(entry.status)),
-                (ex.path.as_str(), ex.status),
-                "\n{}",
-                show()
-            );
-            assert!(
-                entry.user_agent.starts_with("ClamAV/"),
-                "User-Agent not logged as sent: {}\n{}",
-                entry.line,
-                show()
-            );
-        }
+    /// The access-log lines written for `run`, checked one by one against
+    /// the requests freshclam traced ([`log_for`]), none of them looking
+    /// like a block, a rate limit or a failure to the client.
+    fn log_for(&self, run: &Run) -> Vec<LogLine> {
+        let mut seen = self.seen.get();
+        let entries = log_for(&self.server, &mut seen, run);
+        self.seen.set(seen);
         // Nothing a healthy mirror serves from a full root may look like a
         // block, a rate limit or a failure to the client.
         for entry in &entries {
             assert!(
                 matches!(entry.status, 200 | 206 | 304 | 404),
-                "unexpected status: {}\n{}",
+                "unexpected status: {}\n{}\n{run}",
                 entry.line,
-                show()
+                fmt_entries(&entries)
             );
         }
         entries
     }
 }
 
-fn fmt_exchanges(exchanges: &[Exchange]) -> String {
-    exchanges
-        .iter()
-        .map(|e| format!("  GET {} -> {:?} {:?}\n", e.path, e.status, e.headers))
-        .collect()
-}
-
-fn fmt_entries(entries: &[Entry]) -> String {
-    entries.iter().map(|e| format!("  {}\n", e.line)).collect()
-}
-
 /// Full (`200`) downloads of the CVD in `entries`.
-fn full_downloads(entries: &[Entry]) -> Vec<&Entry> {
+fn full_downloads(entries: &[LogLine]) -> Vec<&LogLine> {
     entries
         .iter()
         .filter(|e| e.path == CVD && e.status == 200)
@@ -144,7 +98,7 @@ fn full_downloads(entries: &[Entry]) -> Vec<&Entry> {
 }
 
 /// Asserts exactly one full download of the CVD, carrying all `size` bytes.
-fn assert_one_full_download(entries: &[Entry], size: usize) {
+fn assert_one_full_download(entries: &[LogLine], size: usize) {
     let full = full_downloads(entries);
     assert_eq!(
         full.len(),
@@ -162,8 +116,8 @@ fn assert_one_full_download(entries: &[Entry], size: usize) {
 /// Asserts that every request for the CVD was a header check answered
 /// cheaply (`304`, or `206` with exactly the 512-byte header), and that there
 /// was at least one.
-fn assert_only_header_checks(entries: &[Entry]) {
-    let cvd: Vec<&Entry> = entries.iter().filter(|e| e.path == CVD).collect();
+fn assert_only_header_checks(entries: &[LogLine]) {
+    let cvd: Vec<&LogLine> = entries.iter().filter(|e| e.path == CVD).collect();
     assert!(
         !cvd.is_empty(),
         "client never checked {CVD}:\n{}",
@@ -197,14 +151,13 @@ fn assert_client_has(client: &Client, fixture: &str, version: u32) {
 
 /// The `If-Modified-Since` value a client holding `fixture` sends: its stime.
 fn stime_date(fixture: &str) -> String {
-    let header = String::from_utf8_lossy(&support::fixture(fixture)[..512]).into_owned();
-    let stime: u64 = header.split(':').nth(8).unwrap().trim().parse().unwrap();
+    let stime = Header::parse(&support::fixture(fixture)).unwrap().stime;
     httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(stime))
 }
 
 #[test]
 fn freshclam_is_installed() {
-    let version = client::freshclam_version();
+    let version = freshclam_version();
     eprintln!("testing against {version}");
     assert!(
         version.starts_with("ClamAV "),
@@ -221,7 +174,7 @@ fn private_mirror_client_downloads_stays_current_and_upgrades() {
 
     // First run: nothing local, so the whole CVD comes down and is loaded.
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_says("bytecode.cvd updated (version: 268");
     let log = mirror.log_for(&run);
     assert_one_full_download(&log, 78992);
@@ -230,7 +183,7 @@ fn private_mirror_client_downloads_stays_current_and_upgrades() {
     // Second run: up to date, and the server's answer to the check cost a
     // 304 or a 512-byte 206, never the whole file again.
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_says("bytecode.cvd database is up-to-date (version: 268");
     let log = mirror.log_for(&run);
     assert_only_header_checks(&log);
@@ -246,7 +199,7 @@ fn private_mirror_client_downloads_stays_current_and_upgrades() {
     // "not modified" by libcurl, and the client upgrades.
     mirror.publish("bytecode-339.cvd");
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_says("bytecode.cvd updated (version: 339");
     let log = mirror.log_for(&run);
     assert_one_full_download(&log, 281702);
@@ -254,7 +207,7 @@ fn private_mirror_client_downloads_stays_current_and_upgrades() {
 
     // And it is quiet again afterwards.
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_says("bytecode.cvd database is up-to-date (version: 339");
     assert_only_header_checks(&mirror.log_for(&run));
 }
@@ -267,7 +220,7 @@ fn private_mirror_client_at_19_upgrades() {
     client.install("bytecode.cvd", &support::fixture("bytecode-19.cvd"));
 
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_says("local version: 19, remote version: 268");
     run.assert_says("bytecode.cvd updated (version: 268");
     let log = mirror.log_for(&run);
@@ -333,11 +286,11 @@ fn missing_files_are_404_and_never_cause_a_cool_down() {
 
     mirror.publish("bytecode-268.cvd");
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_no_cool_down();
     run.assert_says("bytecode.cvd updated (version: 268");
     let log = mirror.log_for(&run);
-    let cld: Vec<&Entry> = log.iter().filter(|e| e.path == "/bytecode.cld").collect();
+    let cld: Vec<&LogLine> = log.iter().filter(|e| e.path == "/bytecode.cld").collect();
     assert!(
         !cld.is_empty() && cld.iter().all(|e| e.status == 404),
         "{}",
@@ -357,11 +310,11 @@ fn database_mirror_client_falls_back_from_missing_cdiffs_to_the_whole_cvd() {
     client.install("bytecode.cvd", &support::fixture("bytecode-268.cvd"));
 
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_no_cool_down();
     run.assert_says("bytecode.cvd updated (version: 339");
     let log = mirror.log_for(&run);
-    let cdiffs: Vec<&Entry> = log
+    let cdiffs: Vec<&LogLine> = log
         .iter()
         .filter(|e| e.path == "/bytecode-269.cdiff")
         .collect();
@@ -389,7 +342,7 @@ fn client_newer_than_the_mirror_downloads_nothing() {
     client.install("bytecode.cvd", &support::fixture("bytecode-339.cvd"));
 
     let run = client.run();
-    run.assert_success();
+    run.assert_ok();
     run.assert_no_cool_down();
     let log = mirror.log_for(&run);
     assert_only_header_checks(&log);

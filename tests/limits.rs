@@ -222,25 +222,17 @@ async fn quotas_charge_during_transfers_release_by_slice_and_roll_over() {
     // client whose own (redirecting) quota is used up as well is slowed
     // too: the redirect can only answer its next request.
     l.charge(&site, client, 100_000_000_000);
-    assert_eq!(
-        l.check_transfer(&site, client),
-        TransferVerdict::Slow {
-            rate: 50_000,
-            limit: cvdmirror::limits::LimitKind::SiteQuota
-        }
-    );
+    let site_slow = TransferVerdict::Slow {
+        rate: 50_000,
+        limit: cvdmirror::limits::LimitKind::SiteQuota,
+    };
+    assert_eq!(l.check_transfer(&site, client), site_slow);
     assert_eq!(
         refusal(admit(&l, &cvd("192.0.2.1"), 0)).status,
         StatusCode::TEMPORARY_REDIRECT
     );
     let other = l.client_key(peer("192.0.2.9"), &HeaderMap::new());
-    assert_eq!(
-        l.check_transfer(&site, other),
-        TransferVerdict::Slow {
-            rate: 50_000,
-            limit: cvdmirror::limits::LimitKind::SiteQuota
-        }
-    );
+    assert_eq!(l.check_transfer(&site, other), site_slow);
     assert_eq!(
         served(admit(&l, &cvd("192.0.2.9"), 0)).slow_to,
         Some(50_000)

@@ -2,14 +2,11 @@
 //! `/metrics`, the live status page in a real headless browser, and alert
 //! webhooks delivered to a local receiver.
 //!
-//! Like `tests/serve.rs`, everything starts the real binary on loopback.
-//! The shared harness only reports the public listener, so
-//! `observe/spawn.rs` starts the server itself and also reads the
-//! `admin on http://ADDR/` line.
+//! Like `tests/serve.rs`, everything starts the real binary on loopback,
+//! here with its admin listener.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
 mod support;
 
 mod observe {
@@ -17,5 +14,20 @@ mod observe {
     mod counts;
     mod layout;
     mod page;
-    mod spawn;
+
+    use crate::support::TestServer;
+
+    /// A server serving `files`, with `config` as its config file, an admin
+    /// listener and no access log.
+    fn start(files: &[(&str, &[u8])], config: &str) -> TestServer {
+        files
+            .iter()
+            .fold(TestServer::builder(), |b, (name, bytes)| {
+                b.file(name, bytes)
+            })
+            .config(config)
+            .admin()
+            .no_access_log()
+            .start()
+    }
 }

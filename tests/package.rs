@@ -24,12 +24,15 @@
 // timings it prints are real elapsed time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod support;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use support::process::Process;
+use support::wait::{check, wait_until, wait_until_every};
 
 const PACKAGE: &str = "cvdmirror";
 const CONFIG: &str = "/etc/cvdmirror/cvdmirror.toml";
@@ -78,22 +81,20 @@ fn debian_package_builds_installs_serves_upgrades_and_purges() {
     rotate_logs();
     // The SIGHUP from postrotate reopens the log at the writer's next batch,
     // so a request or two may still land in the rotated file.
-    let deadline = Instant::now() + DEADLINE;
-    for n in 0.. {
+    let mut n = 0;
+    wait_until_every(DEADLINE, Duration::from_millis(200), || {
         assert_eq!(
             get(server.addr, &format!("/package-test.bin?after-rotate-{n}")),
             body
         );
-        std::thread::sleep(Duration::from_millis(200));
-        if read(ACCESS_LOG).contains("?after-rotate-") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the access log was not reopened after logrotate:\n{}",
-            read(&format!("{ACCESS_LOG}.1"))
-        );
-    }
+        n += 1;
+        check(read(ACCESS_LOG).contains("?after-rotate-"), || {
+            format!(
+                "the access log was not reopened after logrotate:\n{}",
+                read(&format!("{ACCESS_LOG}.1"))
+            )
+        })
+    });
     let rotated = read(&format!("{ACCESS_LOG}.1"));
     assert!(
         rotated.contains("?first "),
@@ -412,9 +413,8 @@ fn rotate_logs() {
 /// as the packaged user, on a free loopback port (the config's 8080 might
 /// be taken); killed on drop.
 struct Server {
-    child: Child,
+    process: Process,
     addr: SocketAddr,
-    stderr: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -435,93 +435,41 @@ impl Server {
                 "--listen",
                 "127.0.0.1:0",
             ])
-            .current_dir("/var/lib/cvdmirror")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .current_dir("/var/lib/cvdmirror");
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("CVDMIRROR_") {
                 command.env_remove(name);
             }
         }
-        let mut child = command.spawn().expect("start the installed cvdmirror");
-        let (tx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
+        let process = Process::spawn(&mut command);
+        let stdout = process.wait_stdout(DEADLINE, "ready", |lines| {
+            lines.iter().any(|l| l == "ready")
         });
-        let (lines_tx, lines) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let mut server = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stderr,
-        };
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if line == "ready" => break,
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix("listening on http://") {
-                        server.addr = addr.trim_end_matches('/').parse().unwrap();
-                    }
-                }
-                Err(_) => panic!(
-                    "the installed cvdmirror did not start:\n{}",
-                    server.diagnostics()
-                ),
-            }
-        }
-        assert_ne!(
-            server.addr.port(),
-            0,
-            "no listening address printed:\n{}",
-            server.diagnostics()
-        );
-        server
+        let addr = stdout
+            .iter()
+            .find_map(|l| l.strip_prefix("listening on http://"))
+            .map(|a| a.trim_end_matches('/').parse().unwrap())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no listening address printed: {stdout:?}\n{}",
+                    process.stderr()
+                )
+            });
+        Server { process, addr }
     }
 
     /// SIGTERM, and a clean exit within the deadline.
-    fn stop(mut self) {
-        run(
-            Command::new("kill").args(["-TERM", &self.child.id().to_string()]),
-            "kill -TERM",
-        );
-        let deadline = Instant::now() + DEADLINE;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "cvdmirror did not stop on SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+    fn stop(self) {
+        self.process.signal("TERM");
+        let status = self
+            .process
+            .exit_within(DEADLINE)
+            .expect("cvdmirror did not stop on SIGTERM");
         assert!(
             status.success(),
             "cvdmirror exited with {status}:\n{}",
-            self.diagnostics()
+            self.process.stderr()
         );
-    }
-
-    fn diagnostics(&self) -> String {
-        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -541,39 +489,20 @@ impl Drop for Installed {
 
 /// The body of a `200` answer to `GET path`.
 fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no end of the response head");
-    let head = String::from_utf8_lossy(&response[..split]);
-    assert!(head.starts_with("HTTP/1.1 200 "), "GET {path}:\n{head}");
-    response[split + 4..].to_vec()
+    let response = support::http::request(addr, "GET", path, &[]);
+    assert_eq!(response.status, 200, "GET {path}: {:?}", response.headers);
+    response.body
 }
 
 /// Waits until the file has a line containing `needle` (the access log is
 /// written in batches).
 fn wait_for_line(path: &str, needle: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
+    wait_until(DEADLINE, || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.lines().any(|l| l.contains(needle)) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} never showed {needle:?}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        check(text.lines().any(|l| l.contains(needle)), || {
+            format!("{path} never showed {needle:?}:\n{text}")
+        })
+    });
 }
 
 /// Runs a command that must succeed; its trimmed stdout.

@@ -9,7 +9,6 @@
 // the intent, but clippy only applies it inside `#[test]` functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
 mod support;
 
 mod serve {

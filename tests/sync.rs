@@ -10,7 +10,6 @@
 // run on the wall clock, not a paused tokio one).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
 
-#[path = "support/mod.rs"]
 mod support;
 
 #[path = "sync/crash.rs"]
@@ -33,7 +32,3 @@ mod proxy;
 mod serve;
 #[path = "sync/signs.rs"]
 mod signs;
-#[path = "sync/upstream.rs"]
-mod upstream;
-#[path = "sync/world.rs"]
-mod world;

@@ -19,17 +19,12 @@
 // the intent, but clippy only applies it inside `#[test]` functions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/mod.rs"]
 mod support;
 
-// The freshclam driver and access-log reader of tests/freshclam.rs; this
-// crate uses only part of them.
-#[allow(dead_code)]
+// The access-log reader's check of tests/freshclam.rs: the TLS suite
+// matches freshclam's requests against the access log the same way.
 #[path = "freshclam/access_log.rs"]
 mod access_log;
-#[allow(dead_code)]
-#[path = "freshclam/client.rs"]
-mod client;
 
 mod tls {
     mod cdiff15;

@@ -7,23 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::kit::{self, Parts, Trust};
-use crate::world::*;
-
-/// A target mirror at 269 and a good bundle of 271 (cdiffs 269..=271).
-fn setup() -> (Mirror, tempfile::TempDir, PathBuf) {
-    let world = World::new();
-    world.release(266, 269, CVD_SIZE);
-    let target = Mirror::new();
-    target.sync(&world).assert_ok();
-    world.release(269, 271, CVD_SIZE);
-    let source = Mirror::new();
-    source.sync(&world).assert_ok();
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("good.tar");
-    kit::export(&source.root, &bundle).assert_ok();
-    (target, dir, bundle)
-}
+use crate::kit::{self, Parts, Trust, setup};
+use crate::support::world::*;
 
 fn flip(bytes: &mut [u8], offset: usize) {
     bytes[offset] ^= 0x01;

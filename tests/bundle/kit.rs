@@ -3,84 +3,15 @@
 //! bundle apart and putting it back together to damage it on purpose.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use cvdmirror::sync::bundle::Manifest;
 
-use crate::world::{FAST_CONFIG, pki, trusted_key_args};
-
-/// One run of the binary.
-#[derive(Debug)]
-pub struct Out {
-    /// Exit 0.
-    pub ok: bool,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit ok: {}\n--- stdout\n{}--- stderr\n{}",
-            self.ok, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Out {
-    /// Asserts exit 0.
-    pub fn assert_ok(&self) -> &Self {
-        assert!(self.ok, "should have succeeded\n{self}");
-        self
-    }
-
-    /// Asserts a non-zero exit whose stderr says every one of `words`.
-    pub fn assert_failed(&self, words: &[&str]) -> &Self {
-        assert!(!self.ok, "should have failed\n{self}");
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "stderr does not say {word:?}\n{self}"
-            );
-        }
-        self
-    }
-
-    /// Asserts stdout says every one of `words`.
-    pub fn says(&self, words: &[&str]) -> &Self {
-        for word in words {
-            assert!(
-                self.stdout.contains(word),
-                "stdout does not say {word:?}\n{self}"
-            );
-        }
-        self
-    }
-}
+use crate::support::process::{Finished, cvdmirror as binary, run};
+use crate::support::world::{CVD_SIZE, FAST_CONFIG, Mirror, Outcome, World, trust_args};
 
 /// Runs `cvdmirror ARGS` in `dir` with a clean environment.
-pub fn cvdmirror(dir: &Path, args: &[String]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvdmirror"));
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CVDMIRROR_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
-    let out = cmd.output().unwrap();
-    Out {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+pub fn cvdmirror(dir: &Path, args: &[String]) -> Finished {
+    run(binary(args).current_dir(dir))
 }
 
 fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
@@ -88,7 +19,7 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
 }
 
 /// `cvdmirror export --root ROOT --out OUT`.
-pub fn export(root: &Path, out: &Path) -> Out {
+pub fn export(root: &Path, out: &Path) -> Finished {
     let dir = out.parent().unwrap();
     cvdmirror(
         dir,
@@ -118,16 +49,13 @@ pub fn settings(dir: &Path, trust: Trust) -> Vec<String> {
     std::fs::write(&config, FAST_CONFIG).unwrap();
     let mut args = vec!["--config".into(), s(&config)];
     if trust == Trust::Test {
-        let root_pem = dir.join("sign-root.pem");
-        std::fs::write(&root_pem, pki().root_pem()).unwrap();
-        args.extend(trusted_key_args());
-        args.extend(["--sign-root".into(), s(&root_pem)]);
+        args.extend(trust_args(dir));
     }
     args
 }
 
 /// `cvdmirror import BUNDLE --root ROOT` with `extra` flags.
-pub fn import(bundle: &Path, root: &Path, trust: Trust, extra: &[&str]) -> Out {
+pub fn import(bundle: &Path, root: &Path, trust: Trust, extra: &[&str]) -> Finished {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec!["import".into(), s(bundle), "--root".into(), s(root)];
     args.extend(settings(dir.path(), trust));
@@ -137,7 +65,7 @@ pub fn import(bundle: &Path, root: &Path, trust: Trust, extra: &[&str]) -> Out {
 
 /// `cvdmirror sync --upstream URL --root ROOT --db bytecode`; DNS points
 /// at a port nobody answers, so any lookup would fail the pass.
-pub fn sync_from(url: &str, root: &Path) -> Out {
+pub fn sync_from(url: &str, root: &Path) -> Finished {
     let dir = tempfile::tempdir().unwrap();
     let mut args = vec![
         "sync".into(),
@@ -152,6 +80,22 @@ pub fn sync_from(url: &str, root: &Path) -> Out {
     ];
     args.extend(settings(dir.path(), Trust::Test));
     cvdmirror(dir.path(), &args)
+}
+
+/// A target mirror at 269 and a good bundle of 271 (cdiffs 269..=271)
+/// in a temp dir.
+pub fn setup() -> (Mirror, tempfile::TempDir, PathBuf) {
+    let world = World::new();
+    world.release(266, 269, CVD_SIZE);
+    let target = Mirror::new();
+    target.sync(&world).assert_ok();
+    world.release(269, 271, CVD_SIZE);
+    let source = Mirror::new();
+    source.sync(&world).assert_ok();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("good.tar");
+    export(&source.root, &bundle).assert_ok();
+    (target, dir, bundle)
 }
 
 /// `file:///…` for a path.

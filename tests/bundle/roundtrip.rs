@@ -5,8 +5,8 @@
 
 use std::process::Command;
 
-use crate::kit::{self, Parts, Trust};
-use crate::world::*;
+use crate::kit::{self, Parts, Trust, setup};
+use crate::support::world::*;
 
 #[test]
 fn export_then_import_into_an_empty_root_serves_the_same_bytes() {
@@ -56,16 +56,7 @@ fn export_then_import_into_an_empty_root_serves_the_same_bytes() {
 
 #[test]
 fn dry_run_shows_the_bundle_and_changes_nothing() {
-    let world = World::new();
-    world.release(266, 269, CVD_SIZE);
-    let target = Mirror::new();
-    target.sync(&world).assert_ok();
-    world.release(269, 271, CVD_SIZE);
-    let source = Mirror::new();
-    source.sync(&world).assert_ok();
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("b.tar");
-    kit::export(&source.root, &bundle).assert_ok();
+    let (target, dir, bundle) = setup();
 
     let before = target.snapshot();
     let out = kit::import(&bundle, &target.root, Trust::Test, &["--dry-run"]);

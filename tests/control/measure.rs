@@ -7,6 +7,21 @@ use std::time::{Duration, Instant};
 
 use super::net::Trace;
 
+/// A big whole-CVD body: nobody finishes it within a measurement.
+pub const BIG: usize = 20_000_000;
+/// A whole CVD just above the default bulk threshold (1 MiB).
+pub const MID: usize = 1_200_000;
+
+/// `s` seconds.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Bytes as megabytes, for reports.
+pub fn mb(bytes: f64) -> String {
+    format!("{:.3} MB", bytes / 1e6)
+}
+
 /// Held by a test for as long as it measures rates or latency, so two
 /// measurements never share this machine's cores: a test binary runs its
 /// tests in parallel, and a neighbour's server and clients competing for

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// How long a single read or connect may block before a test fails.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+use crate::support::TestServer;
+use crate::support::http::{header, parse_head, request_bytes};
+use crate::support::wait::{DEADLINE as IO_TIMEOUT, check, wait_until};
 
 /// `127.0.0.n`: the n-th loopback client.
 pub fn client(n: u8) -> Ipv4Addr {
@@ -36,12 +37,9 @@ pub fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
 
 /// Writes `METHOD path` with `Connection: close` and `headers`.
 pub fn send_request(stream: &mut TcpStream, method: &str, path: &str, headers: &[(&str, &str)]) {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).unwrap();
+    stream
+        .write_all(&request_bytes(method, path, headers, true))
+        .unwrap();
 }
 
 /// A response's status line and headers.
@@ -56,10 +54,7 @@ pub struct Head {
 impl Head {
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        header(&self.headers, name)
     }
 
     /// `Content-Length`, if given.
@@ -75,17 +70,7 @@ pub fn read_head(stream: &mut TcpStream) -> (Head, Vec<u8>) {
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap();
-            let mut lines = head.split("\r\n");
-            let status = lines
-                .next()
-                .and_then(|l| l.split(' ').nth(1))
-                .and_then(|s| s.parse().ok())
-                .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-            let headers = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                .collect();
+            let (status, headers) = parse_head(std::str::from_utf8(&buf[..end]).unwrap());
             return (Head { status, headers }, buf[end + 4..].to_vec());
         }
         let n = stream
@@ -313,14 +298,11 @@ impl Download {
 
     /// Waits (bounded) for the body to end on its own and returns the trace.
     pub fn finish(mut self, limit: Duration) -> Trace {
-        let start = Instant::now();
-        while !self.is_finished() {
-            assert!(
-                start.elapsed() < limit,
-                "download did not finish in {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(limit, || {
+            check(self.is_finished(), || {
+                format!("download did not finish in {limit:?}")
+            })
+        });
         self.thread.take().unwrap().join().unwrap()
     }
 }
@@ -332,4 +314,31 @@ impl Drop for Download {
             let _ = t.join();
         }
     }
+}
+
+/// Starts greedy downloads of `path` from each client, checks each got 200.
+pub fn downloads(server: &TestServer, clients: &[u8], path: &str) -> Vec<Download> {
+    let mut all: Vec<Download> = clients
+        .iter()
+        .map(|&n| Download::start(client(n), server.addr, path, Pace::Greedy))
+        .collect();
+    for d in &mut all {
+        let head = d.head().clone();
+        assert_eq!(head.status, 200, "{head:?}");
+    }
+    all
+}
+
+/// Stops every download and returns their traces.
+pub fn stop_all(downloads: Vec<Download>) -> Vec<Trace> {
+    downloads.into_iter().map(Download::stop).collect()
+}
+
+/// The status of `GET path` from `src`, without reading the body (a
+/// download that is admitted is closed at once).
+pub fn fetch_head(server: &TestServer, src: Ipv4Addr, path: &str) -> u16 {
+    let mut d = Download::start(src, server.addr, path, Pace::Hold);
+    let status = d.head().status;
+    drop(d);
+    status
 }

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::observe::spawn;
+use super::start;
 use crate::support::DEADLINE;
 
 /// A receiver on a free port: answers `500` to the first POST, `204` after;
@@ -62,7 +62,7 @@ fn a_saturated_link_fires_once_retries_and_resolves() {
         "[alerts]\nlink_capacity = \"8kbit\"\nlink_threshold_percent = 50\nlink_for = \"0s\"\nclear_for = \"0s\"\nwebhook = \"{url}\"\nwebhook_retry = \"100ms\"\n"
     );
     let big = vec![7u8; 300_000];
-    let server = spawn::start(&[("big.bin", &big)], &config);
+    let server = start(&[("big.bin", &big)], &config);
     let r = server.request("GET", "/big.bin", &[]);
     assert_eq!(
         (r.status, r.body.len()),

@@ -2,8 +2,9 @@
 //! `/status.json` and `/metrics` exactly: counts by class and status, and
 //! bytes to the byte. The admin reset is a token-protected POST.
 
-use crate::observe::spawn::{self, TOKEN};
+use super::start;
 use crate::support::fixture;
+use crate::support::server::ADMIN_TOKEN as TOKEN;
 
 fn class<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["classes"]
@@ -28,7 +29,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 #[test]
 fn status_and_metrics_count_a_scripted_sequence_exactly() {
     let cvd = fixture("bytecode-268.cvd");
-    let server = spawn::start(&[("bytecode.cvd", &cvd)], "");
+    let server = start(&[("bytecode.cvd", &cvd)], "");
     let mut sent = 0u64;
 
     // Three header checks, as freshclam does them.
@@ -186,7 +187,7 @@ fn status_and_metrics_count_a_scripted_sequence_exactly() {
 #[test]
 fn signatures_and_their_404s_are_counted_apart_from_patches() {
     let sign = b"#clamsign-1.0\n230::pkcs7-pem:MIIB\n";
-    let server = spawn::start(&[("bytecode-268.cvd.sign", sign)], "");
+    let server = start(&[("bytecode-268.cvd.sign", sign)], "");
     let r = server.request("GET", "/bytecode-268.cvd.sign", &[]);
     assert_eq!((r.status, r.body.as_slice()), (200, &sign[..]));
     for path in [
@@ -225,7 +226,7 @@ fn signatures_and_their_404s_are_counted_apart_from_patches() {
 
 #[test]
 fn the_public_status_is_read_only_and_hides_clients() {
-    let server = spawn::start(
+    let server = start(
         &[("a.txt", b"hello")],
         "[observe]\npublic_status = true\npublic_path = \"/_status\"\n",
     );
@@ -257,7 +258,7 @@ fn the_public_status_is_read_only_and_hides_clients() {
 fn metrics_show_the_herd_gates_waiting_list() {
     use std::io::{Read, Write};
     let big = vec![7u8; 20_000_000];
-    let server = spawn::start(
+    let server = start(
         &[("daily.cvd", &big)],
         "[shape]\nlink_rate = \"16Mbit\"\n[limits.herd]\nbulk_min_rate = \"16Mbit\"\n",
     );
@@ -319,7 +320,7 @@ fn metrics_show_the_herd_gates_waiting_list() {
 #[test]
 fn a_quota_slowing_a_running_download_is_counted() {
     let file = vec![3u8; 3_000_000];
-    let server = spawn::start(
+    let server = start(
         &[("daily.cvd", &file)],
         "[limits.client_quota]\nlimit = 1000000\nperiod = \"1h\"\nslices = 1\n\
          on_exceed = { action = \"slow\", rate = \"80Mbit\" }\n",

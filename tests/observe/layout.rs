@@ -28,9 +28,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::start;
 use crate::observe::page::{browse_at, console_errors, serve, signed_sync_status, text_of};
-use crate::observe::spawn::{self, Observed};
 use crate::support::DEADLINE;
+use crate::support::TestServer;
 
 /// Downloads the herd gate admits: 40 Mbit/s at 5 Mbit/s each.
 const RUNNING: usize = 8;
@@ -90,9 +91,9 @@ fn download(addr: SocketAddr, client: &str) {
 /// A herd in full swing: eight downloads running, the gate closed, a
 /// dozen clients refused (each first asked for the missing cdiff),
 /// header checks from IPv4 and IPv6 clients. Returns the server.
-fn herd() -> Observed {
+fn herd() -> TestServer {
     let cvd = vec![0x5au8; CVD_LEN];
-    let server = spawn::start(&[("daily.cvd", &cvd)], CONFIG);
+    let server = start(&[("daily.cvd", &cvd)], CONFIG);
     for n in 0..RUNNING {
         download(server.addr, &ipv6(n));
     }
@@ -119,7 +120,7 @@ fn herd() -> Observed {
 }
 
 /// `/status.json` of the herd once every download shows a live rate.
-fn herd_status(server: &Observed) -> serde_json::Value {
+fn herd_status(server: &TestServer) -> serde_json::Value {
     server.status_when("eight downloads with live rates", |s| {
         let busy = s["sources"]["traffic_control"]["busiest_clients"]
             .as_array()

@@ -9,7 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::observe::spawn::{self, Observed};
+use super::start;
+use crate::support::TestServer;
 use crate::support::fixture;
 
 fn chromium() -> PathBuf {
@@ -86,7 +87,7 @@ pub(super) fn text_of<'a>(dom: &'a str, id: &str) -> &'a str {
     &rest[start..end]
 }
 
-fn traffic(server: &Observed, cvd_len: usize, n: usize) {
+fn traffic(server: &TestServer, cvd_len: usize, n: usize) {
     for _ in 0..n {
         let r = server.request("GET", "/bytecode.cvd", &[]);
         assert_eq!((r.status, r.body.len()), (200, cvd_len));
@@ -99,13 +100,13 @@ fn traffic(server: &Observed, cvd_len: usize, n: usize) {
 #[test]
 fn the_status_page_renders_live_numbers_without_errors() {
     let cvd = fixture("bytecode-339.cvd");
-    let server = spawn::start(
+    let server = start(
         &[("bytecode.cvd", &cvd)],
         "[alerts]\nlink_capacity = \"100Mbit\"\n",
     );
     traffic(&server, cvd.len(), 3);
     server.status_when("nine requests", |s| s["totals"]["requests"] == 9);
-    let url = format!("http://{}/", server.admin);
+    let url = format!("http://{}/", server.admin_addr());
 
     let first = browse(&url, &["--dump-dom"]);
     let stderr = String::from_utf8_lossy(&first.stderr);

@@ -1,12 +1,16 @@
 //! The access log in combined format: operators feed it to standard tools
 //! and count bytes from it, so the line shape is fixed, BYTES is what was
-//! really sent, and nothing a client sends may break a line apart.
+//! really sent, and nothing a client sends may break a line apart. Every
+//! line is read with the library's own parser (the one `cvdmirror analyze`
+//! uses), so what the server writes is what its analyzer reads.
 
 use std::io::Read;
 
-use super::util::{
-    Conn, LM_268, LogLine, Proc, now_epoch, parse_log_line, parse_log_time, pattern,
-};
+use cvdmirror::analyze::parse::RequestTime;
+
+use super::util::{LM_268, now_epoch, pattern};
+use crate::support::access_log::{LogLine, parse_all};
+use crate::support::http::{Conn, raw_response};
 use crate::support::{DEADLINE, TestServer, fixture};
 
 fn server() -> TestServer {
@@ -17,26 +21,27 @@ fn server() -> TestServer {
 }
 
 fn lines(s: &TestServer, n: usize) -> Vec<LogLine> {
-    let raw = s.access_log_lines(n);
-    raw.iter()
-        .map(|l| parse_log_line(l).unwrap_or_else(|e| panic!("{e}")))
-        .collect()
+    parse_all(&s.access_log_lines(n).join("\n"))
 }
 
+/// The line ends with SECONDS at millisecond resolution, which the parser
+/// reads as the request time.
 fn assert_seconds(l: &LogLine) {
-    let (whole, frac) = l
-        .seconds
+    let seconds = l.seconds();
+    let (whole, frac) = seconds
         .split_once('.')
-        .unwrap_or_else(|| panic!("SECONDS {:?} has no fraction", l.seconds));
+        .unwrap_or_else(|| panic!("SECONDS {seconds:?} has no fraction"));
     assert!(
         !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()),
-        "SECONDS {:?}",
-        l.seconds
+        "SECONDS {seconds:?}"
     );
     assert!(
         frac.len() == 3 && frac.bytes().all(|b| b.is_ascii_digit()),
-        "SECONDS {:?} is not millisecond resolution",
-        l.seconds
+        "SECONDS {seconds:?} is not millisecond resolution"
+    );
+    assert!(
+        matches!(l.request_time, Some(RequestTime::Millis(_))),
+        "{l:?}"
     );
 }
 
@@ -48,18 +53,21 @@ fn full_get_is_logged_in_combined_format() {
     let after = now_epoch();
     let raw = s.access_log_lines(1);
     assert_eq!(raw.len(), 1, "{raw:?}");
-    let l = parse_log_line(&raw[0]).unwrap();
+    let l = LogLine::parse(&raw[0]).unwrap();
     assert_eq!(l.client, "127.0.0.1");
-    assert_eq!((l.ident.as_str(), l.user.as_str()), ("-", "-"));
-    let t = parse_log_time(&l.time).unwrap();
+    // Ident and user are `-`; the time is UTC.
+    assert!(l.line.starts_with("127.0.0.1 - - ["), "{}", l.line);
+    assert_eq!(l.offset, 0, "{}", l.line);
+    let t = u64::try_from(l.time).unwrap();
     assert!(
         t + 1 >= before && t <= after + 1,
-        "log time {} not within the request ({before}..{after})",
-        l.time
+        "log time {t} not within the request ({before}..{after}): {}",
+        l.line
     );
     assert_eq!(l.request, "GET /bytecode.cvd HTTP/1.1");
     assert_eq!((l.status, l.bytes), (200, 78_992));
-    assert_eq!((l.referer.as_str(), l.user_agent.as_str()), ("-", "-"));
+    // Referer and User-Agent are `-`.
+    assert!(l.line.contains("\" 200 78992 \"-\" \"-\" "), "{}", l.line);
     assert_seconds(&l);
 }
 
@@ -73,7 +81,13 @@ fn referer_and_user_agent_are_logged() {
     );
     let l = &lines(&s, 1)[0];
     assert_eq!(l.user_agent, ua);
-    assert_eq!(l.referer, "http://example.com/x?y=1");
+    // The referer is the quoted field before the User-Agent.
+    assert!(
+        l.line
+            .contains(&format!(" \"http://example.com/x?y=1\" \"{ua}\" ")),
+        "{}",
+        l.line
+    );
 }
 
 #[test]
@@ -85,14 +99,20 @@ fn quotes_and_control_chars_in_headers_are_escaped() {
     let raw = s.access_log_lines(1);
     assert_eq!(raw.len(), 1, "{raw:?}");
     assert!(!raw[0].contains('\t'), "raw tab in log line: {:?}", raw[0]);
-    let l = parse_log_line(&raw[0]).unwrap();
+    let l = LogLine::parse(&raw[0]).unwrap();
     assert_eq!(l.status, 200, "{:?}", raw[0]);
     assert!(
         l.user_agent == r#"evil\" 200 0 \"x\x09end"# || l.user_agent == r#"evil\" 200 0 \"x\tend"#,
         "user agent logged as {:?}",
         l.user_agent
     );
-    assert_eq!(l.referer, r#"a\"b"#);
+    // The referer is the quoted field before the User-Agent.
+    assert!(
+        l.line
+            .contains(&format!(" \"{}\" \"{}\" ", r#"a\"b"#, l.user_agent)),
+        "{}",
+        l.line
+    );
     assert_seconds(&l);
 }
 
@@ -106,10 +126,7 @@ fn quote_in_request_target_cannot_forge_fields() {
     // The bad request may be answered 400 by the parser and left unlogged;
     // if it is logged, its line must parse with the real status.
     let text = s.access_log_containing("GET /dns.txt");
-    let parsed: Vec<LogLine> = text
-        .lines()
-        .map(|l| parse_log_line(l).unwrap_or_else(|e| panic!("{e}")))
-        .collect();
+    let parsed = parse_all(&text);
     assert_eq!(
         parsed.last().unwrap().request,
         "GET /dns.txt HTTP/1.1",
@@ -237,23 +254,20 @@ fn aborted_download_logs_bytes_actually_sent() {
 
 #[test]
 fn access_log_dash_writes_to_stdout() {
-    let p = Proc::spawn(|dir| {
-        std::fs::create_dir_all(dir.join("root")).unwrap();
-        std::fs::write(dir.join("root/dns.txt"), "record").unwrap();
-        [
+    let p = TestServer::builder()
+        .bare()
+        .file("dns.txt", b"record")
+        .args([
             "--listen",
             "127.0.0.1:0",
             "--root",
             "root",
             "--access-log",
             "-",
-        ]
-        .map(String::from)
-        .to_vec()
-    });
-    let addr = p.addrs()[0].parse().unwrap();
-    let r = super::util::raw_response(
-        addr,
+        ])
+        .start();
+    let r = raw_response(
+        p.addr,
         b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         false,
     );
@@ -265,6 +279,6 @@ fn access_log_dash_writes_to_stdout() {
         .iter()
         .find(|l| l.contains("\"GET /dns.txt HTTP/1.1\""))
         .unwrap();
-    let l = parse_log_line(line).unwrap();
+    let l = LogLine::parse(line).unwrap();
     assert_eq!((l.status, l.bytes), (200, 6));
 }

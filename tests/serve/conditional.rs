@@ -2,9 +2,8 @@
 //! decides "up to date" from `If-Modified-Since` against the header's stime,
 //! so `Last-Modified` must be the stime and the 304/206 choice exact.
 
-use super::util::{
-    Conn, LM_268, STIME_19, STIME_268, STIME_339, assert_body, http_date, set_mtime,
-};
+use super::util::{LM_268, STIME_19, STIME_268, STIME_339, assert_body, http_date, set_mtime};
+use crate::support::http::Conn;
 use crate::support::{Response, TestServer, fixture};
 
 fn cvd_server() -> TestServer {

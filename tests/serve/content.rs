@@ -4,8 +4,10 @@
 //! ClamAV 1.5's detached signatures are ASCII text, revalidate like every
 //! other file, and a missing one is an ordinary `404`.
 
-use super::util::{Conn, http_date, set_mtime};
-use crate::support::{Response, TestServer, fixture};
+use super::util::{http_date, set_mtime};
+use crate::support::http::Conn;
+use crate::support::wait::{check, wait_until};
+use crate::support::{DEADLINE, Response, TestServer, fixture};
 
 /// What a sigtool-written `.sign` looks like (the base64 cut short).
 const SIGN: &[u8] = b"#clamsign-1.0\n230::pkcs7-pem:MIIaBgYJKoZIhvcNAQcCoIIZ9zCCGfMCAQExDzANBglghkgBZQMEAgEFADALBgkqhkiG9w0BBwE=\n";
@@ -148,7 +150,7 @@ fn download(
 ) -> (Vec<u8>, Option<std::io::Error>) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(crate::support::DEADLINE)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = Vec::new();
@@ -236,7 +238,7 @@ fn concurrent_downloads_of_one_version_share_a_descriptor() {
     let clients: Vec<std::net::TcpStream> = (0..20)
         .map(|_| {
             let mut c = std::net::TcpStream::connect(s.addr).unwrap();
-            c.set_read_timeout(Some(crate::support::DEADLINE)).unwrap();
+            c.set_read_timeout(Some(DEADLINE)).unwrap();
             c.write_all(b"GET /daily.cvd HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let mut head = [0u8; 12];
@@ -252,10 +254,10 @@ fn concurrent_downloads_of_one_version_share_a_descriptor() {
     );
     drop(clients);
     // A new version gets its own descriptor; the old one goes with its last download.
-    let polls = crate::support::DEADLINE.as_millis() / 20;
-    let closed = (0..polls).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        open_on_target() == 0
+    wait_until(DEADLINE, || {
+        check(
+            open_on_target() == 0,
+            || "descriptor kept after the downloads ended",
+        )
     });
-    assert!(closed, "descriptor kept after the downloads ended");
 }

@@ -9,13 +9,36 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::util::{Conn, Proc, pattern, raw_response, require_ipv6_loopback, spawn_with};
+use super::util::{pattern, require_ipv6_loopback};
+use crate::support::http::{Conn, raw_response};
+use crate::support::wait::{check, wait_until};
 use crate::support::{DEADLINE, TestServer};
 
 const BIG: usize = 20 * 1024 * 1024;
 
-fn addr_of(p: &Proc) -> SocketAddr {
-    p.addrs()[0].parse().unwrap()
+/// Asserts `GET /dns.txt` on a new connection to `addr` gets the `record`
+/// every server here serves.
+fn assert_serves_record(addr: SocketAddr) {
+    let r = raw_response(
+        addr,
+        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"record"[..]),
+        "{addr}"
+    );
+}
+
+/// Asserts the server exits 0 within the deadline (`why` it should).
+fn assert_exits_zero(p: &TestServer, why: &str) {
+    let status = p.exit_within(DEADLINE).expect(why);
+    assert!(
+        status.success(),
+        "exit status {status}; stderr: {}",
+        p.stderr()
+    );
 }
 
 /// True once a new connection to `addr` is refused or closed unanswered.
@@ -70,19 +93,19 @@ fn start_big_download(addr: SocketAddr, min: usize) -> (Conn, Vec<u8>) {
 #[test]
 fn graceful_shutdown_completes_inflight_download_then_exits_0() {
     let data = pattern(BIG);
-    let mut p = spawn_with(&[("big.cvd", &data), ("dns.txt", b"record")], None);
-    let addr = addr_of(&p);
+    let p = TestServer::serving(&[("big.cvd", &data), ("dns.txt", b"record")]);
+    let addr = p.addr;
     let (mut c, mut body) = start_big_download(addr, 1024 * 1024);
     p.signal("TERM");
     let start = Instant::now();
-    while !not_accepting(addr) {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "still accepting new connections {:?} after SIGTERM",
-            start.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(DEADLINE, || {
+        check(not_accepting(addr), || {
+            format!(
+                "still accepting new connections {:?} after SIGTERM",
+                start.elapsed()
+            )
+        })
+    });
     // Now drain the rest, a little at a time at first.
     let mut buf = vec![0u8; 64 * 1024];
     while body.len() < BIG {
@@ -95,24 +118,26 @@ fn graceful_shutdown_completes_inflight_download_then_exits_0() {
     assert_eq!(body.len(), BIG, "download cut off by shutdown");
     assert!(body == data, "download corrupted");
     let status = p
-        .wait_exit(DEADLINE)
-        .unwrap_or_else(|| panic!("no exit after the transfer: {}", p.stderr_text()));
+        .exit_within(DEADLINE)
+        .unwrap_or_else(|| panic!("no exit after the transfer: {}", p.stderr()));
     assert!(
         status.success(),
         "exit status {status}; stderr: {}",
-        p.stderr_text()
+        p.stderr()
     );
 }
 
 #[test]
 fn shutdown_grace_bounds_a_stalled_transfer() {
     let data = pattern(BIG);
-    let mut p = spawn_with(&[("big.cvd", &data)], Some("shutdown_grace = \"1s\"\n"));
-    let addr = addr_of(&p);
-    let (mut c, body) = start_big_download(addr, 64 * 1024);
+    let p = TestServer::builder()
+        .file("big.cvd", &data)
+        .config("shutdown_grace = \"1s\"\n")
+        .start();
+    let (mut c, body) = start_big_download(p.addr, 64 * 1024);
     let start = Instant::now();
     p.signal("TERM");
-    let status = p.wait_exit(DEADLINE);
+    let status = p.exit_within(DEADLINE);
     let took = start.elapsed();
     assert!(
         status.is_some(),
@@ -133,47 +158,28 @@ fn shutdown_grace_bounds_a_stalled_transfer() {
 
 #[test]
 fn sigterm_when_idle_exits_zero() {
-    let mut p = spawn_with(&[("dns.txt", b"record")], None);
-    let r = raw_response(
-        addr_of(&p),
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        false,
-    );
-    assert_eq!(r.status, 200);
+    let p = TestServer::serving(&[("dns.txt", b"record")]);
+    assert_serves_record(p.addr);
     p.signal("TERM");
-    let status = p
-        .wait_exit(DEADLINE)
-        .expect("idle server did not exit on SIGTERM");
-    assert!(
-        status.success(),
-        "exit status {status}; stderr: {}",
-        p.stderr_text()
-    );
+    assert_exits_zero(&p, "idle server did not exit on SIGTERM");
 }
 
 #[test]
 fn idle_keepalive_connection_does_not_delay_shutdown() {
     // Default grace is 30 s, longer than the deadline: an idle keep-alive
     // connection must be closed at once, not waited for.
-    let mut p = spawn_with(&[("dns.txt", b"record")], None);
-    let mut c = Conn::open(addr_of(&p));
+    let p = TestServer::serving(&[("dns.txt", b"record")]);
+    let mut c = Conn::open(p.addr);
     assert_eq!(c.roundtrip("GET", "/dns.txt", &[]).status, 200);
     p.signal("TERM");
-    let status = p
-        .wait_exit(DEADLINE)
-        .expect("an idle keep-alive connection kept the server alive");
-    assert!(
-        status.success(),
-        "exit status {status}; stderr: {}",
-        p.stderr_text()
-    );
+    assert_exits_zero(&p, "an idle keep-alive connection kept the server alive");
     assert!(c.closed_within(DEADLINE).is_some());
 }
 
 #[test]
 fn startup_prints_listening_lines_then_ready() {
-    let p = spawn_with(&[], None);
-    let out = p.stdout.lock().unwrap().clone();
+    let p = TestServer::serving(&[]);
+    let out = p.stdout();
     let ready = out.iter().position(|l| l.starts_with("ready")).unwrap();
     let listening: Vec<usize> = out
         .iter()
@@ -183,7 +189,7 @@ fn startup_prints_listening_lines_then_ready() {
         .collect();
     assert_eq!(listening.len(), 1, "{out:?}");
     assert!(listening[0] < ready, "ready before listening: {out:?}");
-    let addr = addr_of(&p);
+    let addr = p.addr;
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
     assert!(out[listening[0]].ends_with('/'), "{out:?}");
 }
@@ -226,42 +232,27 @@ fn two_listen_flags_give_two_listeners_both_serving() {
         s.addrs
     );
     for addr in &s.addrs {
-        let r = raw_response(
-            *addr,
-            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            false,
-        );
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, &b"record"[..]),
-            "{addr}"
-        );
+        assert_serves_record(*addr);
     }
 }
 
 #[test]
 fn default_serve_creates_mirror_and_listens_on_8080() {
-    let p = Proc::spawn(|_| Vec::new());
-    assert!(p.path().join("mirror").is_dir(), "./mirror was not created");
-    let mut addrs = p.addrs();
+    let p = TestServer::builder().bare().start();
+    assert!(
+        p.dir.path().join("mirror").is_dir(),
+        "./mirror was not created"
+    );
+    let mut addrs: Vec<String> = p.addrs.iter().map(SocketAddr::to_string).collect();
     addrs.sort();
     assert_eq!(
         addrs,
         ["0.0.0.0:8080", "[::]:8080"],
         "stdout: {:?}",
-        p.stdout.lock().unwrap()
+        p.stdout()
     );
-    std::fs::write(p.path().join("mirror/dns.txt"), "record").unwrap();
+    std::fs::write(p.dir.path().join("mirror/dns.txt"), "record").unwrap();
     for addr in ["127.0.0.1:8080", "[::1]:8080"] {
-        let r = raw_response(
-            addr.parse().unwrap(),
-            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            false,
-        );
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, &b"record"[..]),
-            "{addr}"
-        );
+        assert_serves_record(addr.parse().unwrap());
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::util::Conn;
+use crate::support::http::Conn;
+use crate::support::wait::{check, wait_until};
 use crate::support::{DEADLINE, Response, TestServer};
 
 fn slow_server() -> TestServer {
@@ -159,8 +160,7 @@ fn connections_are_served_again_after_others_close() {
     let (idle, mid) = hold_two(&s);
     drop(idle);
     drop(mid);
-    let start = Instant::now();
-    loop {
+    wait_until(DEADLINE, || {
         let mut c = Conn::open(s.addr);
         c.send(b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let bytes = c.closed_within(DEADLINE).unwrap_or_default();
@@ -168,35 +168,25 @@ fn connections_are_served_again_after_others_close() {
             let r = Response::parse(&bytes, false);
             if r.status == 200 {
                 assert_eq!(r.body, b"record");
-                break;
+                return Ok(());
             }
             assert_eq!(r.status, 503, "unexpected status while slots free up");
         }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "never served again after the held connections closed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        Err("never served again after the held connections closed")
+    });
     // And both slots are usable at once again (the probe connection above
     // may take a moment to release its own slot).
-    let start = Instant::now();
-    loop {
+    wait_until(DEADLINE, || {
         let mut a = Conn::open(s.addr);
         let mut b = Conn::open(s.addr);
         let (ra, rb) = (
             a.roundtrip("GET", "/dns.txt", &[]).status,
             b.roundtrip("GET", "/dns.txt", &[]).status,
         );
-        if (ra, rb) == (200, 200) {
-            break;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "two slots never free again: {ra} {rb}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        check((ra, rb) == (200, 200), || {
+            format!("two slots never free again: {ra} {rb}")
+        })
+    });
 }
 
 #[test]

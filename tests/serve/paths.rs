@@ -8,7 +8,8 @@ use std::os::unix::fs::symlink;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::util::{SECRET, assert_body, raw_response};
+use super::util::{SECRET, assert_body};
+use crate::support::http::{Conn, raw_response};
 use crate::support::{Response, TestServer, fixture};
 
 const LITERAL: &[u8] = b"LITERAL-PERCENT-NAME";
@@ -476,7 +477,7 @@ fn fifo_in_root_is_404_and_does_not_hang_the_server() {
         .status()
         .unwrap();
     assert!(status.success(), "mkfifo failed");
-    let mut c = super::util::Conn::open(s.addr);
+    let mut c = Conn::open(s.addr);
     c.send(b"GET /pipe.cvd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     // Others are served while (or after) the FIFO request is handled.
     for _ in 0..4 {

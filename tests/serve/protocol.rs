@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::util::{Conn, raw_response};
+use crate::support::http::{Conn, raw_response};
 use crate::support::{DEADLINE, Response, TestServer, fixture};
 
 fn cvd_server() -> TestServer {
@@ -27,6 +27,27 @@ fn assert_still_serving(s: &TestServer) {
 
 fn send_raw(s: &TestServer, bytes: &[u8]) -> Response {
     raw_response(s.addr, bytes, false)
+}
+
+/// Sends `request` (the server may answer and close before reading it
+/// all) and returns the status of the answer the server closes the
+/// connection after.
+fn answer_then_close(s: &TestServer, request: &[u8], what: &str) -> u16 {
+    let mut c = Conn::open(s.addr);
+    let _ = std::io::Write::write_all(&mut c.stream, request);
+    let bytes = c
+        .closed_within(DEADLINE)
+        .unwrap_or_else(|| panic!("server did not close the connection after {what}"));
+    assert!(!bytes.is_empty(), "server closed without a response");
+    Response::parse(&bytes, false).status
+}
+
+/// Each of `requests`, sent on its own connection, is answered 400.
+fn assert_each_is_400(s: &TestServer, requests: &[&[u8]]) {
+    for req in requests {
+        let r = send_raw(s, req);
+        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(req));
+    }
 }
 
 #[test]
@@ -176,24 +197,24 @@ fn extension_method_is_405_or_501() {
     assert!(r.status == 405 || r.status == 501, "BREW: {}", r.status);
 }
 
-#[test]
-fn post_body_does_not_corrupt_keepalive_stream() {
-    let s = cvd_server();
+/// Sends `METHOD /dns.txt` with a body that looks like a request and
+/// returns the server's answer; then, on the same connection, a real
+/// request: either the server closed after its answer or it answers the
+/// real one, never the smuggled one.
+fn smuggle(s: &TestServer, method: &str, check_first: impl FnOnce(&Response)) {
     let mut c = Conn::open(s.addr);
     // The body looks like a request: if the server left it unread, it would
     // answer it as one.
     let smuggled = "GET /bytecode.cvd HTTP/1.1\r\nHost: x\r\n\r\n";
     c.send(
         format!(
-            "POST /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
+            "{method} /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
             smuggled.len()
         )
         .as_bytes(),
     );
-    assert_eq!(c.read_response(false).status, 405);
+    check_first(&c.read_response(false));
     c.send(b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    // Either the server closed after the 405 or it answers this request;
-    // it must never answer the smuggled one.
     let rest = c.closed_within(DEADLINE).unwrap_or_default();
     if !rest.is_empty() {
         let r = Response::parse(&rest, false);
@@ -204,72 +225,76 @@ fn post_body_does_not_corrupt_keepalive_stream() {
         );
         assert!(
             r.rest.is_empty(),
-            "extra response: {:?}",
+            "extra response after the second request: {:?}",
             String::from_utf8_lossy(&r.rest)
         );
     }
 }
 
 #[test]
+fn post_body_does_not_corrupt_keepalive_stream() {
+    let s = cvd_server();
+    smuggle(&s, "POST", |first| assert_eq!(first.status, 405));
+}
+
+#[test]
 fn garbage_request_line_is_400() {
     let s = cvd_server();
-    for req in [
-        &b"HELLO\r\n\r\n"[..],
-        b"GET\r\n\r\n",
-        b"GET /dns.txt\r\nHost: x\r\n\r\n",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-    ] {
-        let r = send_raw(&s, req);
-        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(req));
-    }
+    assert_each_is_400(
+        &s,
+        &[
+            b"HELLO\r\n\r\n",
+            b"GET\r\n\r\n",
+            b"GET /dns.txt\r\nHost: x\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        ],
+    );
     assert_still_serving(&s);
 }
 
 #[test]
 fn missing_http_version_is_400() {
     let s = cvd_server();
-    let r = send_raw(&s, b"GET /dns.txt\r\n\r\n");
-    assert_eq!(r.status, 400);
+    assert_each_is_400(&s, &[b"GET /dns.txt\r\n\r\n"]);
 }
 
 #[test]
 fn bad_header_syntax_is_400() {
     let s = cvd_server();
-    for req in [
-        &b"GET /dns.txt HTTP/1.1\r\nHost localhost\r\n\r\n"[..],
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n",
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-A : y\r\n\r\n",
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\n: novalue-name\r\n\r\n",
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-\x01A: b\r\n\r\n",
-    ] {
-        let r = send_raw(&s, req);
-        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(req));
-    }
+    assert_each_is_400(
+        &s,
+        &[
+            b"GET /dns.txt HTTP/1.1\r\nHost localhost\r\n\r\n",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-A : y\r\n\r\n",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\n: novalue-name\r\n\r\n",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-\x01A: b\r\n\r\n",
+        ],
+    );
     assert_still_serving(&s);
 }
 
 #[test]
 fn invalid_characters_in_target_are_400() {
     let s = cvd_server();
-    for req in [
-        &b"GET /dns\x01.txt HTTP/1.1\r\nHost: x\r\n\r\n"[..],
-        b"GET /dns\x7f.txt HTTP/1.1\r\nHost: x\r\n\r\n",
-    ] {
-        let r = send_raw(&s, req);
-        assert_eq!(r.status, 400, "{:?}", String::from_utf8_lossy(req));
-    }
+    assert_each_is_400(
+        &s,
+        &[
+            b"GET /dns\x01.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /dns\x7f.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        ],
+    );
 }
 
 #[test]
 fn target_without_leading_slash_is_400() {
     // Neither origin-form nor absolute-form (RFC 9112 §3.2).
     let s = cvd_server();
-    let r = send_raw(
+    assert_each_is_400(
         &s,
-        b"GET dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &[b"GET dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
     );
-    assert_eq!(r.status, 400);
 }
 
 #[test]
@@ -294,8 +319,7 @@ fn unsupported_http_version_is_rejected() {
 #[test]
 fn http11_without_host_is_400() {
     let s = cvd_server();
-    let r = send_raw(&s, b"GET /dns.txt HTTP/1.1\r\nConnection: close\r\n\r\n");
-    assert_eq!(r.status, 400);
+    assert_each_is_400(&s, &[b"GET /dns.txt HTTP/1.1\r\nConnection: close\r\n\r\n"]);
 }
 
 #[test]
@@ -309,49 +333,32 @@ fn http10_without_host_is_served() {
 fn duplicate_host_is_400() {
     // RFC 9112 §3.2: MUST respond 400 to more than one Host field line.
     let s = cvd_server();
-    let r = send_raw(
-        &s,
-        b"GET /dns.txt HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(r.status, 400);
+    assert_each_is_400(&s, &[b"GET /dns.txt HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n"]);
 }
 
 #[test]
 fn conflicting_content_lengths_are_400() {
     // RFC 9112 §6.3 item 5: invalid Content-Length is an unrecoverable error.
     let s = cvd_server();
-    let r = send_raw(
+    assert_each_is_400(
         &s,
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+        &[
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+            b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        ],
     );
-    assert_eq!(r.status, 400);
-    let r = send_raw(
-        &s,
-        b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-    );
-    assert_eq!(r.status, 400);
 }
 
 #[test]
 fn oversized_header_is_431_and_connection_closed() {
     let s = cvd_server();
-    let mut c = Conn::open(s.addr);
     let big = "a".repeat(100 * 1024);
-    // The server may answer and close before reading it all.
-    let _ = std::io::Write::write_all(
-        &mut c.stream,
+    let status = answer_then_close(
+        &s,
         format!("GET /dns.txt HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        "an oversized header",
     );
-    let bytes = c
-        .closed_within(DEADLINE)
-        .expect("server did not close the connection after an oversized header");
-    assert!(!bytes.is_empty(), "server closed without a response");
-    let r = Response::parse(&bytes, false);
-    assert!(
-        r.status == 431 || r.status == 400,
-        "oversized header: {}",
-        r.status
-    );
+    assert!(status == 431 || status == 400, "oversized header: {status}");
     assert_still_serving(&s);
 }
 
@@ -363,40 +370,21 @@ fn too_many_headers_is_431_or_400() {
         req.push_str(&format!("X-H{i}: v\r\n"));
     }
     req.push_str("\r\n");
-    let mut c = Conn::open(s.addr);
-    let _ = std::io::Write::write_all(&mut c.stream, req.as_bytes());
-    let bytes = c
-        .closed_within(DEADLINE)
-        .expect("server did not close the connection");
-    assert!(!bytes.is_empty(), "server closed without a response");
-    let r = Response::parse(&bytes, false);
-    assert!(
-        r.status == 431 || r.status == 400,
-        "2000 headers: {}",
-        r.status
-    );
+    let status = answer_then_close(&s, req.as_bytes(), "2000 headers");
+    assert!(status == 431 || status == 400, "2000 headers: {status}");
     assert_still_serving(&s);
 }
 
 #[test]
 fn oversized_request_line_is_rejected() {
     let s = cvd_server();
-    let mut c = Conn::open(s.addr);
     let long = "a".repeat(100 * 1024);
-    let _ = std::io::Write::write_all(
-        &mut c.stream,
+    let status = answer_then_close(
+        &s,
         format!("GET /{long} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        "a 100 KB target",
     );
-    let bytes = c
-        .closed_within(DEADLINE)
-        .expect("server did not close the connection");
-    assert!(!bytes.is_empty(), "server closed without a response");
-    let r = Response::parse(&bytes, false);
-    assert!(
-        matches!(r.status, 400 | 414 | 431),
-        "100 KB target: {}",
-        r.status
-    );
+    assert!(matches!(status, 400 | 414 | 431), "100 KB target: {status}");
     assert_still_serving(&s);
 }
 
@@ -435,28 +423,9 @@ fn error_responses_have_a_framed_body() {
 #[test]
 fn get_with_body_does_not_smuggle_a_request() {
     let s = cvd_server();
-    let mut c = Conn::open(s.addr);
-    let smuggled = "GET /bytecode.cvd HTTP/1.1\r\nHost: x\r\n\r\n";
-    c.send(
-        format!(
-            "GET /dns.txt HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{smuggled}",
-            smuggled.len()
-        )
-        .as_bytes(),
-    );
-    let first = c.read_response(false);
-    assert_eq!((first.status, first.body.as_slice()), (200, &b"record"[..]));
-    c.send(b"GET /dns.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let rest = c.closed_within(DEADLINE).unwrap_or_default();
-    if !rest.is_empty() {
-        let r = Response::parse(&rest, false);
-        assert_eq!(
-            (r.status, r.body.as_slice()),
-            (200, &b"record"[..]),
-            "answered the smuggled request"
-        );
-        assert!(r.rest.is_empty(), "extra response after the second request");
-    }
+    smuggle(&s, "GET", |first| {
+        assert_eq!((first.status, first.body.as_slice()), (200, &b"record"[..]));
+    });
 }
 
 #[test]

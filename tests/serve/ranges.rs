@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-use super::util::{Conn, pattern};
+use super::util::pattern;
+use crate::support::http::Conn;
 use crate::support::{Response, TestServer, fixture};
 
 const LEN: usize = 78_992;

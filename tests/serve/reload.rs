@@ -2,10 +2,7 @@
 //! requests without a restart; a bad one is rejected, said so, and the
 //! running config keeps serving.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
+use crate::support::wait::{check, wait_until};
 use crate::support::{DEADLINE, Response, TestServer};
 
 fn site_config(root: &std::path::Path) -> String {
@@ -34,14 +31,12 @@ fn sighup_applies_a_new_site_root_and_rejects_a_bad_config() {
 
     std::fs::write(&config_path, site_config(&second)).unwrap();
     server.signal("HUP");
-    let start = Instant::now();
-    while body_for_host(&server, "a.example") != b"second" {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "reload did not apply the new root"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(DEADLINE, || {
+        check(
+            body_for_host(&server, "a.example") == b"second",
+            || "reload did not apply the new root",
+        )
+    });
 
     std::fs::write(
         &config_path,
@@ -49,16 +44,7 @@ fn sighup_applies_a_new_site_root_and_rejects_a_bad_config() {
     )
     .unwrap();
     server.signal("HUP");
-    let start = Instant::now();
-    let mut stderr = String::new();
-    while !stderr.contains("rejected") {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "a bad config on reload was not reported: {stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-        stderr.push_str(&server.stderr());
-    }
+    let stderr = server.stderr_containing("rejected");
     assert!(
         stderr.contains("line 3"),
         "the rejection names the line: {stderr}"
@@ -79,19 +65,14 @@ fn sighup_reopens_the_access_log_after_rotation() {
     std::fs::rename(&server.access_log, &rotated).unwrap();
     server.signal("HUP");
     // Requests keep coming; once the log is reopened they land in a new file.
-    let start = Instant::now();
-    while !server.access_log.exists()
-        || std::fs::read_to_string(&server.access_log)
-            .unwrap()
-            .is_empty()
-    {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "the access log was not reopened after SIGHUP"
-        );
-        assert_eq!(server.get("/dns.txt", &[]).status, 200);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(DEADLINE, || {
+        let reopened =
+            std::fs::read_to_string(&server.access_log).is_ok_and(|text| !text.is_empty());
+        if !reopened {
+            assert_eq!(server.get("/dns.txt", &[]).status, 200);
+        }
+        check(reopened, || "the access log was not reopened after SIGHUP")
+    });
     assert!(
         std::fs::read_to_string(&rotated)
             .unwrap()

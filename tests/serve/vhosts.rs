@@ -2,7 +2,7 @@
 //! A wrong pick silently serves another site's databases, so each case
 //! asserts which root answered.
 
-use super::util::raw_response;
+use crate::support::http::raw_response;
 use crate::support::{Response, TestServer};
 
 struct Sites {

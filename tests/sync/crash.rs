@@ -15,12 +15,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::world::*;
+use crate::support::wait::{check, wait_until};
+use crate::support::world::*;
 
 /// About 2 MB: a download of a few dozen chunks, spread over ~100 ms by
 /// the upstream's chunk delay, so kills land inside it as well as before
@@ -116,7 +117,7 @@ fn kill_9_at_any_moment_leaves_a_consistent_served_set() {
 
         let run = mirror.sync(&world);
         assert!(
-            run.ok,
+            run.ok(),
             "{context}: the pass after the kill must converge\n{run}"
         );
         assert_eq!(mirror.version(), Some(272), "{context}\n{run}");
@@ -179,20 +180,12 @@ impl Wrapped {
             wrapper.current_dir(dir);
         }
         let wrapper = wrapper.spawn().unwrap();
-        let started = Instant::now();
-        let pid = loop {
-            if let Some(pid) = std::fs::read_to_string(&pid_file)
+        let pid = wait_until(WAIT, || {
+            std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-            {
-                break pid;
-            }
-            assert!(
-                started.elapsed() < WAIT,
-                "the wrapper never started cvdmirror"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+                .ok_or("the wrapper never started cvdmirror")
+        });
         Wrapped { wrapper, pid }
     }
 
@@ -247,14 +240,16 @@ fn kill_9_of_a_wrapper_mid_download_then_the_next_pass_converges() {
         &mirror.command(&world),
         &mirror.dir.path().join("first.log"),
     );
-    let started = Instant::now();
-    while staged_bytes(&mirror.root, "bytecode.cvd") < KILL_AT {
+    wait_until(WAIT, || {
+        let staged = staged_bytes(&mirror.root, "bytecode.cvd") >= KILL_AT;
         assert!(
-            started.elapsed() < WAIT && first.sync_alive(),
-            "the first pass never staged {KILL_AT} bytes of bytecode.cvd"
+            staged || first.sync_alive(),
+            "the first pass ended before it staged {KILL_AT} bytes of bytecode.cvd"
         );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+        check(staged, || {
+            format!("the first pass never staged {KILL_AT} bytes of bytecode.cvd")
+        })
+    });
     // kill -9 of what the operator sees.
     let mut first = first;
     first.wrapper.kill().unwrap();
@@ -269,7 +264,7 @@ fn kill_9_of_a_wrapper_mid_download_then_the_next_pass_converges() {
     let first_log =
         || std::fs::read_to_string(mirror.dir.path().join("first.err")).unwrap_or_default();
     assert!(
-        run.ok,
+        run.ok(),
         "the first pass after the kill must converge\n{run}--- the killed pass (still running: {})\n{}",
         first.sync_alive(),
         first_log()
@@ -278,11 +273,9 @@ fn kill_9_of_a_wrapper_mid_download_then_the_next_pass_converges() {
     check_served(&mirror.root, Some(270)).unwrap_or_else(|e| panic!("{e}\n{run}"));
 
     // The first pass ends on its own; what is served stays whole.
-    let started = Instant::now();
-    while first.sync_alive() {
-        assert!(started.elapsed() < WAIT, "the first pass never ended");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(WAIT, || {
+        check(!first.sync_alive(), || "the first pass never ended")
+    });
     check_served(&mirror.root, Some(270)).unwrap_or_else(|e| {
         panic!(
             "after the killed pass ended: {e}\n{run}--- the killed pass\n{}",

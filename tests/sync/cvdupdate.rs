@@ -18,10 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use super::world::*;
-use crate::support;
+use crate::support::wait::{DEADLINE, wait_until};
+use crate::support::world::*;
 
 /// Port 53 is one per machine: the tests of this module take turns.
 static PORT_53: Mutex<()> = Mutex::new(());
@@ -30,17 +29,10 @@ static PORT_53: Mutex<()> = Mutex::new(());
 /// waiting a little if another suite holds the port right now.
 fn world_on_port_53() -> World {
     let addr = SocketAddr::from(([127, 0, 0, 1], 53));
-    let started = Instant::now();
-    loop {
-        match World::try_with_dns(addr, "current.cvd.clamav.net") {
-            Ok(world) => return world,
-            Err(e) if started.elapsed() < support::DEADLINE => {
-                eprintln!("port 53 busy ({e}); retrying");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => panic!("cannot answer DNS on {addr} for cvdupdate: {e}"),
-        }
-    }
+    wait_until(DEADLINE, || {
+        World::try_with_dns(addr, "current.cvd.clamav.net")
+            .map_err(|e| format!("cannot answer DNS on {addr} for cvdupdate: {e}"))
+    })
 }
 
 /// One cvdupdate installation: config, state, logs and database in a temp dir.
@@ -136,23 +128,32 @@ fn compare(ours: &Path, theirs: &Path, context: &str) -> (BTreeSet<String>, BTre
     )
 }
 
+/// cvdupdate and cvdmirror each take what upstream has now, and every file
+/// both serve is the same; returns what only cvdmirror and only cvdupdate
+/// serve, and both tools' output.
+fn update_both(
+    peer: &Cvdupdate,
+    mirror: &Mirror,
+    world: &World,
+) -> (BTreeSet<String>, BTreeSet<String>, String) {
+    let (ok, out) = peer.update();
+    assert!(ok, "{out}");
+    let run = mirror.sync(world);
+    run.assert_ok();
+    let context = format!("{out}\n{run}");
+    let (ours, theirs) = compare(&mirror.root, &peer.db(), &context);
+    (ours, theirs, context)
+}
+
 #[test]
 fn cvdupdate_and_cvdmirror_agree_on_the_same_upstream_history() {
     let _turn = PORT_53.lock().unwrap_or_else(|e| e.into_inner());
     let world = world_on_port_53();
-    world
-        .up
-        .put("bytecode.cvd", &support::fixture("bytecode-268.cvd"));
-    world.advertise(DB, 268);
+    world.put_genuine(268);
     let peer = Cvdupdate::new(&world.up.url());
     let mirror = Mirror::new().official_keys_only();
 
-    let (ok, out) = peer.update();
-    assert!(ok, "{out}");
-    let run = mirror.sync(&world);
-    run.assert_ok();
-    let context = format!("{out}\n{run}");
-    let (ours, theirs) = compare(&mirror.root, &peer.db(), &context);
+    let (ours, theirs, context) = update_both(&peer, &mirror, &world);
     assert!(ours.is_empty(), "only cvdmirror has {ours:?}\n{context}");
     assert_eq!(
         theirs,
@@ -165,26 +166,15 @@ fn cvdupdate_and_cvdmirror_agree_on_the_same_upstream_history() {
     );
 
     // Upstream advances to 339 with ClamAV's zero-byte cdiffs in between.
-    world
-        .up
-        .put("bytecode.cvd", &support::fixture("bytecode-339.cvd"));
-    for v in 269..=339 {
-        world.up.put(&cdiff_name(v), b"");
-    }
-    world.advertise(DB, 339);
-    let (ok, out) = peer.update();
-    assert!(ok, "{out}");
-    let run = mirror.sync(&world);
-    run.assert_ok();
-    let context = format!("{out}\n{run}");
-    let (ours, theirs) = compare(&mirror.root, &peer.db(), &context);
+    world.genuine_268_to_339();
+    let (ours, theirs, context) = update_both(&peer, &mirror, &world);
     // cvdupdate keeps its last 30 cdiffs; cvdmirror keeps 90 days of them.
     let expected_ours: BTreeSet<String> = (269..=309).map(cdiff_name).collect();
     assert_eq!(ours, expected_ours, "{context}");
     assert_eq!(theirs, BTreeSet::from(["dns.txt".to_owned()]), "{context}");
     assert_eq!(
         std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
-        support::fixture("bytecode-339.cvd")
+        crate::support::fixture("bytecode-339.cvd")
     );
 }
 
@@ -192,7 +182,7 @@ fn cvdupdate_and_cvdmirror_agree_on_the_same_upstream_history() {
 fn cvdupdate_publishes_a_corrupt_cvd_that_cvdmirror_rejects() {
     let _turn = PORT_53.lock().unwrap_or_else(|e| e.into_inner());
     let world = world_on_port_53();
-    let mut bytes = support::fixture("bytecode-268.cvd");
+    let mut bytes = crate::support::fixture("bytecode-268.cvd");
     bytes[5000] ^= 0x01;
     world.up.put("bytecode.cvd", &bytes);
     world.advertise(DB, 268);

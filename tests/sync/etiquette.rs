@@ -7,8 +7,8 @@
 //! cool-downs that survive restarts, the 403 stop, resumes, and one request
 //! per file per successful pass.
 
-use super::upstream::Fault;
-use super::world::*;
+use crate::support::upstream::Fault;
+use crate::support::world::*;
 
 #[test]
 fn a_successful_pass_requests_each_file_once() {
@@ -241,6 +241,6 @@ max_requests_per_file_per_hour = 2
         total,
         2,
         "budget of 2 per hour\n{}",
-        super::upstream::show(&world.up.log())
+        crate::support::upstream::show(&world.up.log())
     );
 }

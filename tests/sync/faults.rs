@@ -7,8 +7,8 @@
 use cvdmirror::cvd::build::{self, DbSpec};
 use cvdmirror::cvd::testkeys::SigningKeys;
 
-use super::upstream::Fault;
-use super::world::*;
+use crate::support::upstream::Fault;
+use crate::support::world::*;
 
 /// Keys that are not trusted for the role they sign in (each is a genuine
 /// test key, used where the mirror expects another).

@@ -4,30 +4,26 @@
 //! cdiffs missing upstream are skipped) and an upgrade across upstream's
 //! zero-byte cdiffs, ClamAV's own "fetch the whole CVD" signal.
 
-use super::world::*;
+use crate::support::fixture;
+use crate::support::world::*;
 
-fn genuine_world(fixture: &str, version: u32) -> World {
+fn genuine_world(version: u32) -> World {
     let world = World::new();
-    world.up.put("bytecode.cvd", &support_fixture(fixture));
-    world.advertise(DB, version);
+    world.put_genuine(version);
     world
-}
-
-fn support_fixture(name: &str) -> Vec<u8> {
-    crate::support::fixture(name)
 }
 
 #[test]
 fn genuine_cvds_are_accepted_with_the_official_keys_only() {
-    for (fixture, version) in [("bytecode-268.cvd", 268), ("bytecode-339.cvd", 339)] {
-        let world = genuine_world(fixture, version);
+    for version in [268, 339] {
+        let world = genuine_world(version);
         let mirror = Mirror::new().official_keys_only();
         let run = mirror.sync(&world);
         run.assert_ok();
         assert_each_file_once(&run);
         assert_eq!(
             std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
-            support_fixture(fixture),
+            fixture(&format!("bytecode-{version}.cvd")),
             "{run}"
         );
         assert_eq!(mirror.version(), Some(version));
@@ -43,7 +39,7 @@ fn genuine_cvds_are_accepted_with_the_official_keys_only() {
 #[test]
 fn a_one_byte_change_in_a_genuine_cvd_is_rejected() {
     for offset in [100, 512 + 1000, 78_992 - 10] {
-        let mut bytes = support_fixture("bytecode-268.cvd");
+        let mut bytes = fixture("bytecode-268.cvd");
         bytes[offset] ^= 0x01;
         let world = World::new();
         world.up.put("bytecode.cvd", &bytes);
@@ -70,14 +66,11 @@ fn test_key_files_are_rejected_by_a_mirror_that_trusts_only_official_keys() {
 
 #[test]
 fn genuine_upgrade_waits_for_the_cdiffs_in_the_history_window() {
-    let world = genuine_world("bytecode-268.cvd", 268);
+    let world = genuine_world(268);
     let mirror = Mirror::new().official_keys_only();
     mirror.sync(&world).assert_ok();
     let before = mirror.snapshot();
-    world
-        .up
-        .put("bytecode.cvd", &support_fixture("bytecode-339.cvd"));
-    world.advertise(DB, 339);
+    world.put_genuine(339);
     // None of 269..=339 exists upstream. Those inside the history window
     // (backfill 3: 337..=339) are required: within the grace period the
     // new CVD is not published and the pass fails naming the first one.
@@ -95,7 +88,7 @@ fn genuine_upgrade_waits_for_the_cdiffs_in_the_history_window() {
     assert_eq!(mirror.version(), Some(339), "{run}");
     assert_eq!(
         std::fs::read(mirror.root.join("bytecode.cvd")).unwrap(),
-        support_fixture("bytecode-339.cvd")
+        fixture("bytecode-339.cvd")
     );
     // History found missing once is not asked for again.
     assert!(run.requests_for("bytecode-300.cdiff").is_empty(), "{run}");

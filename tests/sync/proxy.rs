@@ -8,10 +8,9 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use super::world::*;
-use crate::support::DEADLINE;
+use crate::support::wait::{DEADLINE, poll};
+use crate::support::world::*;
 
 const USER: &str = "cvdmirror";
 const PASSWORD: &str = "s3cret";
@@ -58,15 +57,18 @@ impl Tinyproxy {
                     panic!("cannot run tinyproxy: {e}; install it with scripts/install-test-deps")
                 });
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let started = Instant::now();
-            while started.elapsed() < DEADLINE {
+            // Listening (`true`), or exited (`false`).
+            let up = poll(DEADLINE, || {
                 if TcpStream::connect(addr).is_ok() {
-                    return Tinyproxy { child, addr, dir };
+                    Ok(true)
+                } else if child.try_wait().unwrap().is_some() {
+                    Ok(false)
+                } else {
+                    Err(())
                 }
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            });
+            if up == Ok(true) {
+                return Tinyproxy { child, addr, dir };
             }
             let _ = child.kill();
             let _ = child.wait();

@@ -5,102 +5,109 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cvdmirror::cvd::sign::cvd_sign_name;
 use cvdmirror::dns;
 
-use crate::support::{DEADLINE, TestServer};
-use cvdmirror::cvd::sign::cvd_sign_name;
-
-use crate::world::{
-    CVD_SIZE, DB, World, cdiff, cdiff_name, check_served, cvd, pki, sign, trusted_key_args,
+use crate::support::process::{cvdmirror, run};
+use crate::support::wait::{DEADLINE, wait_until_every};
+use crate::support::world::{
+    CVD_SIZE, DB, World, cdiff, cdiff_name, check_served, cvd, sign, trust_args,
 };
+use crate::support::{self, TestServer};
 
 const BEACON_NAME: &str = "current.cvd.mirror.test";
 
-/// The version of `db` the beacon announces, once it answers.
-fn announced(rt: &tokio::runtime::Runtime, beacon: SocketAddr) -> Option<u32> {
-    rt.block_on(dns::lookup(
-        BEACON_NAME,
-        Some(beacon),
-        Duration::from_secs(1),
-    ))
-    .ok()
-    .and_then(|record| record.version_of(DB))
-}
-
-fn wait_for_announced(
-    rt: &tokio::runtime::Runtime,
+/// `cvdmirror serve` syncing in the background (hourly) from a world at
+/// 271, with a DNS beacon, trusting the test keys and the test PKI; ready
+/// once the beacon announces 271. Fields drop in order: the server first.
+struct Syncing {
+    server: TestServer,
     beacon: SocketAddr,
-    version: u32,
-    server: &TestServer,
-) {
-    let start = std::time::Instant::now();
-    while announced(rt, beacon) != Some(version) {
-        assert!(
-            start.elapsed() < DEADLINE * 2,
-            "beacon never announced {version} (now {:?}); server stderr:\n{}",
-            announced(rt, beacon),
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    rt: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    world: World,
 }
 
-/// `cvdmirror serve` syncing from `world` in the background (hourly), with
-/// a DNS beacon, trusting the test keys and the test PKI; and the beacon's
-/// address.
-fn serve_with_sync(world: &World, dir: &tempfile::TempDir) -> (TestServer, SocketAddr) {
-    let sign_root = dir.path().join("sign-root.pem");
-    std::fs::write(&sign_root, pki().root_pem()).unwrap();
-    let mut args: Vec<String> = [
-        "--sync-interval",
-        "1h",
-        "--upstream",
-        &world.up.url(),
-        "--dns-name",
-        world.dns.name(),
-        "--nameserver",
-        &world.dns.addr().to_string(),
-        "--db",
-        DB,
-        "--beacon-listen",
-        "127.0.0.1:0",
-        "--beacon-name",
-        BEACON_NAME,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend(trusted_key_args());
-    args.push("--sign-root".into());
-    args.push(sign_root.to_string_lossy().into_owned());
-    let server = TestServer::builder().args(args).start();
-    let beacon: SocketAddr = server
-        .startup
+impl Syncing {
+    fn at_271() -> Syncing {
+        let world = World::new();
+        world.release(268, 271, CVD_SIZE);
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = [
+            "--sync-interval",
+            "1h",
+            "--upstream",
+            &world.up.url(),
+            "--dns-name",
+            world.dns.name(),
+            "--nameserver",
+            &world.dns.addr().to_string(),
+            "--db",
+            DB,
+            "--beacon-listen",
+            "127.0.0.1:0",
+            "--beacon-name",
+            BEACON_NAME,
+        ]
         .iter()
-        .find_map(|line| line.strip_prefix("beacon on "))
-        .expect("serve announces the beacon address")
-        .parse()
-        .unwrap();
-    (server, beacon)
-}
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(trust_args(dir.path()));
+        let server = TestServer::builder().args(args).start();
+        let beacon: SocketAddr = server
+            .startup
+            .iter()
+            .find_map(|line| line.strip_prefix("beacon on "))
+            .expect("serve announces the beacon address")
+            .parse()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let syncing = Syncing {
+            server,
+            beacon,
+            rt,
+            _dir: dir,
+            world,
+        };
+        // The startup pass publishes 271; only then does the beacon say so.
+        syncing.wait_for_announced(271);
+        syncing
+    }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
+    /// The version of `db` the beacon announces, once it answers.
+    fn announced(&self) -> Option<u32> {
+        self.rt
+            .block_on(dns::lookup(
+                BEACON_NAME,
+                Some(self.beacon),
+                Duration::from_secs(1),
+            ))
+            .ok()
+            .and_then(|record| record.version_of(DB))
+    }
+
+    fn wait_for_announced(&self, version: u32) {
+        wait_until_every(DEADLINE * 2, Duration::from_millis(100), || {
+            let now = self.announced();
+            if now == Some(version) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "beacon never announced {version} (now {now:?}); server stderr:\n{}",
+                    self.server.stderr()
+                ))
+            }
+        });
+    }
 }
 
 #[test]
 fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
-    let world = World::new();
-    world.release(268, 271, CVD_SIZE);
-    let dir = tempfile::tempdir().unwrap();
-    let (server, beacon) = serve_with_sync(&world, &dir);
-    let rt = runtime();
-
-    // The startup pass publishes 271; only then does the beacon say so.
-    wait_for_announced(&rt, beacon, 271, &server);
+    let syncing = Syncing::at_271();
+    let (server, world) = (&syncing.server, &syncing.world);
     assert_eq!(
         server
             .get("/bytecode.cvd", &[("Range", "bytes=0-511")])
@@ -112,14 +119,14 @@ fn serve_announces_published_versions_and_heals_when_clients_ask_ahead() {
     // client that learned 273 elsewhere asks for the patch we lack...
     world.release(271, 273, CVD_SIZE);
     assert_eq!(
-        announced(&rt, beacon),
+        syncing.announced(),
         Some(271),
         "the beacon never runs ahead of the files"
     );
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 404);
 
     // ...and that request alone brings the mirror, and its beacon, to 273.
-    wait_for_announced(&rt, beacon, 273, &server);
+    syncing.wait_for_announced(273);
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff", &[]).status, 200);
     assert_eq!(server.get("/bytecode-273.cdiff.sign", &[]).status, 200);
@@ -138,19 +145,15 @@ fn a_missing_cdiff_that_clients_ask_for_does_not_hold_the_new_cvd_back() {
     // and fall back to whole downloads; waiting out the grace period would
     // serve them the old 271. The default grace is minutes, but clients
     // already asking means publishing at once.
-    let world = World::new();
-    world.release(268, 271, CVD_SIZE);
-    let dir = tempfile::tempdir().unwrap();
-    let (server, beacon) = serve_with_sync(&world, &dir);
-    let rt = runtime();
-    wait_for_announced(&rt, beacon, 271, &server);
+    let syncing = Syncing::at_271();
+    let (server, world) = (&syncing.server, &syncing.world);
 
     world.release(271, 273, CVD_SIZE);
     world.up.remove(&cdiff_name(272));
     world.up.remove(&format!("{}.sign", cdiff_name(272)));
     assert_eq!(server.get("/bytecode-272.cdiff", &[]).status, 404);
 
-    wait_for_announced(&rt, beacon, 273, &server);
+    syncing.wait_for_announced(273);
     let head = server.get("/bytecode.cvd", &[("Range", "bytes=0-511")]);
     assert_eq!(
         cvdmirror::cvd::Header::parse(&head.body).unwrap().version,
@@ -191,33 +194,23 @@ fn a_cvdmirror_upstream_passes_its_sign_files_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("mirror");
     std::fs::create_dir(&root).unwrap();
-    let sign_root = dir.path().join("sign-root.pem");
-    std::fs::write(&sign_root, pki().root_pem()).unwrap();
     let config = dir.path().join("cvdmirror.toml");
     std::fs::write(&config, "[sync]\nbackfill = 3\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cvdmirror"))
-        .args(["sync", "--root"])
+    let out = run(cvdmirror(["sync", "--root"])
         .arg(&root)
         .arg("--config")
         .arg(&config)
         .args(["--upstream", &upstream.url(""), "--version-check", "http"])
-        .args(["--db", DB, "--signatures", "both", "--sign-root"])
-        .arg(&sign_root)
-        .args(trusted_key_args())
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["--db", DB, "--signatures", "both"])
+        .args(trust_args(dir.path()))
+        .current_dir(dir.path()));
+    assert!(out.ok(), "{}", out.stderr);
     for (name, bytes) in &files {
         assert_eq!(
             std::fs::read(root.join(name)).ok().as_ref(),
             Some(bytes),
             "{name} passed on byte for byte\n{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
     }
     check_served(&root, None).unwrap();
@@ -227,13 +220,11 @@ fn a_cvdmirror_upstream_passes_its_sign_files_on() {
 fn another_cvdmirror_is_an_upstream() {
     // Mirror chaining: a cvdmirror serving the genuine 268 is the upstream;
     // its CVD headers are the version source (allowed: it is not the CDN).
-    let upstream =
-        TestServer::serving(&[("bytecode.cvd", &crate::support::fixture("bytecode-268.cvd"))]);
+    let upstream = TestServer::serving(&[("bytecode.cvd", &support::fixture("bytecode-268.cvd"))]);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("mirror");
     std::fs::create_dir(&root).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cvdmirror"))
-        .args(["sync", "--root"])
+    let out = run(cvdmirror(["sync", "--root"])
         .arg(&root)
         .args([
             "--upstream",
@@ -243,18 +234,12 @@ fn another_cvdmirror_is_an_upstream() {
             "--db",
             DB,
         ])
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .current_dir(dir.path()));
+    assert!(out.ok(), "{}", out.stderr);
     let served = std::fs::read(root.join("bytecode.cvd")).unwrap();
     assert_eq!(
         served,
-        crate::support::fixture("bytecode-268.cvd"),
+        support::fixture("bytecode-268.cvd"),
         "verified with the official keys and published as is"
     );
     // The whole CVD's line (the sync has ended, so it is on its way).

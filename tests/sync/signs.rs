@@ -14,7 +14,7 @@ use cvdmirror::cvd::build::sign::{PkiOptions, TestPki};
 use cvdmirror::cvd::build::{self, DbSpec, LegacySignature};
 use cvdmirror::cvd::sign::cvd_sign_name;
 
-use super::world::*;
+use crate::support::world::*;
 
 /// `bytecode` `version` without the legacy header signature, as upstream
 /// has announced it will publish: `X:X` for md5 and signature, or the md5

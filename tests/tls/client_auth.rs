@@ -4,7 +4,7 @@
 //! and 1.3, and neither another `Host` on a connection set up for another
 //! name nor plain HTTP gets around the requirement (`421`).
 
-use super::util::{Pki, curl, https_addr, stderr_containing, tls_args};
+use super::util::{Pki, curl, tls_args};
 use crate::support::{self, TestServer};
 
 /// A mirror whose site `locked` (`localhost`) requires client certificates
@@ -37,7 +37,7 @@ fn mirror(pki: &Pki) -> (TestServer, tempfile::TempDir) {
 fn a_site_requiring_client_certificates_refuses_curl_without_one_at_the_tls_layer() {
     let pki = Pki::new();
     let (server, _sites) = mirror(&pki);
-    let port = https_addr(&server).port();
+    let port = server.https_addr().port();
     let url = format!("https://localhost:{port}/bytecode.cvd");
     let ca = pki.ca_file.display().to_string();
     let fixture = support::fixture("bytecode-268.cvd");
@@ -53,8 +53,7 @@ fn a_site_requiring_client_certificates_refuses_curl_without_one_at_the_tls_laye
         "curl does not say the TLS layer refused it: {}",
         refused.stderr
     );
-    let mut log = String::new();
-    let seen = stderr_containing(&server, &mut log, "client certificate refused");
+    let seen = server.stderr_containing("client certificate refused");
     let line = seen
         .lines()
         .find(|l| l.contains("client certificate refused"))
@@ -121,7 +120,7 @@ fn a_site_requiring_client_certificates_refuses_curl_without_one_at_the_tls_laye
 fn another_host_or_plain_http_cannot_sidestep_a_client_certificate_requirement() {
     let pki = Pki::new();
     let (server, _sites) = mirror(&pki);
-    let port = https_addr(&server).port();
+    let port = server.https_addr().port();
     let ca = pki.ca_file.display().to_string();
     let resolve = format!("open.test:{port}:127.0.0.1");
 

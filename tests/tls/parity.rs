@@ -3,11 +3,10 @@
 //! the shaper at the client's cap, and its requests are in the access log
 //! and the metrics with the bytes actually sent.
 
-use std::net::SocketAddr;
-
 use tokio::time::Instant;
 
 use super::util::{Pki, TlsClient, start, tls_args};
+use crate::support::wait::wait_until;
 use crate::support::{self, Response, TestServer};
 
 #[test]
@@ -47,21 +46,17 @@ fn tls_connections_are_limited_shaped_logged_and_counted_like_plain_ones() {
     // The shaper paces a TLS download at the client's cap (1 MB/s). The
     // holder's slot is released once the server sees it close: until
     // then the download is refused too.
-    let deadline = Instant::now() + support::DEADLINE;
-    let (response, took) = loop {
+    let (response, took) = wait_until(support::DEADLINE, || {
         let started = Instant::now();
         let mut download = TlsClient::connect(addr, "localhost", &pki.ca_pem());
         download.send_get("/mid.bin", true);
         let response = Response::parse(&download.read_to_end(), false);
         if response.status != 503 {
-            break (response, started.elapsed());
+            Ok((response, started.elapsed()))
+        } else {
+            Err("the held slot was never released")
         }
-        assert!(
-            Instant::now() < deadline,
-            "the held slot was never released"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    });
     assert_eq!(response.status, 200);
     assert!(response.body == body);
     assert!(
@@ -72,16 +67,8 @@ fn tls_connections_are_limited_shaped_logged_and_counted_like_plain_ones() {
     // Logged and counted with the bytes sent.
     server.access_log_containing("\"GET /mid.bin HTTP/1.1\" 200 1048576 ");
     server.access_log_containing("\"GET /bytecode.cvd HTTP/1.1\" 503 ");
-    let admin: SocketAddr = server
-        .startup
-        .iter()
-        .find_map(|l| l.strip_prefix("admin on http://"))
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
     let metrics = String::from_utf8_lossy(&support::raw_exchange(
-        admin,
+        server.admin_addr(),
         b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
     ))
     .into_owned();

@@ -5,7 +5,7 @@
 //! start, a bad certificate refuses to start with the file, the reason and
 //! the config file's line.
 
-use super::util::{Pki, TlsClient, certificate_der, start, stderr_containing, tls_args};
+use super::util::{Pki, TlsClient, certificate_der, start, tls_args};
 use crate::support::{self, Response, TestServer};
 
 /// A file large enough that its download is still running (held by a
@@ -35,7 +35,6 @@ fn a_certificate_rotated_with_sighup_reaches_new_connections_while_an_old_downlo
             .file("bytecode.cvd", &small)
             .args(tls_args(&cert, &key)),
     );
-    let mut log = String::new();
 
     // A download starts on the old certificate, and its client stops
     // reading after the first 64 KiB.
@@ -50,8 +49,7 @@ fn a_certificate_rotated_with_sighup_reaches_new_connections_while_an_old_downlo
     let after = certificate_der(&next_cert);
     std::fs::rename(&next_key, &key).unwrap();
     std::fs::rename(&next_cert, &cert).unwrap();
-    server.signal("HUP");
-    stderr_containing(&server, &mut log, "configuration reloaded");
+    server.reload(support::DEADLINE);
 
     // New connections get the new certificate and are served.
     let mut fresh = TlsClient::connect(addr, "localhost", &pki.ca_pem());
@@ -67,7 +65,7 @@ fn a_certificate_rotated_with_sighup_reaches_new_connections_while_an_old_downlo
     // A broken key on the next reload is rejected; the certificate stays.
     std::fs::write(&key, "not a key\n").unwrap();
     server.signal("HUP");
-    let seen = stderr_containing(&server, &mut log, "new configuration rejected");
+    let seen = server.stderr_containing("new configuration rejected");
     let line = seen
         .lines()
         .find(|l| l.contains("new configuration rejected"))

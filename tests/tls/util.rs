@@ -8,7 +8,6 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cvdmirror::tls::testpki::TestPki;
 use rustls::pki_types::pem::PemObject;
@@ -76,18 +75,8 @@ pub fn tls_args(cert: &Path, key: &Path) -> Vec<String> {
 /// Starts `builder` and returns it with its HTTPS address.
 pub fn start(builder: ServerBuilder) -> (TestServer, SocketAddr) {
     let server = builder.start();
-    let addr = https_addr(&server);
+    let addr = server.https_addr();
     (server, addr)
-}
-
-/// The address of the server's first `listening on https://` line.
-pub fn https_addr(server: &TestServer) -> SocketAddr {
-    server
-        .startup
-        .iter()
-        .find_map(|l| l.strip_prefix("listening on https://"))
-        .map(|a| a.trim_end_matches('/').parse().unwrap())
-        .unwrap_or_else(|| panic!("no HTTPS listener announced: {:?}", server.startup))
 }
 
 /// What curl did.
@@ -191,21 +180,4 @@ impl TlsClient {
 /// The DER of the first certificate in a PEM file.
 pub fn certificate_der(pem_file: &Path) -> Vec<u8> {
     CertificateDer::from_pem_file(pem_file).unwrap().to_vec()
-}
-
-/// Waits until the server's stderr contains `needle`; returns all of it.
-pub fn stderr_containing(server: &TestServer, seen: &mut String, needle: &str) -> String {
-    let start = tokio::time::Instant::now();
-    loop {
-        seen.push_str(&server.stderr());
-        seen.push('\n');
-        if seen.contains(needle) {
-            return seen.clone();
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "server never logged {needle:?}:\n{seen}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

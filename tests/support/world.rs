@@ -6,11 +6,13 @@
 //!
 //! Tests are plain `#[test]` functions: they drive child processes and
 //! wait on them, and the servers they talk to run on the world's runtime.
+//! The sync, bundle and real-client suites share it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -18,11 +20,15 @@ use cvdmirror::cvd::build::sign::TestPki;
 use cvdmirror::cvd::build::{self, DbSpec};
 use cvdmirror::cvd::sign::{SignVerifier, cvd_sign_name};
 use cvdmirror::cvd::testkeys::{self, SigningKeys};
-use cvdmirror::cvd::{self, Expected, ExtraKey, HeaderSignature, KeyRole, Legacy, TrustedKeys};
+use cvdmirror::cvd::{
+    self, Expected, ExtraKey, HEADER_LEN, Header, HeaderSignature, KeyRole, Legacy, TrustedKeys,
+};
 use cvdmirror::dns::VersionRecord;
 use cvdmirror::dns::test_server::{Behaviour, TxtServer};
 use sha2::{Digest, Sha256};
 
+pub use super::process::Outcome;
+use super::process::{Finished, cvdmirror, run};
 use super::upstream::{Logged, Upstream, show};
 
 /// The database the generated chains are for.
@@ -120,6 +126,26 @@ impl World {
         self.up.put("bytecode.cvd", bytes);
     }
 
+    /// Publishes ClamAV's genuine `bytecode-{version}.cvd` fixture as
+    /// upstream's `bytecode.cvd` (no `.sign`) and advertises it.
+    pub fn put_genuine(&self, version: u32) {
+        self.up.put(
+            "bytecode.cvd",
+            &super::fixture(&format!("bytecode-{version}.cvd")),
+        );
+        self.advertise(DB, version);
+    }
+
+    /// Upstream moves from the genuine 268 to the genuine 339 as ClamAV's
+    /// did: the CVD, and the cdiffs in between as ClamAV's zero-byte
+    /// "fetch the whole CVD" signal.
+    pub fn genuine_268_to_339(&self) {
+        for v in 269..=339 {
+            self.up.put(&cdiff_name(v), b"");
+        }
+        self.put_genuine(339);
+    }
+
     /// Puts `name` and `name.sign`.
     pub fn put_signed(&self, name: &str, bytes: &[u8]) {
         self.up.put(&format!("{name}.sign"), &sign(bytes));
@@ -156,6 +182,18 @@ pub fn keys() -> &'static SigningKeys {
 /// What a test mirror trusts: the official keys and the test keys.
 pub fn trusted() -> TrustedKeys {
     testkeys::trusted()
+}
+
+/// What a test mirror trusts besides the official keys, as arguments: the
+/// test keys (`--trusted-key`) and the test PKI's root (`--sign-root`,
+/// written into `dir`).
+pub fn trust_args(dir: &Path) -> Vec<String> {
+    let sign_root = dir.join("sign-root.pem");
+    std::fs::write(&sign_root, pki().root_pem()).unwrap();
+    let mut args = trusted_key_args();
+    args.push("--sign-root".to_owned());
+    args.push(sign_root.to_string_lossy().into_owned());
+    args
 }
 
 /// The test public keys as `--trusted-key` arguments.
@@ -221,53 +259,36 @@ backfill = 3
 max_requests_per_file_per_hour = 10
 "#;
 
-/// One run of `cvdmirror sync`.
+/// One run of `cvdmirror sync` (its output through `Deref`), and what
+/// upstream saw during it.
 #[derive(Debug)]
 pub struct Run {
-    /// Whether it exited 0.
-    pub ok: bool,
-    /// Its exit status, as text.
-    pub status: String,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
+    /// The process.
+    pub out: Finished,
     /// What upstream saw during the run.
     pub requests: Vec<Logged>,
 }
 
+impl std::ops::Deref for Run {
+    type Target = Finished;
+    fn deref(&self) -> &Finished {
+        &self.out
+    }
+}
+
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit: {}\n--- stdout\n{}--- stderr\n{}--- upstream saw\n{}",
-            self.status,
-            self.stdout,
-            self.stderr,
-            show(&self.requests)
-        )
+        write!(f, "{}--- upstream saw\n{}", self.out, show(&self.requests))
+    }
+}
+
+impl Outcome for Run {
+    fn finished(&self) -> &Finished {
+        &self.out
     }
 }
 
 impl Run {
-    /// Asserts exit 0.
-    pub fn assert_ok(&self) -> &Self {
-        assert!(self.ok, "sync should have succeeded\n{self}");
-        self
-    }
-
-    /// Asserts a non-zero exit whose stderr names every one of `words`.
-    pub fn assert_failed(&self, words: &[&str]) -> &Self {
-        assert!(!self.ok, "sync should have failed\n{self}");
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "stderr does not say {word:?}\n{self}"
-            );
-        }
-        self
-    }
-
     /// Requests for `file` (name without `/`).
     pub fn requests_for(&self, file: &str) -> Vec<&Logged> {
         self.requests.iter().filter(|r| r.file() == file).collect()
@@ -303,11 +324,7 @@ impl Mirror {
     pub fn at(dir: tempfile::TempDir, root: PathBuf, toml: &str) -> Mirror {
         let config = dir.path().join("cvdmirror.toml");
         std::fs::write(&config, toml).unwrap();
-        let sign_root = dir.path().join("sign-root.pem");
-        std::fs::write(&sign_root, pki().root_pem()).unwrap();
-        let mut args = trusted_key_args();
-        args.push("--sign-root".to_owned());
-        args.push(sign_root.to_string_lossy().into_owned());
+        let args = trust_args(dir.path());
         Mirror {
             dir,
             root,
@@ -337,9 +354,8 @@ impl Mirror {
 
     /// The command for one pass against `world`.
     pub fn command(&self, world: &World) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvdmirror"));
-        cmd.arg("sync")
-            .arg("--root")
+        let mut cmd = cvdmirror(["sync"]);
+        cmd.arg("--root")
             .arg(&self.root)
             .arg("--config")
             .arg(&self.config)
@@ -348,19 +364,7 @@ impl Mirror {
             .args(["--nameserver", &world.dns.addr().to_string()])
             .args(["--db", DB])
             .args(&self.args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("CVDMIRROR_") {
-                cmd.env_remove(key);
-            }
-        }
-        for key in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
-            cmd.env_remove(key).env_remove(key.to_ascii_lowercase());
-        }
-        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+            .current_dir(self.dir.path());
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd
     }
@@ -368,12 +372,8 @@ impl Mirror {
     /// Runs one pass to completion.
     pub fn sync(&self, world: &World) -> Run {
         let mark = world.up.mark();
-        let out: Output = self.command(world).output().unwrap();
         let run = Run {
-            ok: out.status.success(),
-            status: out.status.to_string(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            out: run(&mut self.command(world)),
             requests: world.up.log_since(mark),
         };
         assert_polite(&run);
@@ -637,4 +637,65 @@ pub fn healthy() -> (World, Mirror) {
     assert_eq!(mirror.cdiffs(), vec![269, 270, 271], "{run}");
     check_served(&mirror.root, None).unwrap();
     (world, mirror)
+}
+
+/// The first line of `<db>.info` in a CVD (a gzip'd tar after the header).
+pub fn info_first_line(cvd: &[u8]) -> String {
+    let gz = flate2::read::GzDecoder::new(&cvd[HEADER_LEN..]);
+    let mut archive = tar::Archive::new(gz);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_string_lossy() == format!("{DB}.info") {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).unwrap();
+            return text.lines().next().unwrap().to_owned();
+        }
+    }
+    panic!("no {DB}.info in the CVD");
+}
+
+/// Release 340 after the genuine `bytecode-339.cvd`, as Talos would make
+/// it: a cdiff turning the genuine 339 into 340 (it rewrites the first
+/// line of `bytecode.info` to the 340 header line, from which freshclam
+/// builds the new `.cld`) and a whole CVD 340, both signed with the test
+/// keys.
+pub struct Release340 {
+    /// The spec of 340 (whose header line the cdiff writes).
+    pub spec: DbSpec,
+    /// `bytecode-340.cdiff`.
+    pub cdiff: Vec<u8>,
+    /// `bytecode.cvd` at 340.
+    pub cvd: Vec<u8>,
+}
+
+/// Builds [`Release340`].
+pub fn release_340() -> Release340 {
+    let genuine = super::fixture("bytecode-339.cvd");
+    let h339 = Header::parse(&genuine).unwrap();
+    // Later than 339, or the header check (If-Modified-Since: the local
+    // stime) would be answered 304 and the client would stay at 339.
+    let spec = DbSpec::new(DB, 340)
+        .stime(h339.stime + 3_600)
+        .signatures(h339.signatures)
+        .flevel(h339.flevel);
+    // The 339 `.info` starts with the 339 header line, md5 and dsig `X`.
+    let old = info_first_line(&genuine);
+    assert_eq!(
+        old,
+        format!(
+            "ClamAV-VDB:{}:339:{}:{}:X:X:{}:{}",
+            h339.built, h339.signatures, h339.flevel, h339.builder, h339.stime
+        )
+    );
+    // `XCHG <line> <orig> <new>`: <orig> is one word, matched as a prefix
+    // of the line; <new> is the rest of the command line. freshclam then
+    // builds `bytecode.cld` with `bytecode.info`'s first line as its header.
+    let orig = old.split(' ').next().unwrap();
+    let script = format!(
+        "OPEN {DB}.info\nXCHG 1 {orig} {}\nCLOSE\n",
+        spec.header_line()
+    );
+    let cdiff = build::cdiff_from_script(340, script.as_bytes(), &keys().cdiff).unwrap();
+    let cvd = build::cvd(&spec, keys()).unwrap();
+    Release340 { spec, cdiff, cvd }
 }

@@ -71,10 +71,7 @@ pub struct Logged {
 impl Logged {
     /// The first value of header `name` (lower-case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        super::http::header(&self.headers, name)
     }
 
     /// The file asked for: the path without `/` and query.
