@@ -124,6 +124,21 @@ pub struct ServeArgs {
     #[arg(long, env = "CVDMIRROR_ADMIN_TOKEN_FILE", value_name = "PATH")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Join a fleet of nodes coordinated through this Redis,
+    /// `redis://[:password@]host:port/db` (or `rediss://` for TLS); see
+    /// docs/fleet.md.
+    #[arg(long, env = "CVDMIRROR_FLEET", value_name = "URL")]
+    pub fleet: Option<String>,
+
+    /// This node's name in the fleet (unique; e.g. the host name).
+    #[arg(long, env = "CVDMIRROR_NODE", value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// The URL clients reach this node at, e.g. `http://mirror2.example.org`
+    /// (other nodes redirect here).
+    #[arg(long, env = "CVDMIRROR_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+
     /// Total cap for everything the mirror sends, with units (`80Mbit`,
     /// `10MB/s`). Also `[shape] link_rate`.
     #[arg(long, env = "CVDMIRROR_LINK_RATE", value_name = "RATE")]

@@ -8,6 +8,7 @@
 
 mod control;
 mod file;
+mod fleet;
 pub mod observe;
 mod services;
 mod tls;
@@ -23,6 +24,7 @@ pub use cvdmirror_access_log::AccessLogTarget;
 pub use cvdmirror_pipeline::site::{SiteConfig, SitesConfig};
 pub use cvdmirror_server::{ConnectionLimits, ServerConfig};
 use file::FileConfig;
+pub use fleet::{DEFAULT_REDIRECT_ABOVE, FleetSettings};
 pub use services::{AdminSettings, BeaconSettings, SyncSettings};
 use toml::Spanned;
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub sync: SyncSettings,
     /// DNS consistency beacon, if enabled.
     pub beacon: Option<BeaconSettings>,
+    /// Fleet membership through Redis, if enabled.
+    pub fleet: Option<FleetSettings>,
     /// Admin API, if enabled.
     pub admin: Option<AdminSettings>,
     /// Bandwidth shaping.
@@ -341,6 +345,7 @@ impl Resolver<'_> {
             source: self.path.map(Path::to_path_buf),
             sync: self.sync(args, file.sync)?,
             beacon: self.beacon(args, file.beacon)?,
+            fleet: self.fleet(args, file.fleet)?,
             admin: self.admin(args, file.admin)?,
             shape: self.shape(args, file.shape)?,
             admission: self.limits(args, file.limits, &default_site_root)?,

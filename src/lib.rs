@@ -17,7 +17,7 @@
 //!    [`sendfile`] (`cvdmirror-exchange`);
 //! 3. components, each built from its own configuration: [`pipeline`],
 //!    [`server`], [`tls`], [`shape`], [`limits`], [`control`], [`sync`],
-//!    [`dns`], [`observe`], [`admin`], [`access_log`], [`analyze`].
+//!    [`dns`], [`observe`], [`admin`], [`access_log`], [`analyze`], [`fleet`].
 
 pub mod cli;
 pub mod command;
@@ -30,6 +30,7 @@ pub use cvdmirror_control as control;
 pub use cvdmirror_dns as dns;
 pub use cvdmirror_exchange as exchange;
 pub use cvdmirror_exchange::{body, hooks, sendfile};
+pub use cvdmirror_fleet as fleet;
 pub use cvdmirror_formats::{atomic_file, backoff, calendar, cvd, html, rate, state_file};
 pub use cvdmirror_limits as limits;
 pub use cvdmirror_observe as observe;

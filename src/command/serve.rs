@@ -4,6 +4,7 @@
 //! [`start`] wires the parts together (in `serve/wiring.rs`); the demo
 //! runs its mirror through it too.
 
+mod fleet;
 mod wiring;
 
 use std::net::{SocketAddr, TcpListener};

@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub beacon: Option<FileBeacon>,
     /// Admin API.
     pub admin: Option<FileAdmin>,
+    /// Several nodes through Redis.
+    pub fleet: Option<super::fleet::FileFleet>,
     /// Bandwidth shaping.
     pub shape: Option<Spanned<crate::shape::ShapeConfig>>,
     /// Admission limits.

@@ -12,6 +12,7 @@
 //! - [`fixtures`]: the genuine ClamAV files the tests check against.
 //! - [`clamav`] and [`freshclam`]: ClamAV's own tools (freshclam 1.4 and
 //!   1.5.3, sigtool) run against a mirror.
+//! - [`redis`]: a real `redis-server` of the test's own (the fleet tests).
 //! - [`upstream`] and [`world`]: a fake ClamAV upstream with fault
 //!   injection and DNS, and a mirror root `cvdmirror sync` brings up to date.
 
@@ -31,6 +32,7 @@ pub mod fixtures;
 pub mod freshclam;
 pub mod http;
 pub mod process;
+pub mod redis;
 pub mod server;
 pub mod upstream;
 pub mod wait;

@@ -39,6 +39,7 @@ pub struct Admin {
     sync: Option<SyncHandle>,
     ready_without_sync: Box<dyn Fn() -> bool + Send + Sync>,
     observer: Option<Arc<Observer>>,
+    fleet: Option<cvdmirror_fleet::Fleet>,
 }
 
 /// The running sync engine, when `serve` runs one.
@@ -64,12 +65,19 @@ impl Admin {
             sync,
             ready_without_sync,
             observer: None,
+            fleet: None,
         }
     }
 
     /// Serves `observer`'s page, status and metrics, and its reset action.
     pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Serves `/fleet.json`: the nodes of `fleet` as this node sees them.
+    pub fn with_fleet(mut self, fleet: cvdmirror_fleet::Fleet) -> Self {
+        self.fleet = Some(fleet);
         self
     }
 
@@ -144,9 +152,10 @@ impl Admin {
             (&Method::GET | &Method::HEAD, "/status.json") => self.status_json(),
             (&Method::GET | &Method::HEAD, "/") => self.page(),
             (&Method::GET | &Method::HEAD, "/metrics") => self.metrics(),
+            (&Method::GET | &Method::HEAD, "/fleet.json") => self.fleet_json(),
             (&Method::POST, "/sync") => self.authorized(req).unwrap_or_else(|| self.push_sync()),
             (&Method::POST, "/reset") => self.authorized(req).unwrap_or_else(|| self.reset()),
-            (_, "/healthz" | "/ready" | "/status.json" | "/" | "/metrics") => {
+            (_, "/healthz" | "/ready" | "/status.json" | "/" | "/metrics" | "/fleet.json") => {
                 not_allowed("GET, HEAD")
             }
             (_, "/sync" | "/reset") => not_allowed("POST"),
@@ -258,6 +267,19 @@ impl Admin {
             }
             None if (self.ready_without_sync)() => Vec::new(),
             None => vec!["the root lacks a CVD for some database".into()],
+        }
+    }
+
+    fn fleet_json(&self) -> Response<Full<Bytes>> {
+        match &self.fleet {
+            Some(fleet) => match serde_json::to_string(&fleet.view().snapshot()) {
+                Ok(body) => json(StatusCode::OK, format!("{body}\n")),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            },
+            None => text(
+                StatusCode::NOT_FOUND,
+                "this node is not in a fleet (--fleet)\n",
+            ),
         }
     }
 

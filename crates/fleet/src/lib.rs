@@ -18,7 +18,9 @@
 mod config;
 mod counters;
 mod error;
+mod files;
 mod heartbeat;
+pub mod redirect;
 mod report;
 mod store;
 mod tracker;
@@ -33,6 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub use config::{FleetConfig, redacted_url};
 pub use counters::SharedCounters;
 pub use error::FleetError;
+pub use files::PublishedFiles;
+pub use redirect::RedirectHook;
 pub use report::{LinkLoad, NodeReport, PublishedFile, SyncHealth, SyncState};
 pub use view::{
     FleetNode, FleetSnapshot, FleetView, LeaseHolder, LeaseSnapshot, LeaseView, NodeSnapshot,

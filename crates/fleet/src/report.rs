@@ -7,7 +7,6 @@
 //! can share a fleet.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,12 +94,7 @@ pub enum SyncHealth {
     },
 }
 
-/// Now in Unix seconds.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs())
-}
+pub(crate) use cvdmirror_formats::calendar::unix_now;
 
 #[cfg(test)]
 mod tests {

@@ -26,6 +26,7 @@ use crate::server::{Server, listen};
 use crate::shape::{LinkGuard, Shaper};
 use crate::sync::schedule::{self, HealHook, Trigger};
 use crate::sync::{Engine, SyncStatus, publish};
+use cvdmirror_fleet::Fleet;
 
 /// The sockets `serve` accepts on. Bound before anything starts, and
 /// apart from it, so a caller (the demo) can bind them its own way.
@@ -118,17 +119,40 @@ pub async fn start(
 ) -> anyhow::Result<Serving> {
     let access_log = AccessLog::start(&config.access_log)?;
     let control = start_control(config, shutdown)?;
-    let mut hooks = Hooks::new();
-    hooks.push(Arc::clone(&control) as Arc<dyn crate::hooks::Hook>);
-    hooks.push(Arc::new(access_log.clone()));
     let observer = Observer::new(ObserveConfig {
         clients: config.admission.clients,
         ..config.observe.clone()
     });
     observer.set_link_capacity(config.shape.link_rate.map(|r| r.bytes_per_sec()));
+    let mut hooks = Hooks::new();
+    // A busy fleet node sends whole downloads elsewhere before admission
+    // control would make them wait or refuse them.
+    let redirect = config
+        .fleet
+        .as_ref()
+        .map(|_| Arc::new(super::fleet::RedirectSlot::default()));
+    if let Some(slot) = &redirect {
+        hooks.push(Arc::clone(slot) as Arc<dyn crate::hooks::Hook>);
+    }
+    hooks.push(Arc::clone(&control) as Arc<dyn crate::hooks::Hook>);
+    hooks.push(Arc::new(access_log.clone()));
     hooks.push(observer.hook());
 
     let sync = start_sync(config, &mut hooks, shutdown)?;
+    let fleet = match (&config.fleet, &redirect) {
+        (Some(settings), Some(slot)) => {
+            let (fleet, hook) = super::fleet::start(
+                config,
+                settings,
+                &observer,
+                sync.as_ref().map(|s| s.status.clone()),
+                shutdown,
+            )?;
+            slot.fill(hook);
+            Some(fleet)
+        }
+        _ => None,
+    };
     if let Some(sync) = &sync {
         observer.attach_sync(sync.status.clone(), Arc::clone(&sync.trigger));
     }
@@ -145,11 +169,12 @@ pub async fn start(
             listener,
             sync.as_ref(),
             &observer,
+            fleet.clone(),
             shutdown,
         )?),
         None => None,
     };
-    let beacon = start_beacon(config, sync.as_ref(), shutdown).await?;
+    let beacon = start_beacon(config, sync.as_ref(), fleet.clone(), shutdown).await?;
     Ok(Serving {
         server,
         control,
@@ -281,6 +306,7 @@ fn start_admin(
     listener: TcpListener,
     sync: Option<&RunningSync>,
     observer: &Arc<Observer>,
+    fleet: Option<Fleet>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let token = config
@@ -303,9 +329,12 @@ fn start_admin(
         status: s.status.clone(),
         trigger: Arc::clone(&s.trigger),
     });
-    let admin = Arc::new(
-        Admin::new(token, databases, handle, complete).with_observer(Arc::clone(observer)),
-    );
+    let mut admin =
+        Admin::new(token, databases, handle, complete).with_observer(Arc::clone(observer));
+    if let Some(fleet) = fleet {
+        admin = admin.with_fleet(fleet);
+    }
+    let admin = Arc::new(admin);
     let addr = listener.local_addr()?;
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
@@ -319,12 +348,20 @@ fn start_admin(
 async fn start_beacon(
     config: &Config,
     sync: Option<&RunningSync>,
+    fleet: Option<Fleet>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let (Some(settings), Some(sync)) = (&config.beacon, sync) else {
         return Ok(None);
     };
-    let (records, versions) = watch::channel(beacon_record(&sync.status.borrow()));
+    let announce = move |status: &SyncStatus| {
+        let record = beacon_record(status)?;
+        Some(match &fleet {
+            Some(fleet) => super::fleet::consistent_record(fleet, record),
+            None => record,
+        })
+    };
+    let (records, versions) = watch::channel(announce(&sync.status.borrow()));
     let beacon = Beacon::bind(
         BeaconConfig::new(settings.listen, settings.name.clone()).with_ttl(settings.ttl),
         versions,
@@ -333,9 +370,18 @@ async fn start_beacon(
     .with_context(|| format!("cannot start the DNS beacon on {}", settings.listen))?;
     let addr = beacon.udp_addr();
     let mut status = sync.status.clone();
+    let stopping = shutdown.clone();
     tokio::spawn(async move {
-        while status.changed().await.is_ok() {
-            let record = beacon_record(&status.borrow_and_update());
+        // The fleet's versions move without a local change: look again
+        // every few seconds as well.
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                changed = status.changed() => if changed.is_err() { return },
+                _ = ticker.tick() => {}
+            }
+            let record = announce(&status.borrow_and_update());
             records.send_if_modified(|current| {
                 let changed = *current != record;
                 *current = record;

@@ -1,20 +1,15 @@
-//! The fleet against a real `redis-server`: nodes joining and leaving, the
+//! The fleet library against a real `redis-server`: nodes joining and leaving, the
 //! consistent version while a node lags, the upstream lease through kills
 //! and clean shutdowns, redirect targets, Redis itself dying and coming
 //! back, and shared counters. Each test starts its own Redis on a free
 //! loopback port; timings are a tenth of the defaults or less, so the file
 //! runs in seconds.
 
-// Tests panic on purpose; the Redis harness is synchronous and measures
-// with std's clock.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_types)]
-
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::{Redis, config, eventually, names, report, start};
+use super::node::{config, eventually, names, report, start};
+use crate::support::redis::Redis;
 use tokio::time::Instant;
 
 const SHA_A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -27,7 +22,7 @@ fn abc() -> Vec<String> {
 /// Draws `count` redirect targets for `file` from `view`, with random
 /// numbers spread evenly over the range, and counts them by node.
 fn draws(
-    view: &cvdmirror_fleet::FleetView,
+    view: &cvdmirror::fleet::FleetView,
     file: &str,
     sha256: &str,
     from: &str,
@@ -146,7 +141,7 @@ async fn one_node_holds_the_lease_a_killed_holder_is_replaced_and_a_clean_stop_h
             start(config, report(11, &[], None, 0))
         })
         .into();
-    let holders = |nodes: &[support::Node]| -> Vec<usize> {
+    let holders = |nodes: &[super::node::Node]| -> Vec<usize> {
         (0..nodes.len())
             .filter(|&i| nodes[i].view().is_lease_holder())
             .collect()
@@ -293,7 +288,7 @@ async fn without_redis_the_view_stays_then_goes_stale_and_the_fleet_converges_af
         .map(|name| start(config(&redis, name), report(11, &file, Some(1000), 0)))
         .into();
     let settings = config(&redis, "a");
-    let converged = |nodes: &[support::Node]| {
+    let converged = |nodes: &[super::node::Node]| {
         nodes.iter().all(|node| {
             let view = node.view();
             view.redis_ok && !view.stale() && names(&view) == abc()

@@ -1,0 +1,200 @@
+//! `serve` as a fleet node: what it reports to the fleet each heartbeat
+//! (the files it publishes with their digests, its CVD versions, its link's
+//! capacity and load, its sync health), the hook that sends whole-CVD
+//! downloads to a node with headroom when this one is busy, and the
+//! versions the beacon may announce (none that another healthy node lacks).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, FleetSettings};
+use crate::dns::VersionRecord;
+use crate::observe::Observer;
+use crate::sync::SyncStatus;
+use cvdmirror_fleet::{
+    Fleet, LinkLoad, NodeReport, PublishedFile, PublishedFiles, RedirectHook, SyncHealth, SyncState,
+};
+
+/// The published files and CVD versions, refreshed every heartbeat.
+type Published = (BTreeMap<String, PublishedFile>, BTreeMap<String, u32>);
+
+/// Joins the fleet: starts the heartbeat and the scan of the root it
+/// reports, and returns the node's handle and its redirect hook.
+pub fn start(
+    config: &Config,
+    settings: &FleetSettings,
+    observer: &Arc<Observer>,
+    sync: Option<watch::Receiver<SyncStatus>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Fleet, Arc<RedirectHook>)> {
+    let published: Arc<ArcSwap<Published>> = Arc::default();
+    spawn_scan(
+        config.default_site.root.clone(),
+        Arc::clone(&published),
+        settings.fleet.heartbeat,
+        shutdown,
+    );
+    let link = {
+        let observer = Arc::clone(observer);
+        Arc::new(move || LinkLoad {
+            capacity: observer.link_capacity(),
+            load: observer.rates().total.max(0.0) as u64,
+        })
+    };
+    let report = {
+        let link = Arc::clone(&link);
+        let published = Arc::clone(&published);
+        Arc::new(move || {
+            let current = published.load();
+            NodeReport {
+                files: current.0.clone(),
+                versions: current.1.clone(),
+                link: link(),
+                sync: sync
+                    .as_ref()
+                    .map_or_else(SyncState::default, |s| sync_state(&s.borrow())),
+                ..NodeReport::default()
+            }
+        })
+    };
+    let fleet = Fleet::start(settings.fleet.clone(), report, shutdown.clone())?;
+    tracing::info!(
+        node = %settings.fleet.node,
+        public_url = %settings.fleet.public_url,
+        redis = %cvdmirror_fleet::redacted_url(&settings.fleet.redis_url),
+        "joined the fleet"
+    );
+    let hook = Arc::new(RedirectHook::new(
+        fleet.clone(),
+        settings.fleet.node.clone(),
+        link,
+        settings.redirect_above,
+    ));
+    Ok((fleet, hook))
+}
+
+/// Rescans the root every `every`, hashing only what changed.
+fn spawn_scan(
+    root: std::path::PathBuf,
+    published: Arc<ArcSwap<Published>>,
+    every: std::time::Duration,
+    shutdown: &CancellationToken,
+) {
+    let files = Arc::new(Mutex::new(PublishedFiles::new()));
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let (root, files) = (root.clone(), Arc::clone(&files));
+            let scanned = tokio::task::spawn_blocking(move || {
+                cvdmirror_formats::mutex::lock(&files).scan(&root)
+            })
+            .await;
+            match scanned {
+                Ok(Ok(files)) => {
+                    let versions = cvd_versions(&files);
+                    published.store(Arc::new((files, versions)));
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot list the root for the fleet"),
+                Err(e) => tracing::warn!(error = %e, "fleet scan task failed"),
+            }
+        }
+    });
+}
+
+/// `daily` → 27480 for every `daily.cvd` with a readable header.
+fn cvd_versions(files: &BTreeMap<String, PublishedFile>) -> BTreeMap<String, u32> {
+    files
+        .iter()
+        .filter_map(|(name, file)| Some((name.strip_suffix(".cvd")?.to_owned(), file.version?)))
+        .collect()
+}
+
+fn sync_state(status: &SyncStatus) -> SyncState {
+    let Some(pass) = &status.last_pass else {
+        return SyncState::default();
+    };
+    SyncState {
+        health: match (&pass.error, pass.ok) {
+            (_, true) => SyncHealth::Ok,
+            (Some(reason), false) => SyncHealth::Failing {
+                reason: reason.clone(),
+            },
+            (None, false) => SyncHealth::Failing {
+                reason: "incomplete".to_owned(),
+            },
+        },
+        last_success: pass.ok.then_some(pass.finished),
+    }
+}
+
+/// The redirect hook's place in the hook list: the list is fixed before
+/// the fleet starts (the fleet needs the sync engine, which needs its own
+/// hook), so the hook is filled in afterwards; empty, it passes everything.
+#[derive(Default)]
+pub struct RedirectSlot(arc_swap::ArcSwapOption<RedirectHook>);
+
+impl RedirectSlot {
+    /// Puts the hook in place.
+    pub fn fill(&self, hook: Arc<RedirectHook>) {
+        self.0.store(Some(hook));
+    }
+}
+
+impl crate::hooks::Hook for RedirectSlot {
+    fn admit(
+        &self,
+        exchange: &mut crate::exchange::Exchange,
+        planned: &mut http::Response<crate::body::ResponseBody>,
+    ) -> Option<http::Response<crate::body::ResponseBody>> {
+        self.0.load().as_ref()?.admit(exchange, planned)
+    }
+}
+
+/// `record` with no version above what every healthy node of the fleet
+/// publishes (while the fleet's view can be trusted).
+pub fn consistent_record(fleet: &Fleet, mut record: VersionRecord) -> VersionRecord {
+    let view = fleet.view();
+    if view.stale() {
+        return record;
+    }
+    for (db, version) in view.consistent_versions() {
+        if let Some(local) = record.version_of(&db)
+            && version < local
+        {
+            record.set_version(&db, version);
+        }
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_come_from_the_cvd_headers() {
+        let file = |version| PublishedFile {
+            size: 1,
+            sha256: String::new(),
+            version,
+        };
+        let files = BTreeMap::from([
+            ("daily.cvd".to_owned(), file(Some(27480))),
+            ("daily-27480.cdiff".to_owned(), file(None)),
+            ("main.cvd".to_owned(), file(None)),
+        ]);
+        assert_eq!(
+            cvd_versions(&files),
+            BTreeMap::from([("daily".to_owned(), 27480)])
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! `cvdmirror serve --fleet` as operators run it: nodes on 127.0.0.x, each
+//! with its own root and admin API, one real Redis. A node that joins is in
+//! every node's `/fleet.json`; a node killed with SIGKILL leaves within the
+//! node TTL; a busy node answers a whole-CVD download with one `302` to a
+//! node that publishes the same bytes and has headroom, and never redirects
+//! a header check, a redirected request or a file nobody else has.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use crate::support::fixture;
+use crate::support::redis::Redis;
+use crate::support::server::TestServer;
+use crate::support::wait::check;
+use crate::support::wait::wait_until;
+
+/// Within this, a change reaches every node's view (heartbeat 100 ms).
+const CONVERGE: Duration = Duration::from_secs(10);
+
+/// A free port on `ip`.
+fn free_addr(ip: Ipv4Addr) -> SocketAddr {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
+}
+
+/// Node `name` on `ip`, serving `files`, with fast fleet timings and a
+/// 100 Mbit/s link; `redirect_above` is the share of the link above which
+/// it sends whole CVDs elsewhere.
+fn node(
+    redis: &Redis,
+    name: &str,
+    ip: Ipv4Addr,
+    files: &[(&str, &[u8])],
+    redirect_above: f64,
+) -> TestServer {
+    let addr = free_addr(ip);
+    let mut builder = TestServer::builder()
+        .no_default_listen()
+        .admin()
+        .args(["--listen".to_owned(), addr.to_string()])
+        .args(["--fleet".to_owned(), redis.url()])
+        .config(&format!(
+            "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
+             heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\n\
+             stale_after = \"2s\"\nredirect_above = {redirect_above:?}\n\n\
+             [shape]\nlink_rate = \"100Mbit\"\n"
+        ));
+    for (path, bytes) in files {
+        builder = builder.file(path, bytes);
+    }
+    builder.start()
+}
+
+/// `/fleet.json` of `server`.
+fn fleet_json(server: &TestServer) -> serde_json::Value {
+    let response = server.admin("GET", "/fleet.json", &[]);
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+/// The node names in `server`'s view, sorted.
+fn members(server: &TestServer) -> Vec<String> {
+    let mut names: Vec<String> = fleet_json(server)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["node"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn nodes_join_see_each_others_versions_and_a_killed_node_leaves() {
+    let redis = Redis::start();
+    let cvd = fixture("bytecode-268.cvd");
+    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
+    let a = node(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.9);
+    let b = node(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
+    let c = node(&redis, "c", Ipv4Addr::new(127, 0, 0, 3), files, 0.9);
+    for server in [&a, &b, &c] {
+        wait_until(CONVERGE, || {
+            let names = members(server);
+            check(names == ["a", "b", "c"], || format!("members {names:?}"))
+        });
+    }
+    // Each node reports its files once it has listed and hashed its root.
+    let view = wait_until(CONVERGE, || {
+        let view = fleet_json(&a);
+        let all = view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|node| node["versions"]["bytecode"] == 268 && node["files"] == 1);
+        check(all, || format!("{view}")).map(|()| view)
+    });
+    for node in view["nodes"].as_array().unwrap() {
+        assert_eq!(node["link"]["capacity"], 12_500_000, "{node}");
+        assert_eq!(node["fresh"], true, "{node}");
+    }
+    assert_eq!(view["consistent_versions"]["bytecode"], 268, "{view}");
+    assert_eq!(view["redis_ok"], true);
+
+    c.signal("KILL");
+    let left = std::time::Instant::now();
+    for server in [&a, &b] {
+        wait_until(CONVERGE, || {
+            let names = members(server);
+            check(names == ["a", "b"], || format!("members {names:?}"))
+        });
+    }
+    // The node TTL is 1 s; the view is read every 100 ms.
+    assert!(
+        left.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        left.elapsed()
+    );
+}
+
+#[test]
+fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
+    let redis = Redis::start();
+    let cvd = fixture("bytecode-268.cvd");
+    let other = fixture("bytecode-339.cvd");
+    // `a` is always busy (redirect above 0 % of its link); `b` is idle.
+    let a = node(
+        &redis,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        &[("bytecode.cvd", &cvd), ("daily.cvd", &other)],
+        0.0,
+    );
+    let b = node(
+        &redis,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        &[("bytecode.cvd", &cvd), ("daily.cvd", &cvd)],
+        0.9,
+    );
+    let redirected = wait_until(CONVERGE, || {
+        let response = a.get("/bytecode.cvd", &[]);
+        check(response.status == 302, || {
+            format!("status {}", response.status)
+        })
+        .map(|()| response)
+    });
+    let location = redirected.header("location").unwrap().to_owned();
+    assert_eq!(location, format!("http://{}/bytecode.cvd?via=a", b.addr));
+    assert_eq!(redirected.header("cache-control"), Some("no-store"));
+    assert!(redirected.body.is_empty());
+
+    // The target serves the same bytes, and never sends the client on.
+    let path = location.split_once(&b.addr.to_string()).unwrap().1;
+    let served = b.get(path, &[]);
+    assert_eq!(served.status, 200);
+    assert!(served.body == cvd, "the redirect target served other bytes");
+    // Nor does the busy node redirect a request that was redirected once.
+    assert_eq!(a.get("/bytecode.cvd?via=b", &[]).status, 200);
+
+    // Small requests are answered where they arrive.
+    let check_header = a.get("/bytecode.cvd", &[("Range", "bytes=0-511")]);
+    assert_eq!(check_header.status, 206);
+    // A file no other node has byte for byte stays here.
+    let own = a.get("/daily.cvd", &[]);
+    assert_eq!(own.status, 200);
+    assert!(own.body == other);
+}
