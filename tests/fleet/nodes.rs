@@ -3,19 +3,27 @@
 //! every node's `/fleet.json`; a node killed with SIGKILL leaves within the
 //! node TTL; a busy node answers a whole-CVD download with one `302` to a
 //! node that publishes the same bytes and has headroom, and never redirects
-//! a header check, a redirected request or a file nobody else has.
+//! a header check, a redirected request or a file nobody else has; one
+//! node (the lease holder) pulls from upstream and the others from it, and
+//! when it dies another takes over.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::support::fixture;
 use crate::support::redis::Redis;
 use crate::support::server::TestServer;
+use crate::support::upstream::show;
 use crate::support::wait::check;
 use crate::support::wait::wait_until;
+use crate::support::world::{CVD_SIZE, DB, World, trust_args};
 
 /// Within this, a change reaches every node's view (heartbeat 100 ms).
 const CONVERGE: Duration = Duration::from_secs(10);
+
+/// Within this, a node has synced a release (a pass or two on loopback).
+const SYNCED: Duration = Duration::from_secs(60);
 
 /// A free port on `ip`.
 fn free_addr(ip: Ipv4Addr) -> SocketAddr {
@@ -168,4 +176,125 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
     let own = a.get("/daily.cvd", &[]);
     assert_eq!(own.status, 200);
     assert!(own.body == other);
+}
+
+/// A node that syncs `bytecode` hourly from `world` (trusting its keys and
+/// PKI) and joins the fleet in `redis`.
+fn syncing_node(redis: &Redis, world: &World, name: &str, ip: Ipv4Addr, keys: &Path) -> TestServer {
+    let addr = free_addr(ip);
+    let mut args: Vec<String> = [
+        "--listen",
+        &addr.to_string(),
+        "--fleet",
+        &redis.url(),
+        "--sync-interval",
+        "1h",
+        "--upstream",
+        &world.up.url(),
+        "--dns-name",
+        world.dns.name(),
+        "--nameserver",
+        &world.dns.addr().to_string(),
+        "--db",
+        DB,
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(trust_args(keys));
+    TestServer::builder()
+        .no_default_listen()
+        .admin()
+        .args(args)
+        .config(&format!(
+            "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
+             heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\nstale_after = \"2s\"\n"
+        ))
+        .start()
+}
+
+/// The version of the `bytecode.cvd` `server` serves, if any.
+fn served_version(server: &TestServer) -> Option<u32> {
+    let response = server.get(&format!("/{DB}.cvd"), &[("Range", "bytes=0-511")]);
+    (response.status == 206)
+        .then(|| {
+            cvdmirror::cvd::Header::parse(&response.body)
+                .ok()
+                .map(|h| h.version)
+        })
+        .flatten()
+}
+
+/// The lease holder in `server`'s view.
+fn lease_holder(server: &TestServer) -> Option<String> {
+    fleet_json(server)["lease"]["holder"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[test]
+fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() {
+    let redis = Redis::start();
+    let world = World::new();
+    world.release(268, 271, CVD_SIZE);
+    let keys = tempfile::tempdir().unwrap();
+    let a = syncing_node(
+        &redis,
+        &world,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        keys.path(),
+    );
+    let b = syncing_node(
+        &redis,
+        &world,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        keys.path(),
+    );
+    for server in [&a, &b] {
+        wait_until(SYNCED, || {
+            let version = served_version(server);
+            check(version == Some(271), || format!("serving {version:?}"))
+        });
+    }
+    let holder = wait_until(CONVERGE, || {
+        let (seen_a, seen_b) = (lease_holder(&a), lease_holder(&b));
+        check(seen_a.is_some() && seen_a == seen_b, || {
+            format!("holders {seen_a:?} / {seen_b:?}")
+        })
+        .map(|()| seen_a.unwrap_or_default())
+    });
+    // Upstream saw one puller: the whole CVD was downloaded from it once;
+    // the other node took it from the holder.
+    let cvd_downloads = |log: &[crate::support::upstream::Logged]| {
+        log.iter()
+            .filter(|l| {
+                l.method == "GET" && l.file() == format!("{DB}.cvd") && l.header("range").is_none()
+            })
+            .count()
+    };
+    let log = world.up.log();
+    assert_eq!(cvd_downloads(&log), 1, "{}", show(&log));
+
+    // The holder dies; the survivor takes the lease and pulls the next
+    // release from upstream itself.
+    let (dead, survivor) = if holder == "a" { (a, b) } else { (b, a) };
+    dead.signal("KILL");
+    let mark = world.up.mark();
+    world.release(271, 272, CVD_SIZE);
+    wait_until(SYNCED, || {
+        let now = lease_holder(&survivor);
+        let version = served_version(&survivor);
+        check(
+            now.is_some() && now != Some(holder.clone()) && version == Some(272),
+            || format!("holder {now:?} (was {holder}), serving {version:?}"),
+        )
+    });
+    let log = world.up.log_since(mark);
+    assert!(
+        log.iter()
+            .any(|l| l.file() == format!("{DB}.cvd") || l.file().ends_with(".cdiff")),
+        "the survivor fetched the new release from upstream:\n{}",
+        show(&log)
+    );
 }

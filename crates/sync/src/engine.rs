@@ -23,6 +23,8 @@ use super::publish;
 use super::report::{DbOutcome, PassReport, Progress, SyncError, SyncStatus};
 use super::signatures::Rejection;
 use super::state::{PassRecord, StateFile, SyncState};
+use arc_swap::ArcSwap;
+
 use super::upstream::{FetchError, Upstream};
 use super::versions::{self, VersionSource};
 
@@ -37,7 +39,7 @@ pub(super) const SIGN_RETRY: Duration = Duration::from_secs(3600);
 /// The sync engine of one root.
 pub struct Engine {
     pub(super) config: SyncConfig,
-    pub(super) upstream: Upstream,
+    upstream: ArcSwap<Upstream>,
     pub(super) state_file: StateFile,
     single_flight: Mutex<()>,
     pub(super) status: watch::Sender<SyncStatus>,
@@ -73,7 +75,7 @@ impl Engine {
         let state_file = StateFile::new(private.join("sync-state"));
         let engine = Self {
             config,
-            upstream,
+            upstream: ArcSwap::from_pointee(upstream),
             state_file,
             single_flight: Mutex::new(()),
             status: watch::Sender::new(SyncStatus::default()),
@@ -93,6 +95,35 @@ impl Engine {
             .collect();
         engine.status.send_replace(status);
         Ok(engine)
+    }
+
+    /// Where files come from now.
+    pub(super) fn upstream(&self) -> Arc<Upstream> {
+        self.upstream.load_full()
+    }
+
+    /// Fetches from `url` from the next pass on (a fleet node that does
+    /// not hold the upstream lease syncs from the node that does), with
+    /// the configured timeouts and proxy. A pass under way finishes
+    /// against the upstream it started with.
+    pub fn set_upstream(&self, url: &str) -> Result<(), SyncError> {
+        if self.upstream.load().base() == url {
+            return Ok(());
+        }
+        let upstream = Upstream::new(
+            url,
+            self.config.connect_timeout,
+            self.config.stall_timeout,
+            self.config.proxy.as_deref(),
+        )
+        .map_err(|e| SyncError::Config(e.to_string()))?;
+        self.upstream.store(Arc::new(upstream));
+        Ok(())
+    }
+
+    /// The URL files come from now.
+    pub fn upstream_url(&self) -> String {
+        self.upstream.load().base().to_owned()
     }
 
     /// The configuration.
@@ -197,19 +228,19 @@ impl Engine {
         let now = unix_now();
         match state.forbidden_until {
             // A ban by an HTTP upstream says nothing about a local bundle.
-            _ if self.upstream.is_local() => {}
+            _ if self.upstream().is_local() => {}
             Some(until) if until > now => return Err(SyncError::Forbidden { until }),
             Some(_) => state.forbidden_until = None,
             None => {}
         }
         std::fs::create_dir_all(publish::staging_dir(&self.config.root))?;
-        self.upstream
+        self.upstream()
             .begin_pass()
             .await
             .map_err(|e| SyncError::Versions(e.to_string()))?;
         let (advertised, record) = match &self.config.versions {
             // A bundle's versions are in its CVDs' headers: no DNS, no budget.
-            _ if self.upstream.is_local() => (self.header_versions(state).await?, None),
+            _ if self.upstream().is_local() => (self.header_versions(state).await?, None),
             VersionSource::Http => (self.header_versions(state).await?, None),
             dns => dns
                 .lookup(&self.config.databases)
@@ -257,7 +288,7 @@ impl Engine {
         for db in &self.config.databases {
             let name = format!("{db}.cvd");
             let now = unix_now();
-            if !self.upstream.is_local() {
+            if !self.upstream().is_local() {
                 let file = state.file(&name);
                 if let Some(until) = file.cool_down_until.filter(|&until| until > now) {
                     return Err(SyncError::Versions(format!(
@@ -276,7 +307,7 @@ impl Engine {
                 }
                 file.recent_requests.push(now);
             }
-            match self.upstream.cvd_header(db).await {
+            match self.upstream().cvd_header(db).await {
                 Ok(header) => {
                     versions.insert(db.clone(), header.version);
                 }

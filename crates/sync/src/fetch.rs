@@ -100,7 +100,7 @@ impl Engine {
             return Ok(Ok(()));
         }
         if !required
-            && !self.upstream.is_local()
+            && !self.upstream().is_local()
             && state
                 .file(&name)
                 .missing_since
@@ -123,7 +123,7 @@ impl Engine {
             Err(FileError::Fetch(FetchError::Forbidden)) => Err(self.forbidden(state)),
             // A bundle will not grow the file if we wait: as its mirror did,
             // publish without it (clients too far behind take the whole CVD).
-            Err(FileError::Fetch(FetchError::NotFound)) if self.upstream.is_local() => {
+            Err(FileError::Fetch(FetchError::NotFound)) if self.upstream().is_local() => {
                 if required {
                     tracing::warn!(file = %name, "required cdiff not in the local upstream; publishing without it (clients at older versions will download the whole CVD)");
                 }
@@ -353,7 +353,7 @@ impl Engine {
             if root.join(&sign_name).exists() {
                 continue;
             }
-            let asked_recently = !self.upstream.is_local()
+            let asked_recently = !self.upstream().is_local()
                 && state
                     .file(&sign_name)
                     .missing_since
@@ -413,7 +413,7 @@ impl Engine {
         let now = unix_now();
         let max_per_hour = self.config.max_requests_per_file_per_hour as usize;
         // Etiquette is owed to remote upstreams, not to a local bundle.
-        let polite = !self.upstream.is_local();
+        let polite = !self.upstream().is_local();
         let file = state.file(name);
         match file.cool_down_until {
             _ if !polite => {}
@@ -436,7 +436,7 @@ impl Engine {
             let mut validator_out = None;
             progress.started(name);
             let result = self
-                .upstream
+                .upstream()
                 .download(
                     name,
                     dest,

@@ -95,6 +95,8 @@ pub type Validator = String;
 #[derive(Debug, Clone)]
 pub struct Upstream {
     inner: Inner,
+    /// The URL it was built from (`bundle` for an opened bundle).
+    base: String,
 }
 
 #[derive(Debug, Clone)]
@@ -122,14 +124,23 @@ impl Upstream {
             }
             None => Inner::Http(Http::new(base, connect_timeout, stall, proxy)?),
         };
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            base: base.to_owned(),
+        })
     }
 
     /// An upstream over a bundle already opened and checked.
     pub fn bundle(bundle: Arc<Bundle>) -> Self {
         Self {
             inner: Inner::Local(Arc::new(LocalSource::from_bundle(bundle))),
+            base: "bundle".to_owned(),
         }
+    }
+
+    /// The URL this upstream was built from.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Whether this is a local bundle or directory, to which upstream

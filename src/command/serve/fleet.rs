@@ -110,6 +110,102 @@ fn spawn_scan(
     });
 }
 
+/// Keeps one node of the fleet pulling from upstream: the holder of the
+/// upstream lease syncs from the configured upstream, every other node
+/// from the holder (mirror chaining), and a node starts a pass as soon as
+/// the holder publishes a version it lacks. Without a trustworthy view of
+/// the fleet (Redis lost, no holder) a node falls back to its own upstream:
+/// a mirror must keep updating even when it cannot coordinate.
+pub fn spawn_puller(
+    fleet: Fleet,
+    settings: &FleetSettings,
+    engine: Arc<crate::sync::Engine>,
+    trigger: Arc<crate::sync::schedule::Trigger>,
+    upstream: String,
+    mut first_pass: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: &CancellationToken,
+) {
+    let me = settings.fleet.node.clone();
+    let every = settings.fleet.heartbeat;
+    // How long the first pass waits for a lease holder to be known: long
+    // enough for a fleet starting together to agree, short enough that an
+    // unreachable Redis does not hold up the first sync.
+    let agree_within = settings.fleet.lease_ttl.max(every * 5);
+    let started = tokio::time::Instant::now();
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        let mut seen_from_holder = BTreeMap::new();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let view = fleet.view();
+            if first_pass.is_some()
+                && view.lease.holder.is_none()
+                && started.elapsed() < agree_within
+            {
+                continue;
+            }
+            let holder = if view.stale() {
+                None
+            } else {
+                view.lease
+                    .holder
+                    .as_ref()
+                    .filter(|holder| holder.node != me)
+                    .and_then(|holder| Some((holder, view.node(&holder.node)?)))
+                    .filter(|(_, node)| node.fresh)
+            };
+            let source = holder.map_or(upstream.as_str(), |(_, node)| {
+                node.report.public_url.as_str()
+            });
+            if engine.upstream_url() != source {
+                match engine.set_upstream(source) {
+                    Ok(()) => {
+                        match holder {
+                            Some((lease, _)) => {
+                                tracing::info!(from = %source, holder = %lease.node, token = lease.token, "syncing from the fleet's upstream puller")
+                            }
+                            None => {
+                                tracing::info!(from = %source, lease_mine = view.is_lease_holder(), "syncing from upstream")
+                            }
+                        }
+                        // Before the first pass, the pass itself is next.
+                        if first_pass.is_none() {
+                            trigger.push();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(from = %source, error = %e, "cannot sync from this source")
+                    }
+                }
+            }
+            if let Some(open) = first_pass.take() {
+                let _ = open.send(());
+            }
+            // The holder published something new: fetch it now, not at
+            // the next scheduled pass.
+            if let Some((_, node)) = holder
+                && node.report.versions != seen_from_holder
+            {
+                seen_from_holder = node.report.versions.clone();
+                let mine = view
+                    .node(&me)
+                    .map(|n| n.report.versions.clone())
+                    .unwrap_or_default();
+                if seen_from_holder
+                    .iter()
+                    .any(|(db, v)| mine.get(db).is_none_or(|m| m < v))
+                {
+                    trigger.push();
+                }
+            }
+        }
+    });
+}
+
 /// `daily` → 27480 for every `daily.cvd` with a readable header.
 fn cvd_versions(files: &BTreeMap<String, PublishedFile>) -> BTreeMap<String, u32> {
     files

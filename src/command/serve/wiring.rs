@@ -138,7 +138,16 @@ pub async fn start(
     hooks.push(Arc::new(access_log.clone()));
     hooks.push(observer.hook());
 
-    let sync = start_sync(config, &mut hooks, shutdown)?;
+    // A fleet node's first pass waits until it knows which node pulls
+    // from upstream, so that a fleet starting together is one puller.
+    let (first_pass, first_pass_gate) = match config.fleet {
+        Some(_) => {
+            let (send, receive) = tokio::sync::oneshot::channel();
+            (Some(send), Some(receive))
+        }
+        None => (None, None),
+    };
+    let sync = start_sync(config, &mut hooks, first_pass_gate, shutdown)?;
     let fleet = match (&config.fleet, &redirect) {
         (Some(settings), Some(slot)) => {
             let (fleet, hook) = super::fleet::start(
@@ -149,6 +158,17 @@ pub async fn start(
                 shutdown,
             )?;
             slot.fill(hook);
+            if let Some(sync) = &sync {
+                super::fleet::spawn_puller(
+                    fleet.clone(),
+                    settings,
+                    Arc::clone(&sync.engine),
+                    Arc::clone(&sync.trigger),
+                    config.sync.upstream.clone(),
+                    first_pass,
+                    shutdown,
+                );
+            }
             Some(fleet)
         }
         _ => None,
@@ -255,11 +275,14 @@ pub struct RunningSync {
     pub status: watch::Receiver<SyncStatus>,
     /// Where to ask for a pass.
     pub trigger: Arc<Trigger>,
+    /// The engine (a fleet node points it at the lease holder).
+    pub engine: Arc<Engine>,
 }
 
 fn start_sync(
     config: &Config,
     hooks: &mut Hooks,
+    first_pass_gate: Option<tokio::sync::oneshot::Receiver<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<RunningSync>> {
     let Some(interval) = config.sync.interval else {
@@ -292,13 +315,24 @@ fn start_sync(
     });
 
     tracing::info!(upstream = %config.sync.upstream, every = %humantime::format_duration(interval), databases = ?config.sync.databases, "background sync enabled");
-    tokio::spawn(schedule::run(
-        engine,
+    let run = schedule::run(
+        Arc::clone(&engine),
         interval,
         Arc::clone(&trigger),
         shutdown.clone(),
-    ));
-    Ok(Some(RunningSync { status, trigger }))
+    );
+    tokio::spawn(async move {
+        if let Some(gate) = first_pass_gate {
+            // Dropped unsent (the fleet did not start) also opens it.
+            let _ = gate.await;
+        }
+        run.await;
+    });
+    Ok(Some(RunningSync {
+        status,
+        trigger,
+        engine,
+    }))
 }
 
 fn start_admin(

@@ -57,7 +57,7 @@ impl Engine {
         let now = unix_now();
         update.cdiffs.retain(|&v| {
             v > update.required_above
-                || self.upstream.is_local()
+                || self.upstream().is_local()
                 || state
                     .file(&format!("{db}-{v}.cdiff"))
                     .missing_since
