@@ -4,8 +4,8 @@
 //! node TTL; a busy node answers a whole-CVD download with one `302` to a
 //! node that publishes the same bytes and has headroom, and never redirects
 //! a header check, a redirected request or a file nobody else has; one
-//! node (the lease holder) pulls from upstream and the others from it, and
-//! when it dies another takes over.
+//! node (the lease holder) pulls from upstream and the others from it, a
+//! push on any node reaches it, and when it dies another takes over.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::support::fixture;
 use crate::support::redis::Redis;
-use crate::support::server::TestServer;
+use crate::support::server::{ADMIN_TOKEN, TestServer};
 use crate::support::upstream::show;
 use crate::support::wait::check;
 use crate::support::wait::wait_until;
@@ -276,17 +276,35 @@ fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() 
     let log = world.up.log();
     assert_eq!(cvd_downloads(&log), 1, "{}", show(&log));
 
-    // The holder dies; the survivor takes the lease and pulls the next
-    // release from upstream itself.
-    let (dead, survivor) = if holder == "a" { (a, b) } else { (b, a) };
-    dead.signal("KILL");
+    // An operator's push on the other node reaches the puller: both serve
+    // the next release long before their hourly pass, downloaded from
+    // upstream once.
+    let (puller, other) = if holder == "a" { (a, b) } else { (b, a) };
     let mark = world.up.mark();
     world.release(271, 272, CVD_SIZE);
+    let token = format!("Bearer {ADMIN_TOKEN}");
+    let pushed = other.admin("POST", "/sync", &[("Authorization", token.as_str())]);
+    assert_eq!(pushed.status, 202);
+    for server in [&puller, &other] {
+        wait_until(SYNCED, || {
+            let version = served_version(server);
+            check(version == Some(272), || format!("serving {version:?}"))
+        });
+    }
+    let log = world.up.log_since(mark);
+    assert_eq!(cvd_downloads(&log), 1, "{}", show(&log));
+
+    // The puller dies; the survivor takes the lease and pulls the next
+    // release from upstream itself.
+    let (dead, survivor) = (puller, other);
+    dead.signal("KILL");
+    let mark = world.up.mark();
+    world.release(272, 273, CVD_SIZE);
     wait_until(SYNCED, || {
         let now = lease_holder(&survivor);
         let version = served_version(&survivor);
         check(
-            now.is_some() && now != Some(holder.clone()) && version == Some(272),
+            now.is_some() && now != Some(holder.clone()) && version == Some(273),
             || format!("holder {now:?} (was {holder}), serving {version:?}"),
         )
     });

@@ -52,12 +52,26 @@ pub struct Trigger {
     push: Notify,
     heal: Notify,
     heal_requests: AtomicU64,
+    pushes: AtomicU64,
 }
 
 impl Trigger {
     /// An operator's "update now".
     pub fn push(&self) {
+        self.pushes.fetch_add(1, Ordering::Relaxed);
         self.push.notify_one();
+    }
+
+    /// A pass now for a reason of the mirror's own (in a fleet: the node
+    /// that pulls from upstream published something new); not counted as
+    /// an operator's push.
+    pub fn wake(&self) {
+        self.push.notify_one();
+    }
+
+    /// Operators' pushes so far.
+    pub fn pushes(&self) -> u64 {
+        self.pushes.load(Ordering::Relaxed)
     }
 
     /// Clients know a newer version than we publish.

@@ -136,6 +136,7 @@ pub fn spawn_puller(
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
         let mut seen_from_holder = BTreeMap::new();
+        let mut pushes = Pushes::default();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -174,7 +175,7 @@ pub fn spawn_puller(
                         }
                         // Before the first pass, the pass itself is next.
                         if first_pass.is_none() {
-                            trigger.push();
+                            trigger.wake();
                         }
                     }
                     Err(e) => {
@@ -199,12 +200,65 @@ pub fn spawn_puller(
                     .iter()
                     .any(|(db, v)| mine.get(db).is_none_or(|m| m < v))
                 {
-                    trigger.push();
+                    trigger.wake();
                 }
             }
+            relay_pushes(&fleet, &view, &trigger, &mut pushes).await;
         }
     });
 }
+
+/// Pushes seen and relayed: the operators' pushes on this node, and the
+/// fleet-wide push count in Redis.
+#[derive(Default)]
+struct Pushes {
+    local: u64,
+    fleet: Option<u64>,
+}
+
+/// An operator's push (`POST /sync`) on any node reaches the puller: a
+/// node that does not hold the lease adds it to a counter in Redis, and the
+/// holder starts a pass when the counter moves.
+async fn relay_pushes(
+    fleet: &Fleet,
+    view: &cvdmirror_fleet::FleetView,
+    trigger: &crate::sync::schedule::Trigger,
+    pushes: &mut Pushes,
+) {
+    let counters = fleet.counters();
+    let local = trigger.pushes();
+    let new_local = local.saturating_sub(pushes.local);
+    let (add, holder) = if view.is_lease_holder() {
+        (0, true)
+    } else {
+        (new_local, false)
+    };
+    match counters
+        .charge(PUSH_COUNTER, add, PUSH_COUNTER_LIFETIME)
+        .await
+    {
+        Ok(count) => {
+            pushes.local = local;
+            // Any change but a lapse to zero is a push (the counter starts
+            // over after its lifetime).
+            if holder && count > 0 && pushes.fleet.is_some_and(|seen| count != seen) {
+                tracing::info!("a push on another node of the fleet; syncing from upstream now");
+                trigger.wake();
+            }
+            pushes.fleet = Some(count);
+        }
+        // Redis is out of reach: the push stays local (this node syncs
+        // now anyway), and is relayed with the next success.
+        Err(e) => tracing::debug!(error = %e, "cannot relay pushes to the fleet"),
+    }
+}
+
+/// The fleet-wide counter of operators' pushes.
+const PUSH_COUNTER: &str = "sync-push";
+
+/// How long the push counter lives without a push (the holder compares
+/// successive values, never the value itself).
+const PUSH_COUNTER_LIFETIME: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// `daily` → 27480 for every `daily.cvd` with a readable header.
 fn cvd_versions(files: &BTreeMap<String, PublishedFile>) -> BTreeMap<String, u32> {
