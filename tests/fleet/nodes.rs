@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::support::fixture;
+use crate::support::freshclam::{Client, Mode};
 use crate::support::redis::Redis;
 use crate::support::server::{ADMIN_TOKEN, TestServer};
 use crate::support::upstream::show;
@@ -56,6 +57,13 @@ fn node(
         builder = builder.file(path, bytes);
     }
     builder.start()
+}
+
+/// The address and path of an absolute `http://` redirect target.
+fn split_location(location: &str) -> (SocketAddr, String) {
+    let rest = location.strip_prefix("http://").unwrap_or(location);
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    (host.parse().unwrap(), path.to_owned())
 }
 
 /// `/fleet.json` of `server`.
@@ -315,4 +323,126 @@ fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() 
         "the survivor fetched the new release from upstream:\n{}",
         show(&log)
     );
+}
+
+#[test]
+fn freshclam_follows_a_busy_nodes_redirect_and_installs_the_same_bytes() {
+    let redis = Redis::start();
+    let cvd = fixture("bytecode-268.cvd");
+    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
+    let a = node(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
+    let b = node(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
+    // Until `a` knows `b`'s copy, it serves the download itself.
+    wait_until(CONVERGE, || {
+        let status = a.get("/bytecode.cvd", &[]).status;
+        check(status == 302, || format!("status {status}"))
+    });
+    let client = Client::new(&format!("http://{}", a.addr), Mode::PrivateMirror, &[]);
+    let run = client.run();
+    run.assert_ok();
+    assert!(
+        client.read("bytecode.cvd") == cvd,
+        "freshclam installed other bytes"
+    );
+    let exchanges = run.exchanges();
+    let statuses: Vec<(String, Option<u16>)> = exchanges
+        .iter()
+        .filter(|e| e.path.starts_with("/bytecode.cvd"))
+        .map(|e| (e.path.clone(), e.status))
+        .collect();
+    // The header check at `a`, the download redirected once, served by `b`.
+    assert!(
+        statuses.contains(&("/bytecode.cvd?via=a".to_owned(), Some(200))),
+        "{statuses:?}\n{}",
+        run.output()
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|(_, status)| *status == Some(302))
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    let served_by_b = b.access_log_containing("/bytecode.cvd?via=a");
+    assert!(served_by_b.contains(" 200 "), "{served_by_b}");
+}
+
+#[test]
+fn redis_dies_and_returns_during_a_herd_and_no_request_fails_or_waits() {
+    let mut redis = Redis::start();
+    let cvd = fixture("bytecode-268.cvd");
+    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
+    let a = node(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
+    let b = node(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
+    wait_until(CONVERGE, || {
+        let status = a.get("/bytecode.cvd", &[]).status;
+        check(status == 302, || format!("status {status}"))
+    });
+    let (a_addr, b_addr) = (a.addr, b.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let herd: Vec<_> = (0..8)
+        .map(|i| {
+            let stop = std::sync::Arc::clone(&stop);
+            let cvd = cvd.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut slowest = Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let at = if i % 2 == 0 { a_addr } else { b_addr };
+                    let started = std::time::Instant::now();
+                    let check = crate::support::http::request(
+                        at,
+                        "GET",
+                        "/bytecode.cvd",
+                        &[("Range", "bytes=0-511")],
+                    );
+                    let mut whole = crate::support::http::request(at, "GET", "/bytecode.cvd", &[]);
+                    if whole.status == 302 {
+                        // To whichever node the redirect names (a busy `b`
+                        // sends clients to `a` as well).
+                        let location = whole.header("location").unwrap_or_default().to_owned();
+                        let (to, path) = split_location(&location);
+                        whole = crate::support::http::request(to, "GET", &path, &[]);
+                    }
+                    slowest = slowest.max(started.elapsed());
+                    seen.push((check.status, whole.status, whole.body == cvd));
+                }
+                (seen, slowest)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    redis.kill();
+    // Longer than stale_after (2 s): redirects stop, serving does not.
+    std::thread::sleep(Duration::from_millis(2500));
+    redis.restart();
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut requests = 0;
+    for thread in herd {
+        let (seen, slowest) = thread.join().unwrap();
+        for (check, whole, same) in &seen {
+            assert_eq!(*check, 206, "{seen:?}");
+            assert_eq!(*whole, 200, "{seen:?}");
+            assert!(same, "a download served other bytes");
+        }
+        // Nothing on the request path waits for Redis.
+        assert!(
+            slowest < Duration::from_secs(1),
+            "a request took {slowest:?}"
+        );
+        requests += seen.len();
+    }
+    assert!(requests > 50, "the herd made only {requests} requests");
+    // The fleet converges again on the restarted (empty) Redis.
+    for server in [&a, &b] {
+        wait_until(CONVERGE, || {
+            let view = fleet_json(server);
+            let names = members(server);
+            check(view["redis_ok"] == true && names == ["a", "b"], || {
+                format!("{view}")
+            })
+        });
+    }
 }
