@@ -59,6 +59,21 @@ fn node(
     builder.start()
 }
 
+/// Nodes `a` (always busy) and `b` (idle) serving the same
+/// `bytecode.cvd`, once `a` redirects downloads of it to `b` (until `a`
+/// knows `b`'s copy, it serves the download itself); and those bytes.
+fn busy_and_idle(redis: &Redis) -> (TestServer, TestServer, Vec<u8>) {
+    let cvd = fixture("bytecode-268.cvd");
+    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
+    let a = node(redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
+    let b = node(redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
+    wait_until(CONVERGE, || {
+        let status = a.get("/bytecode.cvd", &[]).status;
+        check(status == 302, || format!("status {status}"))
+    });
+    (a, b, cvd)
+}
+
 /// The address and path of an absolute `http://` redirect target.
 fn split_location(location: &str) -> (SocketAddr, String) {
     let rest = location.strip_prefix("http://").unwrap_or(location);
@@ -190,24 +205,10 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
 /// PKI) and joins the fleet in `redis`.
 fn syncing_node(redis: &Redis, world: &World, name: &str, ip: Ipv4Addr, keys: &Path) -> TestServer {
     let addr = free_addr(ip);
-    let mut args: Vec<String> = [
-        "--listen",
-        &addr.to_string(),
-        "--fleet",
-        &redis.url(),
-        "--sync-interval",
-        "1h",
-        "--upstream",
-        &world.up.url(),
-        "--dns-name",
-        world.dns.name(),
-        "--nameserver",
-        &world.dns.addr().to_string(),
-        "--db",
-        DB,
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args: Vec<String> = ["--listen", &addr.to_string(), "--fleet", &redis.url()]
+        .map(String::from)
+        .to_vec();
+    args.extend(world.serve_args("1h"));
     args.extend(trust_args(keys));
     TestServer::builder()
         .no_default_listen()
@@ -328,15 +329,7 @@ fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() 
 #[test]
 fn freshclam_follows_a_busy_nodes_redirect_and_installs_the_same_bytes() {
     let redis = Redis::start();
-    let cvd = fixture("bytecode-268.cvd");
-    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
-    let a = node(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
-    let b = node(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
-    // Until `a` knows `b`'s copy, it serves the download itself.
-    wait_until(CONVERGE, || {
-        let status = a.get("/bytecode.cvd", &[]).status;
-        check(status == 302, || format!("status {status}"))
-    });
+    let (a, b, cvd) = busy_and_idle(&redis);
     let client = Client::new(&format!("http://{}", a.addr), Mode::PrivateMirror, &[]);
     let run = client.run();
     run.assert_ok();
@@ -371,14 +364,7 @@ fn freshclam_follows_a_busy_nodes_redirect_and_installs_the_same_bytes() {
 #[test]
 fn redis_dies_and_returns_during_a_herd_and_no_request_fails_or_waits() {
     let mut redis = Redis::start();
-    let cvd = fixture("bytecode-268.cvd");
-    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
-    let a = node(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
-    let b = node(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
-    wait_until(CONVERGE, || {
-        let status = a.get("/bytecode.cvd", &[]).status;
-        check(status == 302, || format!("status {status}"))
-    });
+    let (a, b, cvd) = busy_and_idle(&redis);
     let (a_addr, b_addr) = (a.addr, b.addr);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let herd: Vec<_> = (0..8)

@@ -99,6 +99,25 @@ impl World {
         self.record.lock().unwrap().to_string()
     }
 
+    /// The flags of a `cvdmirror serve` that syncs `bytecode` from this
+    /// world every `interval`, asking its DNS for versions.
+    pub fn serve_args(&self, interval: &str) -> Vec<String> {
+        [
+            "--sync-interval",
+            interval,
+            "--upstream",
+            &self.up.url(),
+            "--dns-name",
+            self.dns.name(),
+            "--nameserver",
+            &self.dns.addr().to_string(),
+            "--db",
+            DB,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// Publishes generated `bytecode` `version` upstream as upstream does
     /// since ClamAV 1.5: the CVD (of `size` bytes) and the cdiffs
     /// `from+1..=version`, each with its `.sign`, then advertises it.

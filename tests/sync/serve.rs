@@ -33,25 +33,16 @@ impl Syncing {
         let world = World::new();
         world.release(268, 271, CVD_SIZE);
         let dir = tempfile::tempdir().unwrap();
-        let mut args: Vec<String> = [
-            "--sync-interval",
-            "1h",
-            "--upstream",
-            &world.up.url(),
-            "--dns-name",
-            world.dns.name(),
-            "--nameserver",
-            &world.dns.addr().to_string(),
-            "--db",
-            DB,
-            "--beacon-listen",
-            "127.0.0.1:0",
-            "--beacon-name",
-            BEACON_NAME,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = world.serve_args("1h");
+        args.extend(
+            [
+                "--beacon-listen",
+                "127.0.0.1:0",
+                "--beacon-name",
+                BEACON_NAME,
+            ]
+            .map(String::from),
+        );
         args.extend(trust_args(dir.path()));
         let server = TestServer::builder().args(args).start();
         let beacon: SocketAddr = server
