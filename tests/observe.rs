@@ -1,6 +1,7 @@
 //! Black-box tests of observation: traffic accounting in `/status.json` and
-//! `/metrics`, the live status page in a real headless browser, and alert
-//! webhooks delivered to a local receiver.
+//! `/metrics`, the live status page in a real headless browser (with a
+//! fleet section drawn from a stubbed fleet view), and alert webhooks
+//! delivered to a local receiver.
 //!
 //! Like `tests/serve.rs`, everything starts the real binary on loopback,
 //! here with its admin listener.
@@ -12,6 +13,7 @@ mod support;
 mod observe {
     mod alerts;
     mod counts;
+    mod fleet;
     mod layout;
     mod page;
 

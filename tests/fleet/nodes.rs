@@ -135,6 +135,16 @@ fn nodes_join_see_each_others_versions_and_a_killed_node_leaves() {
     }
     assert_eq!(view["consistent_versions"]["bytecode"], 268, "{view}");
     assert_eq!(view["redis_ok"], true);
+    // The status page's data and the metrics carry the fleet too.
+    let status = a.status();
+    assert_eq!(
+        status["fleet"]["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    let metrics = String::from_utf8(a.admin("GET", "/metrics", &[]).body).unwrap();
+    assert!(metrics.contains("cvdmirror_fleet_nodes 3"), "{metrics}");
+    assert!(metrics.contains("cvdmirror_fleet_redis_up 1"), "{metrics}");
 
     c.signal("KILL");
     let left = std::time::Instant::now();

@@ -7,8 +7,10 @@
 //! trusted proxy with a full IPv6 address (one client per /128) or an IPv4
 //! one, so the tables hold long names and many rows. Its `/status.json`,
 //! taken while the eight downloads run, gets the sync section of
-//! [`signed_sync_status`], a firing alert and a source the page has no card
-//! of its own for, and is served with the page (the bytes `cvdmirror`
+//! [`signed_sync_status`], the fleet section of [`fleet_status`] (long
+//! node URLs, a lagging node with a long sync failure, a lost node, Redis
+//! lost), a firing alert and a source the page has no card of its own
+//! for, and is served with the page (the bytes `cvdmirror`
 //! serves, plus a checking script) from a loopback stub, so every browser
 //! run sees the same document. Headless Chromium's windows are at least
 //! 500 px wide, so the page is shown in a frame of the width under test.
@@ -29,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::start;
+use crate::observe::fleet::fleet_status;
 use crate::observe::page::{browse_at, console_errors, serve, signed_sync_status, text_of};
 use crate::support::DEADLINE;
 use crate::support::TestServer;
@@ -329,6 +332,7 @@ fn the_status_page_fits_its_cards_during_a_herd() {
     // long summary.
     let sync: serde_json::Value = serde_json::from_str(&signed_sync_status()).unwrap();
     status["sync"] = sync["sync"].clone();
+    status["fleet"] = fleet_status()["fleet"].clone();
     status["alerts"] = serde_json::json!([{
         "alert": "upstream_rejected",
         "summary": "upstream files refused in the last pass: daily-27781.cdiff.sign (invalid signature: line 1: certificate has expired), daily.cvd (bad header)",
@@ -370,6 +374,11 @@ fn the_status_page_fits_its_cards_during_a_herd() {
             "Replication",
             "Pushing now",
             "12.0 Mbit/s",
+            "Fleet",
+            "Lease holder",
+            "Consistent versions",
+            "mirror-amsterdam-3",
+            "capacity unknown",
         ] {
             if !main.contains(words) {
                 failures.push(format!("no {words:?} at {width} px"));

@@ -320,7 +320,7 @@ fn the_status_page_shows_signatures_and_refused_files() {
 
 /// The markup of the table with `id` in a dumped DOM, without the `<wbr>`s
 /// that let long names wrap.
-fn text_of_table(dom: &str, id: &str) -> String {
+pub(super) fn text_of_table(dom: &str, id: &str) -> String {
     let open = format!("id=\"{id}\"");
     let at = dom
         .find(&open)

@@ -1,6 +1,6 @@
 //! Alerts: the mirror warns before anyone calls.
 //!
-//! Eight rules, each with its own [`Episode`] (fire once, resolve once):
+//! Twelve rules, each with its own [`Episode`] (fire once, resolve once):
 //!
 //! - `link_saturated`: throughput at or above a share of the link capacity
 //!   for longer than a duration. The capacity comes from the shaping module
@@ -25,6 +25,9 @@
 //!   pass refuses nothing. Complements `sync_failing`, which needs several
 //!   failed passes in a row and misses a refused `.sign` in a pass that
 //!   otherwise succeeds.
+//! - `fleet_node_lost`, `fleet_node_lagging`, `fleet_redis_unreachable`,
+//!   `fleet_lease_churn`: on a fleet node only, from its view of the fleet
+//!   (see [`fleet`]); thresholds in [`FleetAlertConfig`].
 //!
 //! Rules are evaluated on the sampler's tick with the time passed in, so the
 //! state machine is tested on a paused clock. Transitions become
@@ -32,6 +35,7 @@
 
 pub mod deliver;
 pub mod episode;
+pub mod fleet;
 pub mod signatures;
 
 use std::collections::BTreeMap;
@@ -41,13 +45,16 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+use cvdmirror_fleet::FleetSnapshot;
 pub use episode::{Episode, Transition};
+pub use fleet::FleetAlertConfig;
+use fleet::FleetWatch;
 use signatures::SignWatch;
 
 use crate::sync::signatures::{DbSignatures, Rejection};
 
 /// Every rule, in evaluation and display order.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 12] = [
     "link_saturated",
     "herd",
     "mirror_behind",
@@ -56,6 +63,18 @@ pub const NAMES: [&str; 8] = [
     "sign_missing",
     "signer_changed",
     "upstream_rejected",
+    "fleet_node_lost",
+    "fleet_node_lagging",
+    "fleet_redis_unreachable",
+    "fleet_lease_churn",
+];
+
+/// The fleet rules, a subset of [`NAMES`].
+pub const FLEET_NAMES: [&str; 4] = [
+    "fleet_node_lost",
+    "fleet_node_lagging",
+    "fleet_redis_unreachable",
+    "fleet_lease_churn",
 ];
 
 /// How long `signer_changed` keeps firing after the last change seen (a
@@ -105,7 +124,7 @@ impl Default for AlertConfig {
 }
 
 /// What the rules look at, gathered by the sampler each tick.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Inputs {
     /// Bytes per second sent now.
     pub link_rate: f64,
@@ -124,6 +143,8 @@ pub struct Inputs {
     /// Upstream files refused in the pass running now or the last one
     /// ([`signatures::pass_rejections`]).
     pub rejections: Vec<Rejection>,
+    /// This node's view of its fleet, on a fleet node.
+    pub fleet: Option<FleetSnapshot>,
 }
 
 /// Firing or resolved.
@@ -182,6 +203,8 @@ pub struct Alerts {
     signs: SignWatch,
     /// The last signer change seen: when, its summary and values.
     last_signer_change: Option<(Instant, String, serde_json::Value)>,
+    fleet_config: FleetAlertConfig,
+    fleet: FleetWatch,
     source: String,
 }
 
@@ -214,8 +237,29 @@ impl Alerts {
             last_quota: None,
             signs: SignWatch::default(),
             last_signer_change: None,
+            fleet_config: FleetAlertConfig::default(),
+            fleet: FleetWatch::default(),
             source,
         }
+    }
+
+    /// The same rules with `config`'s thresholds for the fleet rules.
+    #[must_use]
+    pub fn with_fleet_config(mut self, config: FleetAlertConfig) -> Self {
+        self.fleet_config = config;
+        self
+    }
+
+    /// Fleet nodes that left this node's view and have not come back
+    /// (name, Unix time first missed), however recently they left.
+    pub fn lost_nodes(&self) -> Vec<(String, u64)> {
+        self.fleet.lost()
+    }
+
+    /// Forgets the fleet nodes that left (removed on purpose): the
+    /// `fleet_node_lost` condition clears.
+    pub fn forget_lost_nodes(&mut self) {
+        self.fleet.forget_lost();
     }
 
     /// The limits module reports an exhausted quota (`subject`: whose).
@@ -250,6 +294,19 @@ impl Alerts {
         let missing = self.signs.missing(&inputs.signatures);
         let (missing_summary, missing_values) = signatures::missing_alert(&missing);
         let (rejected_summary, rejected_values) = signatures::rejection_alert(&inputs.rejections);
+        let fc = &self.fleet_config;
+        let found = inputs
+            .fleet
+            .as_ref()
+            .map(|view| self.fleet.update(now, unix(wall), view, fc))
+            .unwrap_or_default();
+        let (lost_summary, lost_values) = fleet::lost_alert(&found.lost);
+        let (lagging_summary, lagging_values) = fleet::lagging_alert(&found.lagging);
+        let redis_lost = found.redis_lost.unwrap_or_default();
+        let (redis_summary, redis_values) =
+            fleet::redis_alert(redis_lost, found.stale, fc.redis_for);
+        let (churn_summary, churn_values) =
+            fleet::churn_alert(found.lease_changes, found.holder.as_ref(), fc);
         let checks: [(bool, String, serde_json::Value); NAMES.len()] = [
             (
                 share.is_some_and(|s| s >= c.link_threshold),
@@ -295,6 +352,18 @@ impl Alerts {
                 !inputs.rejections.is_empty(),
                 rejected_summary,
                 rejected_values,
+            ),
+            (!found.lost.is_empty(), lost_summary, lost_values),
+            (!found.lagging.is_empty(), lagging_summary, lagging_values),
+            (
+                found.redis_lost.is_some_and(|lost| lost >= fc.redis_for),
+                redis_summary,
+                redis_values,
+            ),
+            (
+                found.lease_changes > fc.lease_churn_max as usize,
+                churn_summary,
+                churn_values,
             ),
         ];
         let at = unix(wall);
@@ -576,6 +645,161 @@ mod tests {
             tick(&mut a, 30, &Inputs::default()).await,
             vec![("upstream_rejected", AlertState::Resolved)]
         );
+    }
+
+    fn fleet(view: FleetSnapshot) -> Inputs {
+        Inputs {
+            fleet: Some(view),
+            ..Inputs::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_leaves_the_fleet_fires_fleet_node_lost() {
+        use fleet::tests::{node, view};
+        let mut a = Alerts::new(config(), "test".into());
+        let all = fleet(view(vec![node("a", 1), node("b", 1), node("c", 1)], 1));
+        let without_c = fleet(view(vec![node("a", 1), node("b", 1)], 1));
+        assert!(tick(&mut a, 1, &all).await.is_empty());
+        assert!(tick(&mut a, 1, &without_c).await.is_empty());
+        assert!(tick(&mut a, 14, &without_c).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 1, &without_c).await,
+            vec![("fleet_node_lost", AlertState::Firing)]
+        );
+        assert_eq!(
+            a.active()[0].summary,
+            "fleet node lost: c (no heartbeat in Redis; gone from this node's view)"
+        );
+        assert_eq!(a.lost_nodes().len(), 1);
+        assert!(tick(&mut a, 3600, &without_c).await.is_empty());
+        // Back: resolves once clear for `clear_for`.
+        assert!(tick(&mut a, 1, &all).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &all).await,
+            vec![("fleet_node_lost", AlertState::Resolved)]
+        );
+        // Lost again, then forgotten by the operator.
+        assert!(tick(&mut a, 1, &without_c).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 15, &without_c).await,
+            vec![("fleet_node_lost", AlertState::Firing)]
+        );
+        a.forget_lost_nodes();
+        assert!(a.lost_nodes().is_empty());
+        assert!(tick(&mut a, 1, &without_c).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &without_c).await,
+            vec![("fleet_node_lost", AlertState::Resolved)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_node_fires_fleet_node_lagging_at_once() {
+        use fleet::tests::{node, view};
+        let mut a = Alerts::new(config(), "test".into());
+        let mut c = node("c", 10);
+        c.lagging = true;
+        let lagging = fleet(view(vec![node("a", 11), node("b", 11), c], 1));
+        let fine = fleet(view(vec![node("a", 11), node("b", 11), node("c", 11)], 1));
+        assert!(tick(&mut a, 1, &fine).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 1, &lagging).await,
+            vec![("fleet_node_lagging", AlertState::Firing)]
+        );
+        assert_eq!(
+            a.active()[0].summary,
+            "fleet node lagging: c (daily 10, fleet has 11)"
+        );
+        assert!(tick(&mut a, 1, &fine).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &fine).await,
+            vec![("fleet_node_lagging", AlertState::Resolved)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redis_out_of_reach_for_longer_than_the_hold_fires() {
+        use fleet::tests::{node, view};
+        let mut a = Alerts::new(config(), "test".into()).with_fleet_config(FleetAlertConfig {
+            redis_for: Duration::from_secs(20),
+            ..FleetAlertConfig::default()
+        });
+        let lost = |ms: u64, stale: bool| {
+            let mut v = view(vec![node("a", 1), node("b", 1)], 1);
+            v.redis_ok = false;
+            v.redis_lost_ms = Some(ms);
+            v.stale = stale;
+            fleet(v)
+        };
+        assert!(tick(&mut a, 1, &lost(2_000, false)).await.is_empty());
+        assert!(tick(&mut a, 1, &lost(19_999, false)).await.is_empty());
+        let events = {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            a.evaluate(Instant::now(), SystemTime::now(), &lost(20_000, false))
+        };
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].alert, events[0].state),
+            ("fleet_redis_unreachable", AlertState::Firing)
+        );
+        assert_eq!(events[0].values["redis_lost_ms"], 20_000);
+        assert_eq!(
+            events[0].summary,
+            "Redis unreachable for 20 s: using the last fleet view"
+        );
+        // Nodes kept in the last view are not lost while Redis is away.
+        assert!(tick(&mut a, 60, &lost(80_000, true)).await.is_empty());
+        assert!(a.active()[0].summary.contains("stale"), "{:?}", a.active());
+        let back = fleet(view(vec![node("a", 1), node("b", 1)], 1));
+        assert!(tick(&mut a, 1, &back).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 30, &back).await,
+            vec![("fleet_redis_unreachable", AlertState::Resolved)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_that_changes_hands_too_often_fires_fleet_lease_churn() {
+        use fleet::tests::{node, view};
+        let mut a = Alerts::new(config(), "test".into());
+        let changes = |n| fleet(view(vec![node("a", 1)], n));
+        // The first holder seen, then three changes in ten minutes: a
+        // rolling restart, not churn.
+        assert!(tick(&mut a, 1, &changes(1)).await.is_empty());
+        for n in 2..=4 {
+            assert!(tick(&mut a, 120, &changes(n)).await.is_empty());
+        }
+        assert_eq!(
+            tick(&mut a, 120, &changes(5)).await,
+            vec![("fleet_lease_churn", AlertState::Firing)]
+        );
+        assert!(
+            a.active()[0]
+                .summary
+                .starts_with("upstream lease changed hands 4 times in 10 min (now a, token 5)"),
+            "{:?}",
+            a.active()
+        );
+        // The first change counted (at 121 s) leaves the window ten
+        // minutes after it came.
+        assert!(tick(&mut a, 239, &changes(5)).await.is_empty());
+        assert!(a.active().iter().any(|x| x.alert == "fleet_lease_churn"));
+        assert!(tick(&mut a, 1, &changes(5)).await.is_empty());
+        assert!(tick(&mut a, 29, &changes(5)).await.is_empty());
+        assert_eq!(
+            tick(&mut a, 1, &changes(5)).await,
+            vec![("fleet_lease_churn", AlertState::Resolved)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_fleet_the_fleet_rules_stay_quiet() {
+        let mut a = Alerts::new(config(), "test".into());
+        for _ in 0..5 {
+            assert!(tick(&mut a, 3600, &Inputs::default()).await.is_empty());
+        }
+        assert!(a.lost_nodes().is_empty());
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! page and JSON, their metrics, a headline) and a few direct feeds:
 //! [`Observer::set_link_capacity`] (shaping knows the cap) and
 //! [`Observer::quota_exhausted`] (limits knows when a quota runs out).
+//! On a fleet node, [`Observer::attach_fleet`] adds the node's view of its
+//! fleet to all three: a fleet section, fleet gauges and the fleet alerts.
 
 use cvdmirror_exchange::body;
 use cvdmirror_exchange::hooks;
@@ -40,11 +42,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use cvdmirror_fleet::{Fleet, FleetView};
+
 use crate::hooks::Hook;
 use crate::sync::SyncStatus;
 use crate::sync::schedule::Trigger;
 use alerts::deliver::{self, Outbox, WebhookConfig};
-use alerts::{AlertConfig, AlertEvent, Alerts, Inputs};
+use alerts::{AlertConfig, AlertEvent, Alerts, FleetAlertConfig, Inputs};
 use class::RequestClass;
 use client::ClientKey;
 use history::{History, Rates, Totals};
@@ -68,6 +72,8 @@ pub struct ObserveConfig {
     pub top: usize,
     /// Alert thresholds.
     pub alerts: AlertConfig,
+    /// Thresholds of the fleet alerts (used on a fleet node only).
+    pub fleet_alerts: FleetAlertConfig,
     /// Where alerts are posted.
     pub webhook: Option<WebhookConfig>,
     /// This mirror's name in alerts (the host name by default).
@@ -83,6 +89,7 @@ impl Default for ObserveConfig {
             public_clients: false,
             top: 20,
             alerts: AlertConfig::default(),
+            fleet_alerts: FleetAlertConfig::default(),
             webhook: None,
             name: "cvdmirror".into(),
             clients: client::Grouping::default(),
@@ -113,6 +120,7 @@ pub struct Observer {
     link_capacity: AtomicU64,
     connections: OnceLock<Box<dyn Fn() -> usize + Send + Sync>>,
     sync: OnceLock<Arc<SyncView>>,
+    fleet: OnceLock<FleetViews>,
     alerts: Mutex<Alerts>,
     outbox: Outbox,
     pending: Mutex<Option<mpsc::Receiver<AlertEvent>>>,
@@ -120,6 +128,9 @@ pub struct Observer {
 }
 
 use cvdmirror_formats::mutex::lock;
+
+/// Hands out a fleet's latest view without waiting.
+type FleetViews = Box<dyn Fn() -> Arc<FleetView> + Send + Sync>;
 
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -137,7 +148,10 @@ impl Observer {
             let mut registry = Registry::default();
             registry.register_collector(Box::new(metrics::ObserverCollector::new(weak.clone())));
             Observer {
-                alerts: Mutex::new(Alerts::new(config.alerts.clone(), config.name.clone())),
+                alerts: Mutex::new(
+                    Alerts::new(config.alerts.clone(), config.name.clone())
+                        .with_fleet_config(config.fleet_alerts.clone()),
+                ),
                 traffic: Traffic::with_grouping(config.clients),
                 config,
 
@@ -148,6 +162,7 @@ impl Observer {
                 link_capacity: AtomicU64::new(0),
                 connections: OnceLock::new(),
                 sync: OnceLock::new(),
+                fleet: OnceLock::new(),
                 outbox,
                 pending: Mutex::new(Some(pending)),
                 started: SystemTime::now(),
@@ -206,6 +221,33 @@ impl Observer {
         let _ = self.sync.set(Arc::new(SyncView::new(status, trigger)));
     }
 
+    /// Follows this node's fleet: its view becomes the `fleet` section of
+    /// `/status.json` and the page, the `cvdmirror_fleet_*` metrics and the
+    /// input of the fleet alerts. Before or after [`Observer::start`];
+    /// only the first fleet attached counts.
+    pub fn attach_fleet(&self, fleet: Fleet) {
+        self.attach_fleet_view(move || fleet.view());
+    }
+
+    /// Follows a fleet through `view`, which must hand out its latest view
+    /// without waiting ([`Fleet::view`] does): what
+    /// [`attach_fleet`](Self::attach_fleet) does, open to views built by
+    /// hand (tests, a fleet seen from elsewhere).
+    pub fn attach_fleet_view(&self, view: impl Fn() -> Arc<FleetView> + Send + Sync + 'static) {
+        let _ = self.fleet.set(Box::new(view));
+    }
+
+    /// This node's latest view of its fleet, on a fleet node.
+    pub fn fleet(&self) -> Option<Arc<FleetView>> {
+        self.fleet.get().map(|view| view())
+    }
+
+    /// Fleet nodes that left this node's view and have not come back (name,
+    /// Unix time they were first missed).
+    pub fn lost_fleet_nodes(&self) -> Vec<(String, u64)> {
+        lock(&self.alerts).lost_nodes()
+    }
+
     /// Starts the sampler, alert delivery and the sync follower.
     pub fn start(self: &Arc<Self>, shutdown: &CancellationToken) {
         if let Some(events) = lock(&self.pending).take() {
@@ -257,6 +299,7 @@ impl Observer {
             }
             totals.site_bytes.insert(site, bytes.iter().sum());
         }
+        let fleet = self.fleet().map(|view| view.snapshot());
         let inputs = {
             let mut history = lock(&self.history);
             history.record(now, wall, totals);
@@ -292,6 +335,7 @@ impl Observer {
                 sync_failures,
                 signatures,
                 rejections,
+                fleet,
             }
         };
         self.update_live(now);
@@ -328,11 +372,13 @@ impl Observer {
         live.1 = rows;
     }
 
-    /// Starts the status page's counters, tables and history afresh.
+    /// Starts the status page's counters, tables and history afresh, and
+    /// forgets fleet nodes that left the view (removed on purpose).
     pub fn reset(&self) {
         self.traffic.reset();
         lock(&self.history).clear();
         lock(&self.live).1.clear();
+        lock(&self.alerts).forget_lost_nodes();
         tracing::info!("observation counters reset through the admin API");
     }
 
@@ -373,11 +419,14 @@ impl Observer {
         self.sync.get().map(AsRef::as_ref)
     }
 
-    /// Every alert rule and whether it fires.
+    /// Every alert rule and whether it fires (the fleet rules on a fleet
+    /// node only).
     pub fn alert_names(&self) -> Vec<(&'static str, bool)> {
         let active = lock(&self.alerts).active();
+        let fleet = self.fleet.get().is_some();
         alerts::NAMES
             .into_iter()
+            .filter(|name| fleet || !alerts::FLEET_NAMES.contains(name))
             .map(|name| (name, active.iter().any(|a| a.alert == name)))
             .collect()
     }
@@ -578,5 +627,197 @@ mod tests {
         observer.tick(Instant::now(), SystemTime::now());
         assert!(!firing(&observer, "sign_missing"));
         assert!(firing(&observer, "signer_changed"));
+    }
+
+    mod fleet {
+        use super::*;
+        use cvdmirror_fleet::{
+            FleetNode, LeaseHolder, LeaseView, LinkLoad, NodeReport, SyncHealth, SyncState,
+        };
+
+        fn node(name: &str, daily: u32, capacity: Option<u64>, load: u64) -> FleetNode {
+            FleetNode {
+                report: NodeReport {
+                    node: name.to_owned(),
+                    public_url: format!("https://{name}.example.org"),
+                    versions: BTreeMap::from([
+                        ("daily".to_owned(), daily),
+                        ("main".to_owned(), 62),
+                    ]),
+                    link: LinkLoad { capacity, load },
+                    ..NodeReport::default()
+                },
+                age: Duration::from_millis(400),
+                fresh: true,
+                lagging: false,
+            }
+        }
+
+        /// Node a's view: a (holder, token 7), b, and c lagging with a
+        /// failing sync.
+        fn three() -> FleetView {
+            let mut c = node("c", 27479, None, 0);
+            c.lagging = true;
+            c.report.sync = SyncState {
+                health: SyncHealth::Failing {
+                    reason: "upstream 503".into(),
+                },
+                last_success: Some(1_764_000_000),
+            };
+            FleetView {
+                node: "a".into(),
+                nodes: vec![
+                    node("a", 27480, Some(12_500_000), 8_100_000),
+                    node("b", 27480, Some(12_500_000), 100),
+                    c,
+                ],
+                lease: LeaseView {
+                    holder: Some(LeaseHolder {
+                        node: "a".into(),
+                        token: 7,
+                    }),
+                    mine_until: Some(Instant::now() + Duration::from_secs(3600)),
+                    changes: 1,
+                },
+                redis_ok: true,
+                stale_since: None,
+                stale_after: Duration::from_secs(30),
+                computed_at: Instant::now(),
+            }
+        }
+
+        /// An observer following a fleet whose view is in the returned slot.
+        fn observed() -> (Arc<Observer>, Arc<Mutex<Arc<FleetView>>>) {
+            let observer = Observer::new(ObserveConfig {
+                alerts: AlertConfig {
+                    clear_for: Duration::ZERO,
+                    ..AlertConfig::default()
+                },
+                ..ObserveConfig::default()
+            });
+            let slot = Arc::new(Mutex::new(Arc::new(three())));
+            let views = Arc::clone(&slot);
+            observer.attach_fleet_view(move || Arc::clone(&lock(&views)));
+            (observer, slot)
+        }
+
+        fn lines(observer: &Observer) -> String {
+            observer.metrics_text()
+        }
+
+        fn has(m: &str, line: &str) -> bool {
+            m.lines().any(|l| l == line)
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn the_fleet_reaches_status_metrics_and_alerts() {
+            let (observer, slot) = observed();
+            observer.tick(Instant::now(), SystemTime::now());
+
+            let j = status(&observer);
+            let f = &j["fleet"];
+            assert_eq!(f["node"], "a");
+            assert_eq!(f["redis_ok"], true);
+            assert_eq!(f["lease"]["holder"], "a");
+            assert_eq!(f["lease"]["token"], 7);
+            assert_eq!(f["lease"]["mine"], true);
+            assert_eq!(f["consistent_versions"]["daily"], 27480);
+            assert_eq!(f["nodes"].as_array().unwrap().len(), 3);
+            assert_eq!(f["nodes"][0]["link"]["load"], 8_100_000);
+            assert_eq!(f["nodes"][2]["lagging"], true);
+            assert_eq!(f["nodes"][2]["sync"]["health"]["reason"], "upstream 503");
+            assert_eq!(f["lost"], serde_json::json!([]));
+            assert!(firing(&observer, "fleet_node_lagging"));
+            assert!(
+                j["headline"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("fleet node lagging: c (daily 27479, fleet has 27480)"),
+                "{}",
+                j["headline"]
+            );
+
+            let m = lines(&observer);
+            for line in [
+                "cvdmirror_fleet_nodes 3.0",
+                "cvdmirror_fleet_node_up{node=\"a\"} 1",
+                "cvdmirror_fleet_node_up{node=\"c\"} 1",
+                "cvdmirror_fleet_node_lagging{node=\"b\"} 0",
+                "cvdmirror_fleet_node_lagging{node=\"c\"} 1",
+                "cvdmirror_fleet_node_link_load_bytes_per_second{node=\"a\"} 8100000",
+                "cvdmirror_fleet_node_link_capacity_bytes_per_second{node=\"a\"} 12500000",
+                "cvdmirror_fleet_consistent_version{database=\"daily\"} 27480",
+                "cvdmirror_fleet_consistent_version{database=\"main\"} 62",
+                "cvdmirror_fleet_redis_up 1.0",
+                "cvdmirror_fleet_lease_holder{node=\"a\"} 1",
+                "cvdmirror_fleet_lease_holder{node=\"b\"} 0",
+                "cvdmirror_fleet_lease_changes_total 1",
+                "cvdmirror_alert_firing{alert=\"fleet_node_lagging\"} 1",
+                "cvdmirror_alert_firing{alert=\"fleet_node_lost\"} 0",
+            ] {
+                assert!(has(&m, line), "no {line} in\n{m}");
+            }
+            assert!(
+                !m.contains("capacity_bytes_per_second{node=\"c\"}"),
+                "c knows no capacity"
+            );
+
+            // c leaves the view and Redis goes away: c is lost once the
+            // hold has passed, Redis unreachable once its hold has.
+            {
+                let mut view = three();
+                view.nodes.pop();
+                view.redis_ok = false;
+                view.stale_since = Some(Instant::now());
+                *lock(&slot) = Arc::new(view);
+            }
+            observer.tick(Instant::now(), SystemTime::now());
+            assert_eq!(status(&observer)["fleet"]["lost"][0]["node"], "c");
+            assert!(!firing(&observer, "fleet_node_lost"), "not before the hold");
+            tokio::time::advance(Duration::from_secs(30)).await;
+            observer.tick(Instant::now(), SystemTime::now());
+            assert!(firing(&observer, "fleet_node_lost"));
+            assert!(firing(&observer, "fleet_redis_unreachable"));
+            assert!(!firing(&observer, "fleet_node_lagging"), "c is gone");
+            let m = lines(&observer);
+            for line in [
+                "cvdmirror_fleet_nodes 2.0",
+                "cvdmirror_fleet_node_up{node=\"c\"} 0",
+                "cvdmirror_fleet_redis_up 0.0",
+                "cvdmirror_alert_firing{alert=\"fleet_node_lost\"} 1",
+                "cvdmirror_alert_firing{alert=\"fleet_redis_unreachable\"} 1",
+            ] {
+                assert!(has(&m, line), "no {line} in\n{m}");
+            }
+            let j = status(&observer);
+            assert_eq!(j["fleet"]["redis_ok"], false);
+            assert_eq!(j["fleet"]["stale"], false, "stale after 30 s, not at 30 s");
+            assert_eq!(j["fleet"]["redis_lost_ms"], 30_000);
+
+            // The operator removed c on purpose.
+            observer.reset();
+            tokio::time::advance(TICK).await;
+            observer.tick(Instant::now(), SystemTime::now());
+            assert!(!firing(&observer, "fleet_node_lost"));
+            assert_eq!(status(&observer)["fleet"]["lost"], serde_json::json!([]));
+            assert!(!lines(&observer).contains("cvdmirror_fleet_node_up{node=\"c\"}"));
+        }
+
+        #[test]
+        fn without_a_fleet_there_is_no_fleet_anywhere() {
+            let observer = Observer::new(ObserveConfig::default());
+            observer.tick(Instant::now(), SystemTime::now());
+            let j = status(&observer);
+            assert!(j.get("fleet").is_none(), "{j}");
+            let m = observer.metrics_text();
+            assert!(!m.contains("cvdmirror_fleet_"), "{m}");
+            assert!(!m.contains("fleet_node_lost"), "{m}");
+            assert!(
+                observer
+                    .alert_names()
+                    .iter()
+                    .all(|(n, _)| !n.starts_with("fleet_"))
+            );
+        }
     }
 }

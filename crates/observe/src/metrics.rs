@@ -6,10 +6,14 @@
 //! added with [`Observer::add_source`] register their own metrics in a
 //! sub-registry of the same registry, so one scrape sees all of them.
 //!
+//! On a fleet node, `cvdmirror_fleet_*` gauges give this node's view of
+//! its fleet: which nodes are up and lagging, their link load and
+//! capacity, the consistent versions, Redis's state and the lease holder.
+//!
 //! Cardinality is bounded on purpose: labels are sites (from the config),
-//! classes (nine), status codes, database names, signature kinds and the
-//! one current signer per database; never clients or files, whose tables
-//! live on the status page instead.
+//! classes (nine), status codes, database names, signature kinds, the one
+//! current signer per database and fleet node names; never clients or
+//! files, whose tables live on the status page instead.
 
 use std::sync::Weak;
 
@@ -163,8 +167,109 @@ impl Collector for ObserverCollector {
                 )
             }),
         )?;
-        self.encode_sync(e, &observer)
+        self.encode_sync(e, &observer)?;
+        encode_fleet(e, &observer)
     }
+}
+
+/// A gauge's value from a count that may, in theory, not fit.
+fn int(n: u64) -> ConstGauge<i64> {
+    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// The `cvdmirror_fleet_*` families, on a fleet node only.
+fn encode_fleet(e: &mut DescriptorEncoder, observer: &Observer) -> Result<(), std::fmt::Error> {
+    let Some(view) = observer.fleet() else {
+        return Ok(());
+    };
+    let view = view.snapshot();
+    let lost = observer.lost_fleet_nodes();
+    let node = |name: &str| vec![("node", name.to_owned())];
+    gauge(
+        e,
+        "cvdmirror_fleet_nodes",
+        "Fleet nodes whose report is fresh in this node's view (this one included).",
+        view.nodes.iter().filter(|n| n.fresh).count() as f64,
+    )?;
+    family(
+        e,
+        "cvdmirror_fleet_node_up",
+        "1 per fleet node whose report is fresh in this node's view; 0 for one whose report is old or that left the view and has not come back.",
+        MetricType::Gauge,
+        view.nodes
+            .iter()
+            .map(|n| (node(&n.node), ConstGauge::new(i64::from(n.fresh))))
+            .chain(
+                lost.iter()
+                    .filter(|(name, _)| !view.nodes.iter().any(|n| &n.node == name))
+                    .map(|(name, _)| (node(name), ConstGauge::new(0))),
+            ),
+    )?;
+    family(
+        e,
+        "cvdmirror_fleet_node_lagging",
+        "1 per fleet node that has been behind the fleet's newest version of a database for longer than the lag grace.",
+        MetricType::Gauge,
+        view.nodes
+            .iter()
+            .map(|n| (node(&n.node), ConstGauge::new(i64::from(n.lagging)))),
+    )?;
+    family(
+        e,
+        "cvdmirror_fleet_node_link_load_bytes_per_second",
+        "What each fleet node reported sending, in bytes per second.",
+        MetricType::Gauge,
+        view.nodes.iter().map(|n| (node(&n.node), int(n.link.load))),
+    )?;
+    family(
+        e,
+        "cvdmirror_fleet_node_link_capacity_bytes_per_second",
+        "Each fleet node's link capacity in bytes per second, where it knows one.",
+        MetricType::Gauge,
+        view.nodes
+            .iter()
+            .filter_map(|n| Some((node(&n.node), int(n.link.capacity?)))),
+    )?;
+    family(
+        e,
+        "cvdmirror_fleet_consistent_version",
+        "Per database, the newest version every fresh, non-lagging fleet node publishes.",
+        MetricType::Gauge,
+        view.consistent_versions.iter().map(|(db, &v)| {
+            (
+                vec![("database", db.clone())],
+                ConstGauge::new(i64::from(v)),
+            )
+        }),
+    )?;
+    gauge(
+        e,
+        "cvdmirror_fleet_redis_up",
+        "1 while this node's heartbeats reach the fleet's Redis.",
+        f64::from(u8::from(view.redis_ok)),
+    )?;
+    let holder = view.lease.holder.as_deref();
+    let mut names: Vec<&str> = view.nodes.iter().map(|n| n.node.as_str()).collect();
+    if let Some(holder) = holder
+        && !names.contains(&holder)
+    {
+        names.push(holder);
+    }
+    family(
+        e,
+        "cvdmirror_fleet_lease_holder",
+        "1 for the fleet node that holds the upstream lease (pulls from upstream), 0 for the other nodes in the view.",
+        MetricType::Gauge,
+        names
+            .into_iter()
+            .map(|name| (node(name), ConstGauge::new(i64::from(Some(name) == holder)))),
+    )?;
+    ConstCounter::new(view.lease.changes).encode(e.encode_descriptor(
+        "cvdmirror_fleet_lease_changes",
+        "New upstream lease holders (or fencing tokens) this node has seen since it started, the first included.",
+        None,
+        MetricType::Counter,
+    )?)
 }
 
 impl ObserverCollector {

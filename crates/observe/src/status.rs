@@ -10,11 +10,18 @@
 //! CVD carries (the legacy one in its header, a ClamAV 1.5 `.sign`, or
 //! both) and who signed the `.sign`, and lists the upstream files the
 //! engine refused recently, newest first.
+//!
+//! On a fleet node, `fleet` is this node's view of its fleet
+//! ([`FleetSnapshot`]: nodes with their versions, link load, sync health,
+//! age and flags; the lease; consistent versions; Redis's state) and
+//! `fleet.lost`, the nodes that left the view and have not come back.
+//! Without a fleet the key is absent.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::collections::BTreeMap;
 
+use cvdmirror_fleet::FleetSnapshot;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -68,6 +75,19 @@ pub fn rejections_json(rejections: &Rejections) -> Value {
         .collect();
     all.reverse();
     Value::Array(all)
+}
+
+/// `fleet`: `snapshot` as `/fleet.json` has it, and `lost`: the nodes
+/// that left the view and are not back in it, `[{"node", "since"}]` (Unix
+/// time first missed).
+pub fn fleet_json(snapshot: &FleetSnapshot, lost: &[(String, u64)]) -> Value {
+    let mut fleet = serde_json::to_value(snapshot).unwrap_or_else(|_| json!({}));
+    fleet["lost"] = lost
+        .iter()
+        .filter(|(node, _)| !snapshot.nodes.iter().any(|n| &n.node == node))
+        .map(|(node, since)| json!({"node": node, "since": since}))
+        .collect();
+    fleet
 }
 
 /// Builds the document.
@@ -139,6 +159,9 @@ pub fn build(observer: &Observer, public: bool) -> Value {
         Value::Null
     };
     let capacity = observer.link_capacity();
+    let fleet = observer
+        .fleet()
+        .map(|view| fleet_json(&view.snapshot(), &observer.lost_fleet_nodes()));
     let active_alerts = lock(&observer.alerts).active();
     let sources: Vec<_> = observer
         .sources
@@ -189,7 +212,7 @@ pub fn build(observer: &Observer, public: bool) -> Value {
         extra: sources.iter().filter_map(|s| s.headline()).collect(),
     };
 
-    json!({
+    let mut doc = json!({
         "generated": unix(now),
         "started": unix(observer.started),
         "since_reset": since.at.map(unix),
@@ -226,7 +249,11 @@ pub fn build(observer: &Observer, public: bool) -> Value {
         "sync": sync,
         "alerts": active_alerts,
         "sources": sources.iter().map(|s| (s.name().to_owned(), s.status())).collect::<serde_json::Map<_, _>>(),
-    })
+    });
+    if let Some(fleet) = fleet {
+        doc["fleet"] = fleet;
+    }
+    doc
 }
 
 /// What the headline is made of.
@@ -312,8 +339,9 @@ fn headline(f: &Facts<'_>) -> Headline {
     if firing("quota_exhausted") {
         part(Level::Critical, "a quota is exhausted".into());
     }
-    // The signature alerts say it best themselves.
-    for name in ["sign_missing", "signer_changed", "upstream_rejected"] {
+    // The signature and fleet alerts say it best themselves.
+    let own_words = ["sign_missing", "signer_changed", "upstream_rejected"];
+    for name in own_words.into_iter().chain(super::alerts::FLEET_NAMES) {
         if let Some(a) = f.alerts.iter().find(|a| a.alert == name) {
             part(Level::Warn, a.summary.clone());
         }

@@ -173,6 +173,9 @@ pub async fn start(
         }
         _ => None,
     };
+    if let Some(fleet) = &fleet {
+        observer.attach_fleet(fleet.clone());
+    }
     if let Some(sync) = &sync {
         observer.attach_sync(sync.status.clone(), Arc::clone(&sync.trigger));
     }
