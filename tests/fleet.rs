@@ -11,4 +11,5 @@ mod fleet {
     mod library;
     mod node;
     mod nodes;
+    mod quotas;
 }

@@ -41,6 +41,18 @@ fn node(
     files: &[(&str, &[u8])],
     redirect_above: f64,
 ) -> TestServer {
+    node_with(redis, name, ip, files, redirect_above, "")
+}
+
+/// [`node`] with `more` appended to its config file.
+fn node_with(
+    redis: &Redis,
+    name: &str,
+    ip: Ipv4Addr,
+    files: &[(&str, &[u8])],
+    redirect_above: f64,
+    more: &str,
+) -> TestServer {
     let addr = free_addr(ip);
     let mut builder = TestServer::builder()
         .no_default_listen()
@@ -51,7 +63,7 @@ fn node(
             "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
              heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\n\
              stale_after = \"2s\"\nredirect_above = {redirect_above:?}\n\n\
-             [shape]\nlink_rate = \"100Mbit\"\n"
+             [shape]\nlink_rate = \"100Mbit\"\n{more}"
         ));
     for (path, bytes) in files {
         builder = builder.file(path, bytes);
@@ -440,5 +452,49 @@ fn redis_dies_and_returns_during_a_herd_and_no_request_fails_or_waits() {
                 format!("{view}")
             })
         });
+    }
+}
+
+#[test]
+fn a_client_quota_holds_across_two_nodes() {
+    let redis = Redis::start();
+    let cvd = fixture("bytecode-268.cvd");
+    let size = cvd.len() as u64;
+    // Room for three and a half downloads an hour, fleet-wide (quotas
+    // apply to bulk downloads: make this small CVD one).
+    let quota = format!(
+        "[limits]\nbulk_threshold = 10000\n\n\
+         [limits.client_quota]\nlimit = {}\nperiod = \"1h\"\n",
+        size * 7 / 2
+    );
+    let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
+    let a = node_with(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.9, &quota);
+    let b = node_with(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9, &quota);
+    wait_until(CONVERGE, || {
+        let names = members(&a);
+        check(names == ["a", "b"], || format!("members {names:?}"))
+    });
+    // Two downloads on each node: within the quota.
+    for server in [&a, &b, &a, &b] {
+        let response = server.get("/bytecode.cvd", &[]);
+        assert_eq!(response.status, 200);
+    }
+    // Each node exchanges its totals with Redis every second: two more
+    // exchanges on both, and each knows the other's downloads.
+    let syncs = |server: &TestServer| fleet_json(server)["shared_limits"]["syncs"].as_u64();
+    let before = [syncs(&a), syncs(&b)];
+    for (server, before) in [(&a, before[0]), (&b, before[1])] {
+        let before = before.expect("/fleet.json shows the shared limits");
+        wait_until(CONVERGE, || {
+            let now = syncs(server).unwrap_or_default();
+            check(now >= before + 2, || {
+                format!("{now} exchanges, {before} before")
+            })
+        });
+    }
+    // `a` served two and `b` two: alone, each would admit one more whole
+    // download (2 of 3.5 used); knowing the other's, both refuse.
+    for server in [&a, &b] {
+        assert_eq!(server.get("/bytecode.cvd", &[]).status, 429);
     }
 }

@@ -40,6 +40,7 @@ pub struct Admin {
     ready_without_sync: Box<dyn Fn() -> bool + Send + Sync>,
     observer: Option<Arc<Observer>>,
     fleet: Option<cvdmirror_fleet::Fleet>,
+    shared_limits: Option<cvdmirror_fleet::SharedLimits>,
 }
 
 /// The running sync engine, when `serve` runs one.
@@ -66,6 +67,7 @@ impl Admin {
             ready_without_sync,
             observer: None,
             fleet: None,
+            shared_limits: None,
         }
     }
 
@@ -78,6 +80,13 @@ impl Admin {
     /// Serves `/fleet.json`: the nodes of `fleet` as this node sees them.
     pub fn with_fleet(mut self, fleet: cvdmirror_fleet::Fleet) -> Self {
         self.fleet = Some(fleet);
+        self
+    }
+
+    /// Adds the fleet-wide limits' exchange (`shared_limits`) to
+    /// `/fleet.json`.
+    pub fn with_shared_limits(mut self, shared: cvdmirror_fleet::SharedLimits) -> Self {
+        self.shared_limits = Some(shared);
         self
     }
 
@@ -272,10 +281,16 @@ impl Admin {
 
     fn fleet_json(&self) -> Response<Full<Bytes>> {
         match &self.fleet {
-            Some(fleet) => match serde_json::to_string(&fleet.view().snapshot()) {
-                Ok(body) => json(StatusCode::OK, format!("{body}\n")),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
-            },
+            Some(fleet) => {
+                let mut body = serde_json::to_value(fleet.view().snapshot())
+                    .unwrap_or(serde_json::Value::Null);
+                if let (Some(map), Some(shared)) = (body.as_object_mut(), &self.shared_limits)
+                    && let Ok(status) = serde_json::to_value(shared.status())
+                {
+                    map.insert("shared_limits".into(), status);
+                }
+                json(StatusCode::OK, format!("{body}\n"))
+            }
             None => text(
                 StatusCode::NOT_FOUND,
                 "this node is not in a fleet (--fleet)\n",

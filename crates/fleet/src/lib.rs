@@ -8,8 +8,10 @@
 //! What it learns becomes a [`FleetView`]: which database versions every
 //! healthy node publishes, which node may take a client this one is too
 //! busy for, and whether that view can still be trusted after Redis was
-//! lost. [`Fleet::view`] hands out the latest view without waiting, and
-//! [`SharedCounters`] keeps per-client quotas fleet-wide.
+//! lost. [`Fleet::view`] hands out the latest view without waiting;
+//! [`shared_limits`] keeps per-client quotas and request rates fleet-wide
+//! (decisions stay local, totals are reconciled in the background), and
+//! [`SharedCounters`] are plain fleet-wide counters.
 //!
 //! Redis is a help, not a dependency: when it is out of reach the view
 //! keeps the last known nodes for a while (`stale_after`), the lease lapses
@@ -22,6 +24,7 @@ mod files;
 mod heartbeat;
 pub mod redirect;
 mod report;
+pub mod shared_limits;
 mod store;
 mod tracker;
 mod view;
@@ -38,6 +41,7 @@ pub use error::FleetError;
 pub use files::PublishedFiles;
 pub use redirect::RedirectHook;
 pub use report::{LinkLoad, NodeReport, PublishedFile, SyncHealth, SyncState};
+pub use shared_limits::{SharedLimits, SharedLimitsConfig, SharedLimitsStatus};
 pub use view::{
     FleetNode, FleetSnapshot, FleetView, LeaseHolder, LeaseSnapshot, LeaseView, NodeSnapshot,
     NodeTarget,

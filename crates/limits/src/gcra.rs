@@ -10,13 +10,20 @@
 //! configured number of keys (past it, new clients pass untracked and are
 //! counted: failing open beats refusing everyone during a flood of keys).
 //!
+//! In a fleet the TAT is the fleet's: every request admitted anywhere moves
+//! it one interval on. The limiter still decides alone; it counts the
+//! requests it admitted since they were last shared
+//! ([`RequestRate::share_requests`], which also hands out, in turns, the
+//! other clients whose TAT still lies ahead) and takes the fleet's TAT back
+//! ([`RequestRate::merge_requests`]), keeping whichever is later.
+//!
 //! Time is passed in (`tokio::time::Instant`), so tests use a paused clock.
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -78,17 +85,60 @@ pub struct RateStats {
     pub keys: usize,
 }
 
+/// A client's requests on this node since they were last shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedRequests {
+    /// The client.
+    pub client: ClientKey,
+    /// Requests admitted here since the last share.
+    pub admitted: u32,
+    /// How far this node's TAT for the client lies ahead of the moment of
+    /// the share (zero when it lies in the past).
+    pub debt: Duration,
+}
+
+/// One client's state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    /// Theoretical arrival time, nanoseconds since the epoch.
+    tat: u64,
+    /// Requests admitted since the last share (only while sharing); a
+    /// cell with some waits in its shard's queue.
+    pending: u32,
+    /// In its shard's rotation of clients shared before.
+    listed: bool,
+    /// The share that last handed it out.
+    shared_in: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    cells: HashMap<ClientKey, Cell>,
+    /// Clients with pending requests, oldest first.
+    queue: VecDeque<ClientKey>,
+    /// Clients shared before whose TAT still lies ahead: shared again in
+    /// turns, to learn what the other nodes admitted.
+    recent: VecDeque<ClientKey>,
+}
+
 /// Per-client GCRA state, sharded to keep lock hold times short.
 #[derive(Debug)]
 pub struct RequestRate {
     policy: Gcra,
     epoch: Instant,
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<ClientKey, u64>>>,
+    shards: Vec<Mutex<Shard>>,
     max_per_shard: usize,
     allowed: AtomicU64,
     denied: AtomicU64,
     untracked: AtomicU64,
+    /// Whether admitted requests are counted for a fleet (set by the first
+    /// [`share_requests`](Self::share_requests)).
+    sharing: AtomicBool,
+    /// Where the next share starts, so every shard gets its turn.
+    next_shard: AtomicUsize,
+    /// Shares handed out so far.
+    shares: AtomicU64,
 }
 
 impl RequestRate {
@@ -99,11 +149,14 @@ impl RequestRate {
             policy,
             epoch,
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_per_shard: max_keys.div_ceil(SHARDS).max(1),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             untracked: AtomicU64::new(0),
+            sharing: AtomicBool::new(false),
+            next_shard: AtomicUsize::new(0),
+            shares: AtomicU64::new(0),
         }
     }
 
@@ -112,7 +165,7 @@ impl RequestRate {
         self.policy
     }
 
-    fn shard(&self, key: &ClientKey) -> &Mutex<HashMap<ClientKey, u64>> {
+    fn shard(&self, key: &ClientKey) -> &Mutex<Shard> {
         let i = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         &self.shards[i]
     }
@@ -127,10 +180,11 @@ impl RequestRate {
         let now_ns = self.ns(now);
         let t = self.policy.interval_ns();
         let tau = self.policy.tolerance_ns();
-        let mut shard = lock(self.shard(key));
-        if !shard.contains_key(key) && shard.len() >= self.max_per_shard {
-            shard.retain(|_, tat| *tat > now_ns);
-            if shard.len() >= self.max_per_shard {
+        let mut guard = lock(self.shard(key));
+        let shard = &mut *guard;
+        if !shard.cells.contains_key(key) && shard.cells.len() >= self.max_per_shard {
+            shard.cells.retain(|_, c| c.tat > now_ns);
+            if shard.cells.len() >= self.max_per_shard {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
                 return Ok(RateAllowance {
                     remaining: 0,
@@ -138,14 +192,21 @@ impl RequestRate {
                 });
             }
         }
-        let tat = shard.get(key).copied().unwrap_or(now_ns).max(now_ns);
+        let cell = shard.cells.entry(*key).or_default();
+        let tat = cell.tat.max(now_ns);
         let ahead = tat - now_ns;
         if ahead > tau {
             self.denied.fetch_add(1, Ordering::Relaxed);
             return Err(Duration::from_nanos(ahead - tau));
         }
         let new_tat = tat.saturating_add(t);
-        shard.insert(*key, new_tat);
+        cell.tat = new_tat;
+        if self.sharing.load(Ordering::Relaxed) {
+            if cell.pending == 0 {
+                shard.queue.push_back(*key);
+            }
+            cell.pending = cell.pending.saturating_add(1);
+        }
         self.allowed.fetch_add(1, Ordering::Relaxed);
         let ahead = new_tat - now_ns;
         let remaining = (tau + t).saturating_sub(ahead) / t;
@@ -156,21 +217,166 @@ impl RequestRate {
     }
 
     /// Forgets clients whose budget is full again (they behave exactly like
-    /// new ones) and returns memory of shrunken shards.
+    /// new ones, also to the fleet: requests not shared yet that no longer
+    /// weigh on the budget need not be) and returns memory of shrunken
+    /// shards.
     pub fn retain_recent(&self, now: Instant) {
         let now_ns = self.ns(now);
         for shard in &self.shards {
-            let mut shard = lock(shard);
-            shard.retain(|_, tat| *tat > now_ns);
-            if shard.capacity() > 2 * shard.len() + 64 {
-                shard.shrink_to_fit();
+            let mut guard = lock(shard);
+            let shard = &mut *guard;
+            shard.cells.retain(|_, c| c.tat > now_ns);
+            if shard.cells.capacity() > 2 * shard.cells.len() + 64 {
+                shard.cells.shrink_to_fit();
             }
+            let cells = &shard.cells;
+            shard
+                .queue
+                .retain(|key| cells.get(key).is_some_and(|c| c.pending > 0));
+            shard.recent.retain(|key| cells.contains_key(key));
+        }
+    }
+
+    /// Whether admitted requests are counted for a fleet.
+    pub fn is_sharing(&self) -> bool {
+        self.sharing.load(Ordering::Relaxed)
+    }
+
+    /// Up to `max` clients to share with the fleet: first those that made
+    /// requests since they were last shared, with their counts (reset
+    /// here), then, in turns, those shared before whose TAT still lies
+    /// ahead (with no count: the fleet's answer tells what the other nodes
+    /// admitted since); each with this node's TAT as a debt at `now`. A
+    /// count is at most the intervals the debt still holds: requests whose
+    /// interval has passed no longer weigh on the budget (after an outage,
+    /// a client that kept to its rate is not charged all it did at once).
+    /// The first call turns the counting on. Hand the result back with
+    /// [`merge_requests`](Self::merge_requests) once the fleet answered, or
+    /// with [`unshare_requests`](Self::unshare_requests) when it did not.
+    pub fn share_requests(&self, now: Instant, max: usize) -> Vec<SharedRequests> {
+        self.sharing.store(true, Ordering::Relaxed);
+        let share = self.shares.fetch_add(1, Ordering::Relaxed) + 1;
+        let now_ns = self.ns(now);
+        let first = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        let mut out = Vec::new();
+        let interval = self.policy.interval_ns();
+        let hand_out = |key: ClientKey, cell: &mut Cell| {
+            cell.shared_in = share;
+            let debt = cell.tat.saturating_sub(now_ns);
+            let weighing = u32::try_from(debt.div_ceil(interval)).unwrap_or(u32::MAX);
+            SharedRequests {
+                client: key,
+                admitted: std::mem::take(&mut cell.pending).min(weighing),
+                debt: Duration::from_nanos(debt),
+            }
+        };
+        // What changed; each joins its shard's rotation.
+        for i in 0..SHARDS {
+            if out.len() >= max {
+                break;
+            }
+            let mut guard = lock(&self.shards[(first + i) % SHARDS]);
+            let shard = &mut *guard;
+            while out.len() < max {
+                let Some(key) = shard.queue.pop_front() else {
+                    break;
+                };
+                let Some(cell) = shard.cells.get_mut(&key).filter(|c| c.pending > 0) else {
+                    continue;
+                };
+                out.push(hand_out(key, cell));
+                if !cell.listed {
+                    cell.listed = true;
+                    shard.recent.push_back(key);
+                }
+            }
+        }
+        // One turn at most through each shard's rotation.
+        for i in 0..SHARDS {
+            if out.len() >= max {
+                break;
+            }
+            let mut guard = lock(&self.shards[(first + i) % SHARDS]);
+            let shard = &mut *guard;
+            for _ in 0..shard.recent.len() {
+                if out.len() >= max {
+                    break;
+                }
+                let Some(key) = shard.recent.pop_front() else {
+                    break;
+                };
+                let Some(cell) = shard.cells.get_mut(&key) else {
+                    continue;
+                };
+                if cell.tat <= now_ns && cell.pending == 0 {
+                    cell.listed = false;
+                    continue;
+                }
+                if cell.shared_in != share {
+                    out.push(hand_out(key, cell));
+                }
+                shard.recent.push_back(key);
+            }
+        }
+        out
+    }
+
+    /// Takes the fleet's TAT for clients handed out by
+    /// [`share_requests`](Self::share_requests) at `shared_at`:
+    /// `fleet_debt[i]` is how far the fleet's TAT for `shared[i]` lay ahead
+    /// then. Requests admitted here since are added on top, and a TAT
+    /// already later here is kept.
+    pub fn merge_requests(
+        &self,
+        shared: &[SharedRequests],
+        fleet_debt: &[Duration],
+        shared_at: Instant,
+    ) {
+        let at = self.ns(shared_at);
+        let t = self.policy.interval_ns();
+        for (s, debt) in shared.iter().zip(fleet_debt) {
+            let debt = u64::try_from(debt.as_nanos()).unwrap_or(u64::MAX);
+            let mut guard = lock(self.shard(&s.client));
+            let shard = &mut *guard;
+            if !shard.cells.contains_key(&s.client)
+                && (debt == 0 || shard.cells.len() >= self.max_per_shard)
+            {
+                continue;
+            }
+            let cell = shard.cells.entry(s.client).or_default();
+            let fleet = at
+                .saturating_add(debt)
+                .saturating_add(t.saturating_mul(u64::from(cell.pending)));
+            cell.tat = cell.tat.max(fleet);
+        }
+    }
+
+    /// Counts requests whose sharing failed as pending again, so the next
+    /// share sends them.
+    pub fn unshare_requests(&self, shared: Vec<SharedRequests>) {
+        for s in shared {
+            let mut guard = lock(self.shard(&s.client));
+            let shard = &mut *guard;
+            if let Some(cell) = shard.cells.get_mut(&s.client) {
+                if cell.pending == 0 {
+                    shard.queue.push_back(s.client);
+                }
+                cell.pending = cell.pending.saturating_add(s.admitted);
+            }
+        }
+    }
+
+    /// Counts admitted requests for a fleet from now on (after a reload,
+    /// when the previous limiter did).
+    pub fn adopt_sharing(&self, previous: &RequestRate) {
+        if previous.is_sharing() {
+            self.sharing.store(true, Ordering::Relaxed);
         }
     }
 
     /// Clients tracked.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).cells.len()).sum()
     }
 
     /// Whether no client is tracked.
@@ -180,7 +386,7 @@ impl RequestRate {
 
     /// Memory reserved by the tables, in entries.
     pub fn capacity(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).capacity()).sum()
+        self.shards.iter().map(|s| lock(s).cells.capacity()).sum()
     }
 
     /// Counters for metrics.

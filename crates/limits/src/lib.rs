@@ -16,6 +16,10 @@
 //! its hook), keeps the returned guard until the exchange ends, charges
 //! bytes as they are sent with [`Limits::charge`], and runs
 //! [`Limits::run`] for persistence and housekeeping.
+//!
+//! In a fleet, client quotas and request rates hold across every node:
+//! [`shared`] hands a background task what changed and folds in what the
+//! other nodes did, while every decision stays local and immediate.
 
 use cvdmirror_exchange::body;
 use cvdmirror_formats::state_file;
@@ -32,6 +36,7 @@ pub mod jitter;
 pub use cvdmirror_exchange::proxy;
 pub mod quota;
 pub mod ratelimit;
+pub mod shared;
 pub mod store;
 pub mod usage;
 
@@ -49,14 +54,15 @@ pub use client::{ClientKey, ClientPrefixes};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{LimitsConfig, LimitsConfigError};
 pub use conns::{Concurrency, ConnGuard, ConnLimitHit, ConnStats};
-pub use gcra::{Gcra, RateStats, RequestRate};
+pub use gcra::{Gcra, RateStats, RequestRate, SharedRequests};
 pub use herd::{BulkPermit, BulkRequest, HerdGate, HerdPolicy, HerdStats, is_bulk};
 pub use jitter::{Random, SeededRandom, ThreadRandom};
 pub use proxy::{ProxyHeader, TrustedProxies};
 pub use quota::{QuotaLimit, QuotaState, Usage};
 pub use ratelimit::{PolicyReport, RATELIMIT, RATELIMIT_POLICY};
+pub use shared::{FleetShare, FleetTotals};
 pub use store::{LimitsState, StateStore};
-pub use usage::{QuotaCheck, QuotaScope, QuotaSnapshot, Quotas};
+pub use usage::{FleetUsage, QuotaCheck, QuotaScope, QuotaSnapshot, Quotas, SharedUsage};
 
 pub use cvdmirror_formats::mutex::lock;
 
@@ -256,7 +262,8 @@ impl Limits {
 
     /// New limits for `config` that continue this instance's live state:
     /// transfers admitted through the herd gate, held connection slots,
-    /// quota usage and the refusal counters carry over, so a reload
+    /// quota usage (with what other nodes of a fleet used) and the refusal
+    /// counters carry over, so a reload
     /// (`SIGHUP`, e.g. from logrotate) neither reopens a closed gate nor
     /// forgets what was sent.
     pub fn reconfigured(&self, config: LimitsConfig) -> Result<Self, LimitsConfigError> {
@@ -266,6 +273,10 @@ impl Limits {
         }
         next.conns.adopt(&self.conns);
         next.restore(&self.state());
+        next.quotas.adopt_sharing(&self.quotas);
+        if let (Some(rate), Some(previous)) = (&next.requests, &self.requests) {
+            rate.adopt_sharing(previous);
+        }
         for (next, previous) in next
             .refused
             .iter()

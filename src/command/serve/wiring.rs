@@ -158,6 +158,15 @@ pub async fn start(
                 shutdown,
             )?;
             slot.fill(hook);
+            // Client quotas and request rates hold across the fleet; every
+            // decision stays local (docs/fleet.md).
+            let limits_of = Arc::clone(&control);
+            let shared = cvdmirror_fleet::shared_limits::spawn(
+                &settings.fleet,
+                cvdmirror_fleet::SharedLimitsConfig::default(),
+                move || limits_of.limits(),
+                shutdown.clone(),
+            )?;
             if let Some(sync) = &sync {
                 super::fleet::spawn_puller(
                     fleet.clone(),
@@ -169,10 +178,11 @@ pub async fn start(
                     shutdown,
                 );
             }
-            Some(fleet)
+            Some((fleet, shared))
         }
         _ => None,
     };
+    let (fleet, shared_limits) = fleet.unzip();
     if let Some(fleet) = &fleet {
         observer.attach_fleet(fleet.clone());
     }
@@ -192,7 +202,7 @@ pub async fn start(
             listener,
             sync.as_ref(),
             &observer,
-            fleet.clone(),
+            fleet.clone().zip(shared_limits),
             shutdown,
         )?),
         None => None,
@@ -343,7 +353,7 @@ fn start_admin(
     listener: TcpListener,
     sync: Option<&RunningSync>,
     observer: &Arc<Observer>,
-    fleet: Option<Fleet>,
+    fleet: Option<(Fleet, cvdmirror_fleet::SharedLimits)>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
     let token = config
@@ -368,8 +378,8 @@ fn start_admin(
     });
     let mut admin =
         Admin::new(token, databases, handle, complete).with_observer(Arc::clone(observer));
-    if let Some(fleet) = fleet {
-        admin = admin.with_fleet(fleet);
+    if let Some((fleet, shared)) = fleet {
+        admin = admin.with_fleet(fleet).with_shared_limits(shared);
     }
     let admin = Arc::new(admin);
     let addr = listener.local_addr()?;
