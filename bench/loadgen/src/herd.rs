@@ -11,6 +11,14 @@
 //! 2. the missing cdiff, `MaxAttempts` (3) times without pause (404 expected);
 //! 3. the full `GET /daily.cvd` with `If-Modified-Since`.
 //!
+//! Several servers (`--addrs IP:PORT,IP:PORT,..`, for `bench/fleet.sh`):
+//! client `i` is assigned to one of them by a smooth weighted round robin
+//! over `--split W,W,..` (equal weights by default: DNS round robin), and
+//! keeps talking to it. A `301`/`302`/`303`/`307`/`308` with a `Location:
+//! http://IP:PORT/PATH` is followed on a new connection, at most three times
+//! per request, as freshclam (libcurl, `CURLOPT_MAXREDIRS` 3) does; the
+//! redirects taken are counted per server the client was assigned to.
+//!
 //! Failures are handled as freshclam does: `429` -> no request before
 //! `Retry-After` has passed (4 h if absent: the client is then lost for this
 //! run), then start over; `5xx`, connection errors and timeouts -> retry after
@@ -42,9 +50,36 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Freshclam's cool-down when a 429 carries no Retry-After.
 const NO_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
 
+/// Most redirects followed per request (freshclam: 3).
+const MAX_REDIRECTS: u32 = 3;
+
+/// Whether this process may talk to `ip`: loopback always; any other
+/// address only from a network namespace other than the initial one that
+/// has no default route (one `bench/fleet.sh` created and wired itself), so
+/// nothing outside this machine is ever reached.
+pub fn target_allowed(ip: IpAddr) -> bool {
+    if ip.is_loopback() {
+        return true;
+    }
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    let own = ns("/proc/self/ns/net");
+    let isolated = own.is_some() && own != ns("/proc/1/ns/net");
+    // /proc/net/route: Destination 00000000 is a default route.
+    let no_default = std::fs::read_to_string("/proc/net/route").is_ok_and(|t| {
+        t.lines()
+            .skip(1)
+            .all(|l| l.split_whitespace().nth(1) != Some("00000000"))
+    }) && std::fs::read_to_string("/proc/net/ipv6_route").is_ok_and(|t| {
+        t.lines()
+            .all(|l| !l.starts_with("00000000000000000000000000000000 00 ") || l.contains(" lo"))
+    });
+    isolated && no_default
+}
+
 /// Settings of a herd run.
 pub struct HerdArgs {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
+    split: Vec<u64>,
     host: String,
     clients: usize,
     arrive: Duration,
@@ -64,7 +99,8 @@ pub struct HerdArgs {
 
 fn parse(args: &[String]) -> Result<HerdArgs, String> {
     let mut a = HerdArgs {
-        addr: "127.0.0.1:80".parse().map_err(|e| format!("{e}"))?,
+        addrs: Vec::new(),
+        split: Vec::new(),
         host: "localhost".into(),
         clients: 300,
         arrive: Duration::from_secs(60),
@@ -86,7 +122,19 @@ fn parse(args: &[String]) -> Result<HerdArgs, String> {
         let val = it.next().ok_or(format!("{flag} needs a value"))?.clone();
         let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--addr" => a.addr = val.parse().map_err(|e| format!("--addr: {e}"))?,
+            "--addr" => a.addrs = vec![val.parse().map_err(|e| format!("--addr: {e}"))?],
+            "--addrs" => {
+                a.addrs = val
+                    .split(',')
+                    .map(|v| v.parse().map_err(|e| format!("--addrs {v}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--split" => {
+                a.split = val
+                    .split(',')
+                    .map(|v| v.parse().map_err(|e| format!("--split {v}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
             "--host" => a.host = val,
             "--clients" => a.clients = num(&val)? as usize,
             "--arrive-secs" => a.arrive = Duration::from_secs(num(&val)?),
@@ -107,8 +155,19 @@ fn parse(args: &[String]) -> Result<HerdArgs, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    if !a.addr.ip().is_loopback() || !a.source_base.is_loopback() {
-        return Err("only loopback addresses may be used".into());
+    if a.addrs.is_empty() {
+        a.addrs
+            .push("127.0.0.1:80".parse().map_err(|e| format!("{e}"))?);
+    }
+    if a.split.is_empty() {
+        a.split = vec![1; a.addrs.len()];
+    }
+    if a.split.len() != a.addrs.len() || a.split.iter().all(|w| *w == 0) {
+        return Err("--split needs one weight per --addrs entry, not all zero".into());
+    }
+    if a.addrs.iter().any(|s| !target_allowed(s.ip())) || !target_allowed(IpAddr::V4(a.source_base))
+    {
+        return Err("only loopback addresses may be used (or any, from an isolated network namespace without a default route)".into());
     }
     if a.clients == 0 || a.clients > MAX_CLIENTS {
         return Err(format!("--clients must be 1..={MAX_CLIENTS}"));
@@ -179,6 +238,8 @@ pub struct Head {
     pub retry_after: Option<u64>,
     /// Body bytes that arrived with the head.
     pub body_start: usize,
+    /// `Location`, if sent.
+    pub location: Option<String>,
 }
 
 /// Reads until the end of the response head (each read bounded by `stall`).
@@ -215,6 +276,7 @@ pub async fn read_head(
                 content_length: None,
                 retry_after: None,
                 body_start: end + 4,
+                location: None,
             };
             for l in lines {
                 if let Some((k, v)) = l.split_once(':') {
@@ -223,6 +285,8 @@ pub async fn read_head(
                         head.content_length = v.parse().ok();
                     } else if k.eq_ignore_ascii_case("retry-after") {
                         head.retry_after = v.parse().ok();
+                    } else if k.eq_ignore_ascii_case("location") {
+                        head.location = Some(v.to_owned());
                     }
                 }
             }
@@ -264,6 +328,9 @@ struct Slot {
     done_ms: AtomicU64,
     gave_up: AtomicBool,
     arrival_ms: AtomicU64,
+    /// Index into `addrs` of the server this client was assigned.
+    server: AtomicU64,
+    redirects: AtomicU64,
 }
 
 struct Shared {
@@ -289,6 +356,43 @@ enum Outcome {
         what: &'static str,
         body: u64,
     },
+    /// A redirect, with its `Location`.
+    Redirect(String),
+}
+
+/// `http://IP:PORT/PATH` -> (address, Host header, path); `None` for
+/// anything else (names are never resolved).
+fn parse_location(location: &str) -> Option<(SocketAddr, String, String)> {
+    let rest = location.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: SocketAddr = authority
+        .parse()
+        .or_else(|_| format!("{authority}:80").parse())
+        .ok()?;
+    Some((addr, authority.to_owned(), path.to_owned()))
+}
+
+/// Client `i`'s server: a smooth weighted round robin over `weights`
+/// (nginx's upstream algorithm), so every prefix of the clients is split as
+/// evenly as the weights allow.
+fn assign(weights: &[u64], clients: usize) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|w| *w as i64).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..clients)
+        .map(|_| {
+            for (c, w) in current.iter_mut().zip(weights) {
+                *c += *w as i64;
+            }
+            let best = (0..weights.len())
+                .max_by_key(|i| (current[*i], std::cmp::Reverse(*i)))
+                .unwrap_or(0);
+            current[best] -= total;
+            best
+        })
+        .collect()
 }
 
 impl Shared {
@@ -313,13 +417,61 @@ impl Shared {
     async fn fetch(&self, id: usize, path: &str, extra: &str, full: bool) -> Outcome {
         let a = &self.a;
         let slot = &self.slots[id];
+        let mut addr = a.addrs[slot.server.load(Ordering::Relaxed) as usize];
+        let mut host = a.host.clone();
+        let mut path = path.to_owned();
+        for hop in 0..=MAX_REDIRECTS {
+            let out = self.fetch_once(id, addr, &host, &path, extra, full).await;
+            match out {
+                Outcome::Redirect(location) if hop < MAX_REDIRECTS => {
+                    match parse_location(&location) {
+                        Some((to, to_host, to_path)) if target_allowed(to.ip()) => {
+                            slot.redirects.fetch_add(1, Ordering::Relaxed);
+                            (addr, host, path) = (to, to_host, to_path);
+                        }
+                        _ => {
+                            return Outcome::Error {
+                                what: "bad_location",
+                                body: 0,
+                            };
+                        }
+                    }
+                }
+                Outcome::Redirect(_) => {
+                    return Outcome::Error {
+                        what: "too_many_redirects",
+                        body: 0,
+                    };
+                }
+                other => return other,
+            }
+        }
+        Outcome::Error {
+            what: "too_many_redirects",
+            body: 0,
+        }
+    }
+
+    /// One request on its own connection to `addr`; a redirect is returned,
+    /// not followed.
+    async fn fetch_once(
+        &self,
+        id: usize,
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        extra: &str,
+        full: bool,
+    ) -> Outcome {
+        let a = &self.a;
+        let slot = &self.slots[id];
         slot.requests.fetch_add(1, Ordering::Relaxed);
         let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: {} (UUID: herd-{id})\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n",
-            a.host, a.user_agent
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {} (UUID: herd-{id})\r\nAccept: */*\r\n{extra}Connection: close\r\n\r\n",
+            a.user_agent
         );
         let src = source_addr(a.source_base, id);
-        let mut s = match connect(a.addr, Some(src)).await {
+        let mut s = match connect(addr, Some(src)).await {
             Ok(s) => s,
             Err(e) => {
                 return Outcome::Error {
@@ -351,6 +503,11 @@ impl Shared {
             }
         };
         self.count_status(head.status);
+        if matches!(head.status, 301 | 302 | 303 | 307 | 308)
+            && let Some(location) = head.location
+        {
+            return Outcome::Redirect(location);
+        }
         let count = full && head.status == 200;
         if count {
             slot.bytes.store(0, Ordering::Relaxed);
@@ -444,7 +601,7 @@ async fn with_retries(sh: &Shared, id: usize, path: &str, extra: &str, full: boo
                 slot.wasted.fetch_add(body, Ordering::Relaxed);
                 true
             }
-            Outcome::Response { .. } => return Step::GiveUp,
+            Outcome::Response { .. } | Outcome::Redirect(_) => return Step::GiveUp,
             Outcome::Error { what, body } => {
                 sh.count_error(what);
                 if full {
@@ -534,9 +691,12 @@ pub async fn run(args: &[String]) -> Result<String, String> {
     let arrivals: Vec<Duration> = (0..a.clients)
         .map(|_| a.arrive.mul_f64(rng.unit()))
         .collect();
-    let slots = (0..a.clients)
-        .map(|_| Slot {
+    let servers = assign(&a.split, a.clients);
+    let slots = servers
+        .iter()
+        .map(|s| Slot {
             done_ms: AtomicU64::new(u64::MAX),
+            server: AtomicU64::new(*s as u64),
             ..Slot::default()
         })
         .collect();
@@ -614,8 +774,11 @@ pub async fn run(args: &[String]) -> Result<String, String> {
     let end_unix_ms = unix_ms();
 
     let a = &sh.a;
-    let mut clients_tsv =
-        String::from("id\tarrival_ms\tdone_ms\tgave_up\trequests\ts429\tfailures\twasted\n");
+    let mut clients_tsv = String::from(
+        "id\tarrival_ms\tdone_ms\tgave_up\trequests\ts429\tfailures\twasted\tserver\tredirects\n",
+    );
+    let n_servers = a.addrs.len();
+    let mut per_server = vec![(0u64, 0u64, 0u64); n_servers]; // clients, completed, redirects
     let (mut done, mut gave_up, mut requests, mut s429, mut failures, mut wasted, mut last_done) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     for (i, s) in sh.slots.iter().enumerate() {
@@ -630,8 +793,13 @@ pub async fn run(args: &[String]) -> Result<String, String> {
         s429 += s.s429.load(Ordering::Relaxed);
         failures += s.failures.load(Ordering::Relaxed);
         wasted += s.wasted.load(Ordering::Relaxed);
+        let server = s.server.load(Ordering::Relaxed) as usize;
+        let redirects = s.redirects.load(Ordering::Relaxed);
+        per_server[server].0 += 1;
+        per_server[server].1 += u64::from(d != u64::MAX);
+        per_server[server].2 += redirects;
         clients_tsv.push_str(&format!(
-            "{i}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "{i}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{server}\t{redirects}\n",
             s.arrival_ms.load(Ordering::Relaxed),
             if d == u64::MAX {
                 "-".into()
@@ -701,6 +869,17 @@ pub async fn run(args: &[String]) -> Result<String, String> {
         jains.len(),
         self_cpu_ticks().saturating_sub(cpu0),
     );
+    out.push_str(&format!(
+        " redirects={}",
+        per_server.iter().map(|p| p.2).sum::<u64>()
+    ));
+    if n_servers > 1 {
+        for (i, (c, d, r)) in per_server.iter().enumerate() {
+            out.push_str(&format!(
+                " server{i}_clients={c} server{i}_completed={d} server{i}_redirects={r}"
+            ));
+        }
+    }
     if let Ok(m) = sh.status.lock() {
         for (k, v) in m.iter() {
             out.push_str(&format!(" status_{k}={v}"));

@@ -36,6 +36,7 @@ usage: cvdmirror-loadgen close --addr IP:PORT --path /P [--header 'K: V']... \\
            [--concurrency 16] [--duration 10] [--source IP,IP..]
        cvdmirror-loadgen herd --addr IP:PORT --size BYTES --out PREFIX [--clients 300] \\
            [--arrive-secs 60] [--deadline-secs 600] [--ims DATE] [--seed 1] .. (see herd.rs)
+       cvdmirror-loadgen herd --addrs IP:PORT,IP:PORT.. [--split 50,30,20] .. (several servers)
        cvdmirror-loadgen probe --addr IP:PORT --out FILE [--host H] [--path /] \\
            [--interval-ms 100] [--timeout-ms 2000] [--duration-secs 60]
        cvdmirror-loadgen steal --out FILE [--interval-ms 5] [--duration-secs 3600]
@@ -44,7 +45,8 @@ usage: cvdmirror-loadgen close --addr IP:PORT --path /P [--header 'K: V']... \\
            [--interval-ms 1000] [--connect-parallel 256] [--ramp-secs 60] \\
            [--settle-secs 5] [--hold-secs 10] [--pids PID,PID..] [--header 'K: V']...
 
-Targets must be loopback addresses. Prints one `RESULT key=value ...` line.";
+Targets must be loopback addresses (herd and probe: or any address, from an
+isolated network namespace without a default route). Prints one `RESULT key=value ...` line.";
 
 /// Hard cap on any run, whatever the arguments say.
 const MAX_RUN: Duration = Duration::from_secs(600);

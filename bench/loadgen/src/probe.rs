@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, timeout};
 
-use crate::herd::{connect, read_head, unix_ms};
+use crate::herd::{connect, read_head, target_allowed, unix_ms};
 
 const MAX_DURATION: Duration = Duration::from_secs(3600);
 
@@ -54,8 +54,11 @@ fn parse(args: &[String]) -> Result<ProbeArgs, String> {
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
-    if !a.addr.ip().is_loopback() {
-        return Err("only loopback addresses may be used".into());
+    if !target_allowed(a.addr.ip()) {
+        return Err(
+            "only loopback addresses may be used (or any, from an isolated network namespace without a default route)"
+                .into(),
+        );
     }
     if a.out.is_empty() || a.interval.is_zero() || a.timeout.is_zero() || a.duration > MAX_DURATION
     {
