@@ -485,6 +485,51 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_resolves_with_its_affinity_and_refuses_what_cannot_work() {
+        let args = ServeArgs {
+            fleet: Some("redis://:secret@127.0.0.1:6379/0".into()),
+            node: Some("a".into()),
+            public_url: Some("http://a.example".into()),
+            ..Default::default()
+        };
+        let text = "root = \"/x\"\n[fleet]\nredirect_above = 0.5\n\n\
+                    [[fleet.affinity]]\nclients = \"10.1.2.3/16\"\nnode = \"b\"\n";
+        let fleet = resolve(text, args.clone()).unwrap().fleet.unwrap();
+        assert_eq!(fleet.redirect_above, 0.5);
+        assert_eq!(fleet.fleet.node, "a");
+        assert_eq!(
+            fleet.affinity,
+            vec![("10.1.0.0/16".parse().unwrap(), "b".to_owned())]
+        );
+        let err = resolve(
+            "root = \"/x\"\n[fleet]\nredirect_above = 1.5\n",
+            args.clone(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3") && err.contains("redirect_above"),
+            "{err}"
+        );
+        let err = resolve("[fleet]\nnode = \"a\"\n", ServeArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Redis URL"), "{err}");
+        let no_url = ServeArgs {
+            public_url: None,
+            ..args
+        };
+        let err = resolve("root = \"/x\"", no_url).unwrap_err().to_string();
+        assert!(err.contains("--public-url"), "{err}");
+        assert!(
+            resolve("root = \"/x\"", ServeArgs::default())
+                .unwrap()
+                .fleet
+                .is_none()
+        );
+    }
+
+    #[test]
     fn workers_default_to_one_per_cpu_and_refuse_zero() {
         let c = resolve("root = \"/x\"", ServeArgs::default()).unwrap();
         assert_eq!(c.workers, default_workers());

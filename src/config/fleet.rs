@@ -45,6 +45,18 @@ pub struct FileFleet {
     /// Redirect whole-CVD downloads when this node's link load is above
     /// this share of its capacity (0 to 1).
     pub redirect_above: Option<Spanned<f64>>,
+    /// Client prefixes sent to a chosen node when they are redirected.
+    pub affinity: Option<Spanned<Vec<FileAffinity>>>,
+}
+
+/// One `[[fleet.affinity]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAffinity {
+    /// The clients, e.g. `10.1.0.0/16`.
+    pub clients: ipnet::IpNet,
+    /// The node they go to.
+    pub node: String,
 }
 
 /// Default share of the link above which whole CVDs are redirected.
@@ -57,6 +69,9 @@ pub struct FleetSettings {
     pub fleet: FleetConfig,
     /// Link share above which whole CVDs go to a node with headroom.
     pub redirect_above: f64,
+    /// Client prefixes and the node each is redirected to when it can
+    /// take them, first match first.
+    pub affinity: Vec<(ipnet::IpNet, String)>,
 }
 
 impl Resolver<'_> {
@@ -136,9 +151,27 @@ impl Resolver<'_> {
             Some(share) => *share.get_ref(),
             None => DEFAULT_REDIRECT_ABOVE,
         };
+        let affinity = match file.affinity {
+            Some(entries) => {
+                let span = entries.span();
+                let entries = entries.into_inner();
+                if let Some(bad) = entries.iter().find(|entry| entry.node.trim().is_empty()) {
+                    return Err(self.invalid(
+                        Some(span),
+                        format!("[[fleet.affinity]] for {} names no node", bad.clients),
+                    ));
+                }
+                entries
+                    .into_iter()
+                    .map(|entry| (entry.clients.trunc(), entry.node))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         Ok(Some(FleetSettings {
             fleet,
             redirect_above,
+            affinity,
         }))
     }
 }

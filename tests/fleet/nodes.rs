@@ -41,16 +41,18 @@ fn node(
     files: &[(&str, &[u8])],
     redirect_above: f64,
 ) -> TestServer {
-    node_with(redis, name, ip, files, redirect_above, "")
+    node_with(redis, name, ip, files, redirect_above, "", "")
 }
 
-/// [`node`] with `more` appended to its config file.
+/// [`node`] with `fleet_more` added to its `[fleet]` table and `more`
+/// appended to its config file.
 fn node_with(
     redis: &Redis,
     name: &str,
     ip: Ipv4Addr,
     files: &[(&str, &[u8])],
     redirect_above: f64,
+    fleet_more: &str,
     more: &str,
 ) -> TestServer {
     let addr = free_addr(ip);
@@ -62,7 +64,7 @@ fn node_with(
         .config(&format!(
             "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
              heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\n\
-             stale_after = \"2s\"\nredirect_above = {redirect_above:?}\n\n\
+             stale_after = \"2s\"\nredirect_above = {redirect_above:?}\n{fleet_more}\n\
              [shape]\nlink_rate = \"100Mbit\"\n{more}"
         ));
     for (path, bytes) in files {
@@ -226,19 +228,34 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
 /// A node that syncs `bytecode` hourly from `world` (trusting its keys and
 /// PKI) and joins the fleet in `redis`.
 fn syncing_node(redis: &Redis, world: &World, name: &str, ip: Ipv4Addr, keys: &Path) -> TestServer {
+    syncing_node_with(redis, world, name, ip, keys, &[], "")
+}
+
+/// [`syncing_node`] with `extra` flags and `fleet_more` in its `[fleet]`.
+fn syncing_node_with(
+    redis: &Redis,
+    world: &World,
+    name: &str,
+    ip: Ipv4Addr,
+    keys: &Path,
+    extra: &[&str],
+    fleet_more: &str,
+) -> TestServer {
     let addr = free_addr(ip);
     let mut args: Vec<String> = ["--listen", &addr.to_string(), "--fleet", &redis.url()]
         .map(String::from)
         .to_vec();
     args.extend(world.serve_args("1h"));
     args.extend(trust_args(keys));
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     TestServer::builder()
         .no_default_listen()
         .admin()
         .args(args)
         .config(&format!(
             "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
-             heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\nstale_after = \"2s\"\n"
+             heartbeat = \"100ms\"\nnode_ttl = \"1s\"\nlease_ttl = \"1s\"\nstale_after = \"2s\"\n\
+             {fleet_more}"
         ))
         .start()
 }
@@ -468,8 +485,24 @@ fn a_client_quota_holds_across_two_nodes() {
         size * 7 / 2
     );
     let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
-    let a = node_with(&redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.9, &quota);
-    let b = node_with(&redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9, &quota);
+    let a = node_with(
+        &redis,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        files,
+        0.9,
+        "",
+        &quota,
+    );
+    let b = node_with(
+        &redis,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        files,
+        0.9,
+        "",
+        &quota,
+    );
     wait_until(CONVERGE, || {
         let names = members(&a);
         check(names == ["a", "b"], || format!("members {names:?}"))
@@ -497,4 +530,93 @@ fn a_client_quota_holds_across_two_nodes() {
     for server in [&a, &b] {
         assert_eq!(server.get("/bytecode.cvd", &[]).status, 429);
     }
+}
+
+#[test]
+fn the_beacon_announces_only_what_every_healthy_node_publishes() {
+    const NAME: &str = "current.cvd.fleet.test";
+    let redis = Redis::start();
+    let world = World::new();
+    world.release(268, 271, CVD_SIZE);
+    let keys = tempfile::tempdir().unwrap();
+    // `a` syncs and answers DNS; `b` serves 271 from a root nobody updates
+    // (no sync engine: it never pulls, and it lags once `a` moves on).
+    let a = syncing_node_with(
+        &redis,
+        &world,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        keys.path(),
+        &["--beacon-listen", "127.0.0.1:0", "--beacon-name", NAME],
+        "lag_grace = \"3s\"\n",
+    );
+    let cvd_271 = crate::support::world::cvd(271, CVD_SIZE);
+    let b = node_with(
+        &redis,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        &[("bytecode.cvd", cvd_271.as_slice())],
+        0.9,
+        "lag_grace = \"3s\"\n",
+        "",
+    );
+    let beacon: SocketAddr = a
+        .startup
+        .iter()
+        .find_map(|line| line.strip_prefix("beacon on "))
+        .expect("the beacon announces its address")
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let announced = || {
+        rt.block_on(cvdmirror::dns::lookup(
+            NAME,
+            Some(beacon),
+            Duration::from_secs(1),
+        ))
+        .ok()
+        .and_then(|record| record.version_of(DB))
+    };
+    let announces = |version: u32| {
+        wait_until(SYNCED, || {
+            let now = announced();
+            check(now == Some(version), || {
+                format!("the beacon announces {now:?}")
+            })
+        })
+    };
+    announces(271);
+    assert_eq!(members(&b), ["a", "b"]);
+
+    // `a` publishes 272; `b` still has 271: the beacon keeps announcing
+    // 271, so no client reaching `b` is sent for a version it lacks.
+    world.release(271, 272, CVD_SIZE);
+    let token = format!("Bearer {ADMIN_TOKEN}");
+    assert_eq!(
+        a.admin("POST", "/sync", &[("Authorization", token.as_str())])
+            .status,
+        202
+    );
+    wait_until(SYNCED, || {
+        let version = served_version(&a);
+        check(version == Some(272), || format!("a serves {version:?}"))
+    });
+    assert_eq!(announced(), Some(271));
+    let view = fleet_json(&a);
+    assert_eq!(view["consistent_versions"]["bytecode"], 271, "{view}");
+
+    // Past the lag grace `b` is drained: it no longer holds the fleet back.
+    announces(272);
+    let view = fleet_json(&a);
+    let lagging: Vec<&serde_json::Value> = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| node["lagging"] == true)
+        .map(|node| &node["node"])
+        .collect();
+    assert_eq!(lagging, [&serde_json::json!("b")], "{view}");
 }

@@ -39,6 +39,9 @@ pub struct FleetConfig {
     /// How long a node may publish an older database than the fleet's
     /// newest before it counts as lagging.
     pub lag_grace: Duration,
+    /// Whether this node may hold the upstream lease: only a node that
+    /// syncs should pull for the fleet.
+    pub pulls: bool,
 }
 
 impl FleetConfig {
@@ -74,6 +77,7 @@ impl FleetConfig {
             stale_after: Self::DEFAULT_STALE_AFTER,
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
             lag_grace: Self::DEFAULT_LAG_GRACE,
+            pulls: true,
         }
     }
 

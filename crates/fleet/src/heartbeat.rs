@@ -179,6 +179,8 @@ impl Heartbeat {
                 // Unknown: the lease stays ours until it surely expires.
                 Err(error) => tracing::debug!(%error, "fleet: lease renewal failed"),
             },
+            // A node that does not sync never takes the lease.
+            (None, None) if !self.config.pulls => {}
             (None, None) => match self.store.acquire(self.highest_token).await {
                 Ok(Some(token)) => {
                     tracing::info!(node = %self.config.node, token, "fleet: upstream lease taken");

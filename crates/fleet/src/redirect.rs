@@ -6,7 +6,8 @@
 //! by way of another node is never redirected again, so freshclam (which
 //! follows up to three redirects) meets at most one and never a loop. The
 //! target is a node whose published file has the same SHA-256 and whose
-//! own link has headroom ([`FleetView::redirect_target`]); when none does,
+//! own link has headroom ([`FleetView::redirect_target`]), the node a
+//! client's prefix is assigned to when it qualifies; when none does,
 //! or the view is stale, the request is served here as it would be alone.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use cvdmirror_exchange::hooks::Hook;
 use cvdmirror_exchange::{Exchange, FileKind};
 use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Response, StatusCode};
+use ipnet::IpNet;
 
 use crate::{Fleet, FleetView, LinkLoad};
 
@@ -31,6 +33,7 @@ pub struct RedirectHook {
     node: String,
     link: LocalLink,
     redirect_above: f64,
+    affinity: Vec<(IpNet, String)>,
 }
 
 impl RedirectHook {
@@ -42,7 +45,15 @@ impl RedirectHook {
             node,
             link,
             redirect_above,
+            affinity: Vec::new(),
         }
+    }
+
+    /// Sends clients in each prefix to its node whenever that node can take
+    /// them (the first matching prefix counts); others as before.
+    pub fn with_affinity(mut self, affinity: Vec<(IpNet, String)>) -> Self {
+        self.affinity = affinity;
+        self
     }
 
     /// Whether this node is too busy to start another whole download.
@@ -73,7 +84,12 @@ impl Hook for RedirectHook {
         let path = exchange.target.path();
         let name = path.rsplit('/').next().unwrap_or(path);
         let view = self.fleet.view();
-        let target = target_for(&view, &self.node, name, rand::random())?;
+        let preferred = self
+            .affinity
+            .iter()
+            .find(|(clients, _)| clients.contains(&exchange.client))
+            .map(|(_, node)| node.as_str());
+        let target = target_for(&view, &self.node, name, rand::random(), preferred)?;
         let location = format!("{}?{VIA}={}", target.location(path), self.node);
         let location = HeaderValue::try_from(location).ok()?;
         let mut response = Response::new(ResponseBody::empty());
@@ -88,9 +104,15 @@ impl Hook for RedirectHook {
 
 /// Where `file` may go from `node`: the target for this node's own copy's
 /// digest, as this node last reported it.
-fn target_for(view: &FleetView, node: &str, file: &str, random: u64) -> Option<crate::NodeTarget> {
+fn target_for(
+    view: &FleetView,
+    node: &str,
+    file: &str,
+    random: u64,
+    preferred: Option<&str>,
+) -> Option<crate::NodeTarget> {
     let own = view.node(node)?.report.files.get(file)?;
-    view.redirect_target(file, &own.sha256, node, random)
+    view.redirect_target_preferring(file, &own.sha256, node, random, preferred)
 }
 
 /// Whether the request already came from another node's redirect.

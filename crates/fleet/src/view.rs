@@ -192,6 +192,20 @@ impl FleetView {
         from_node: &str,
         random: u64,
     ) -> Option<NodeTarget> {
+        self.redirect_target_preferring(file, sha256, from_node, random, None)
+    }
+
+    /// [`redirect_target`](Self::redirect_target), but `preferred` (the
+    /// node a client's prefix is assigned to) is taken whenever it
+    /// qualifies.
+    pub fn redirect_target_preferring(
+        &self,
+        file: &str,
+        sha256: &str,
+        from_node: &str,
+        random: u64,
+        preferred: Option<&str>,
+    ) -> Option<NodeTarget> {
         if self.stale() {
             return None;
         }
@@ -209,6 +223,16 @@ impl FleetView {
             .map(|node| (node, node.report.link.free()))
             .filter(|&(_, free)| free > 0)
             .collect();
+        let target = |node: &FleetNode| NodeTarget {
+            node: node.name().to_owned(),
+            public_url: node.report.public_url.clone(),
+        };
+        if let Some((node, _)) = candidates
+            .iter()
+            .find(|(node, _)| Some(node.name()) == preferred)
+        {
+            return Some(target(node));
+        }
         let total: u128 = candidates.iter().map(|&(_, free)| u128::from(free)).sum();
         // A point in [0, total), scaled from the whole u64 range so that no
         // candidate is favoured by a modulo.
@@ -216,10 +240,7 @@ impl FleetView {
         for (node, free) in candidates {
             let free = u128::from(free);
             if point < free {
-                return Some(NodeTarget {
-                    node: node.name().to_owned(),
-                    public_url: node.report.public_url.clone(),
-                });
+                return Some(target(node));
             }
             point -= free;
         }
@@ -451,6 +472,28 @@ mod tests {
         }
         assert_eq!(counts.get(&Some("b".to_owned())), Some(&250), "{counts:?}");
         assert_eq!(counts.get(&Some("c".to_owned())), Some(&750), "{counts:?}");
+    }
+
+    #[test]
+    fn a_preferred_node_is_taken_whenever_it_qualifies() {
+        let mut fleet = view(vec![
+            node("a", 11, Some(1000), 1000),
+            node("b", 11, Some(1000), 0),
+            node("c", 11, Some(1000), 800),
+        ]);
+        let prefer = |fleet: &FleetView, preferred| {
+            fleet
+                .redirect_target_preferring("daily.cvd", SHA, "a", 0, Some(preferred))
+                .map(|target| target.node)
+        };
+        // `c` has the least room but is the clients' node.
+        assert_eq!(prefer(&fleet, "c").as_deref(), Some("c"));
+        // Without headroom it is passed over, as is an unknown node.
+        fleet.nodes[2].report.link.load = 950;
+        assert_eq!(prefer(&fleet, "c").as_deref(), Some("b"));
+        assert_eq!(prefer(&fleet, "z").as_deref(), Some("b"));
+        // The asking node is never a target, preferred or not.
+        assert_eq!(prefer(&fleet, "a").as_deref(), Some("b"));
     }
 
     #[test]

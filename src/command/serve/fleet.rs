@@ -31,6 +31,9 @@ pub fn start(
     sync: Option<watch::Receiver<SyncStatus>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Fleet, Arc<RedirectHook>)> {
+    // Only a node that syncs may pull from upstream for the fleet.
+    let mut fleet_config = settings.fleet.clone();
+    fleet_config.pulls = sync.is_some();
     let published: Arc<ArcSwap<Published>> = Arc::default();
     spawn_scan(
         config.default_site.root.clone(),
@@ -61,19 +64,22 @@ pub fn start(
             }
         })
     };
-    let fleet = Fleet::start(settings.fleet.clone(), report, shutdown.clone())?;
+    let fleet = Fleet::start(fleet_config, report, shutdown.clone())?;
     tracing::info!(
         node = %settings.fleet.node,
         public_url = %settings.fleet.public_url,
         redis = %cvdmirror_fleet::redacted_url(&settings.fleet.redis_url),
         "joined the fleet"
     );
-    let hook = Arc::new(RedirectHook::new(
-        fleet.clone(),
-        settings.fleet.node.clone(),
-        link,
-        settings.redirect_above,
-    ));
+    let hook = Arc::new(
+        RedirectHook::new(
+            fleet.clone(),
+            settings.fleet.node.clone(),
+            link,
+            settings.redirect_above,
+        )
+        .with_affinity(settings.affinity.clone()),
+    );
     Ok((fleet, hook))
 }
 
