@@ -8,6 +8,7 @@
 
 mod control;
 mod file;
+pub mod flags;
 mod fleet;
 pub mod observe;
 mod services;
@@ -19,11 +20,11 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::ServeArgs;
 pub use cvdmirror_access_log::AccessLogTarget;
 pub use cvdmirror_pipeline::site::{SiteConfig, SitesConfig};
 pub use cvdmirror_server::{ConnectionLimits, ServerConfig};
 use file::FileConfig;
+use flags::ServeArgs;
 pub use fleet::{DEFAULT_REDIRECT_ABOVE, FleetSettings};
 pub use services::{AdminSettings, BeaconSettings, SyncSettings};
 use toml::Spanned;
@@ -609,8 +610,8 @@ mod tests {
         let again = dir.path().join("again.pem");
         std::fs::write(&again, crate::cvd::sign::OFFICIAL_ROOT_PEM).unwrap();
         let args = ServeArgs {
-            sync: crate::cli::SyncArgs {
-                trust: crate::cli::TrustArgs {
+            sync: crate::config::flags::SyncArgs {
+                trust: crate::config::flags::TrustArgs {
                     sign_roots: vec![again],
                     ..Default::default()
                 },

@@ -240,21 +240,24 @@ mod tests {
         assert_eq!(parse_zone("+0200"), Ok(7200));
     }
 
+    /// `cvdmirror analyze` on its own.
+    #[derive(clap::Parser)]
+    struct Analyze {
+        #[command(flatten)]
+        args: AnalyzeArgs,
+    }
+
     #[test]
     fn min_rate_is_written_like_every_other_rate() {
         use clap::Parser;
         let min_rate = |flag: Option<&str>| {
-            let mut argv = vec!["cvdmirror", "analyze", "access.log"];
+            let mut argv = vec!["analyze", "access.log"];
             if let Some(v) = flag {
                 argv.extend(["--min-rate", v]);
             }
-            match crate::cli::Cli::try_parse_from(argv) {
-                Ok(crate::cli::Cli {
-                    command: crate::cli::Command::Analyze(a),
-                }) => Ok(a.options().min_rate),
-                Ok(_) => Err("not analyze".to_owned()),
-                Err(e) => Err(e.to_string()),
-            }
+            Analyze::try_parse_from(argv)
+                .map(|cli| cli.args.options().min_rate)
+                .map_err(|e| e.to_string())
         };
         assert_eq!(min_rate(None), Ok(131_072.0));
         assert_eq!(min_rate(Some("8Mbit")), Ok(1e6));
@@ -268,14 +271,11 @@ mod tests {
     fn defaults_read_the_log_and_link_by_sequence() {
         use clap::Parser;
         let parse = |extra: &[&str]| {
-            let mut argv = vec!["cvdmirror", "analyze", "access.log"];
+            let mut argv = vec!["analyze", "access.log"];
             argv.extend(extra);
-            match crate::cli::Cli::try_parse_from(argv) {
-                Ok(crate::cli::Cli {
-                    command: crate::cli::Command::Analyze(a),
-                }) => Some(a.options()),
-                _ => None,
-            }
+            Analyze::try_parse_from(argv)
+                .ok()
+                .map(|cli| cli.args.options())
         };
         let o = parse(&[]).unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail};
 use clap::Args;
 
-use crate::cli::{LogFormat, ServeArgs, SyncArgs, TrustArgs};
+use crate::config::flags::{LogFormat, ServeArgs, SyncArgs, TrustArgs};
 use crate::config::{Config, DEFAULT_ROOT};
 use crate::rate::human_bytes;
 use crate::sync::Quiet;

@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::AccessLog;
-use crate::cli::ServeArgs;
+use crate::config::flags::ServeArgs;
 use crate::config::{Config, DEFAULT_ROOT};
 use crate::control::Control;
 use crate::server::Server;

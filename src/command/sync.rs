@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::cli::{ServeArgs, SyncCommandArgs};
+use crate::config::flags::{ServeArgs, SyncCommandArgs};
 use crate::config::{Config, DEFAULT_ROOT};
 use crate::sync::signatures::DbSignatures;
 use crate::sync::{DbOutcome, DbReport, Engine, Progress, Quiet};

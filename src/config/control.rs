@@ -6,7 +6,7 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::{ConfigError, Resolver};
-use crate::cli::ServeArgs;
+use crate::config::flags::ServeArgs;
 use crate::limits::LimitsConfig;
 use crate::limits::config::HerdConfig;
 use crate::shape::ShapeConfig;

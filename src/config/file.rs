@@ -155,7 +155,7 @@ pub struct FileSync {
     /// Nameserver for the TXT lookup.
     pub nameserver: Option<SocketAddr>,
     /// `dns` or `http`.
-    pub version_check: Option<crate::cli::VersionCheck>,
+    pub version_check: Option<crate::config::flags::VersionCheck>,
     /// Databases to mirror.
     pub databases: Option<Spanned<Vec<String>>>,
     /// Background sync interval in `serve`.

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{ConfigError, Resolver};
-use crate::cli::ServeArgs;
+use crate::config::flags::ServeArgs;
 use cvdmirror_fleet::FleetConfig;
 
 /// The `[fleet]` table.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::file::{FileAdmin, FileBeacon, FileSync};
 use super::{ConfigError, Resolver};
-use crate::cli::{ServeArgs, VersionCheck};
+use crate::config::flags::{ServeArgs, VersionCheck};
 use crate::cvd::TrustedKeys;
 use crate::cvd::sign::{self, SignRoots, SignVerifier};
 use crate::sync::{self, SignaturePolicy, SyncConfig, VersionSource};

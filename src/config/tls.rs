@@ -15,7 +15,7 @@ use toml::Spanned;
 
 use super::file::{FileSite, FileTls};
 use super::{ConfigError, Resolver, SiteConfig};
-use crate::cli::ServeArgs;
+use crate::config::flags::ServeArgs;
 use crate::tls::{self, ClientCa, Identity, LoadError, SiteTls, TlsConfig};
 
 /// The TLS keys of one `[[site]]`, taken before the site is resolved.

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
 use crate::command::serve::{self, Listeners};
+use crate::config::flags::ServeArgs;
 use crate::config::{Config, SyncSettings};
 use crate::control::Control;
 use crate::cvd::TrustedKeys;

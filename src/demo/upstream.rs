@@ -17,8 +17,8 @@ use anyhow::Context as _;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::ServeArgs;
 use crate::config::Config;
+use crate::config::flags::ServeArgs;
 use crate::cvd::build::{DbSpec, cdiff, cvd};
 use crate::cvd::testkeys::signing_keys;
 use crate::dns::test_server::TxtServer;
