@@ -550,7 +550,6 @@ fn a_client_quota_holds_across_two_nodes() {
 }
 
 #[test]
-#[ignore = "fails when run beside the other fleet tests (the beacon announced 272 while b, at 271, was in the view); passes alone; under investigation, issue #13"]
 fn the_beacon_announces_only_what_every_healthy_node_publishes() {
     const NAME: &str = "current.cvd.fleet.test";
     // Reports that stay fresh through a busy second, and a lag grace
@@ -611,7 +610,16 @@ fn the_beacon_announces_only_what_every_healthy_node_publishes() {
         })
     };
     announces(271);
-    assert_eq!(members(&b), ["a", "b"]);
+    // `a` knows that `b` publishes 271 (a node's versions are in its very
+    // first report).
+    wait_until(CONVERGE, || {
+        let view = fleet_json(&a);
+        let b_has = view["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|node| node["node"] == "b"))
+            .map(|node| node["versions"][DB].clone());
+        check(b_has == Some(serde_json::json!(271)), || format!("{view}"))
+    });
 
     // `a` publishes 272; `b` still has 271: the beacon keeps announcing
     // 271, so no client reaching `b` is sent for a version it lacks.

@@ -30,7 +30,21 @@ impl PublishedFiles {
     /// that are new or changed since the last call. Files that cannot be
     /// read (being replaced this instant) are left out until the next call.
     pub fn scan(&mut self, root: &Path) -> io::Result<BTreeMap<String, PublishedFile>> {
+        self.walk(root, true)
+    }
+
+    /// What [`scan`](Self::scan) finds, without hashing: names, sizes and
+    /// CVD versions (from the 512-byte headers) at once, the SHA-256 of a
+    /// file only when an earlier scan hashed it, empty otherwise. What a
+    /// node reports when it joins, so that its versions count from its
+    /// first heartbeat while a large root is still being hashed.
+    pub fn list(&mut self, root: &Path) -> io::Result<BTreeMap<String, PublishedFile>> {
+        self.walk(root, false)
+    }
+
+    fn walk(&mut self, root: &Path, hash: bool) -> io::Result<BTreeMap<String, PublishedFile>> {
         let mut seen = BTreeMap::new();
+        let mut listed = BTreeMap::new();
         for entry in std::fs::read_dir(root)? {
             let entry = entry?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -51,22 +65,50 @@ impl PublishedFiles {
                 .get(&name)
                 .filter(|(s, m, _)| *s == size && *m == modified)
                 .map(|(_, _, file)| file.clone());
-            let file = match cached {
-                Some(file) => file,
-                None => match describe(&root.join(&name), kind) {
-                    Ok(file) => file,
-                    Err(_) => continue,
-                },
-            };
-            seen.insert(name, (size, modified, file));
+            let path = root.join(&name);
+            match (cached, hash) {
+                (Some(file), _) => {
+                    seen.insert(name, (size, modified, file));
+                }
+                (None, true) => {
+                    if let Ok(file) = describe(&path, kind) {
+                        seen.insert(name, (size, modified, file));
+                    }
+                }
+                (None, false) => {
+                    if let Ok(version) = version_of(&path, kind) {
+                        let file = PublishedFile {
+                            size,
+                            sha256: String::new(),
+                            version,
+                        };
+                        listed.insert(name, file);
+                    }
+                }
+            }
         }
         self.known = seen;
-        Ok(self
+        let mut files: BTreeMap<String, PublishedFile> = self
             .known
             .iter()
             .map(|(name, (_, _, file))| (name.clone(), file.clone()))
-            .collect())
+            .collect();
+        files.append(&mut listed);
+        Ok(files)
     }
+}
+
+/// The version in a CVD's header, `None` for other kinds or a header that
+/// does not parse.
+fn version_of(path: &Path, kind: FileKind) -> io::Result<Option<u32>> {
+    if kind != FileKind::Cvd {
+        return Ok(None);
+    }
+    let mut head = Vec::with_capacity(cvd::HEADER_LEN);
+    std::fs::File::open(path)?
+        .take(cvd::HEADER_LEN as u64)
+        .read_to_end(&mut head)?;
+    Ok(cvd::Header::parse(&head).ok().map(|h| h.version))
 }
 
 fn describe(path: &Path, kind: FileKind) -> io::Result<PublishedFile> {
@@ -126,5 +168,29 @@ mod tests {
         assert_eq!(second["daily-12.cdiff"].size, 4);
         std::fs::remove_file(dir.path().join("daily-12.cdiff")).unwrap();
         assert!(files.scan(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_listing_has_versions_at_once_and_digests_only_once_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cvd = cvd::build::DbSpec::new("bytecode", 268)
+            .header_line()
+            .into_bytes();
+        cvd.resize(cvd::HEADER_LEN, b' ');
+        cvd.extend_from_slice(b"the signatures");
+        std::fs::write(dir.path().join("bytecode.cvd"), &cvd).unwrap();
+        std::fs::write(dir.path().join("bytecode-268.cdiff"), b"abc").unwrap();
+        let mut files = PublishedFiles::new();
+        let listed = files.list(dir.path()).unwrap();
+        assert_eq!(listed["bytecode.cvd"].version, Some(268));
+        assert_eq!(listed["bytecode.cvd"].size, cvd.len() as u64);
+        assert_eq!(listed["bytecode.cvd"].sha256, "");
+        assert_eq!(listed["bytecode-268.cdiff"].sha256, "");
+        let scanned = files.scan(dir.path()).unwrap();
+        assert_eq!(scanned["bytecode.cvd"].version, Some(268));
+        assert_eq!(scanned["bytecode.cvd"].sha256.len(), 64);
+        // Once hashed, a listing keeps the digest.
+        let listed = files.list(dir.path()).unwrap();
+        assert_eq!(listed["bytecode.cvd"].sha256, scanned["bytecode.cvd"].sha256);
     }
 }

@@ -206,7 +206,8 @@ impl FleetView {
         random: u64,
         preferred: Option<&str>,
     ) -> Option<NodeTarget> {
-        if self.stale() {
+        // A file not hashed yet (empty digest) is the same as nothing.
+        if self.stale() || sha256.is_empty() {
             return None;
         }
         let candidates: Vec<(&FleetNode, u64)> = self
@@ -438,6 +439,8 @@ mod tests {
             assert_eq!(target(&fleet, random).as_deref(), Some("g"));
         }
         assert_eq!(fleet.redirect_target("main.cvd", SHA, "a", 0), None);
+        // A copy not hashed yet matches nothing, not even another such copy.
+        assert_eq!(fleet.redirect_target("daily.cvd", "", "a", 0), None);
         assert_eq!(
             fleet
                 .redirect_target("daily.cvd", &SHA.to_uppercase(), "a", 0)

@@ -34,9 +34,19 @@ pub fn start(
     // Only a node that syncs may pull from upstream for the fleet.
     let mut fleet_config = settings.fleet.clone();
     fleet_config.pulls = sync.is_some();
-    let published: Arc<ArcSwap<Published>> = Arc::default();
+    // The first report already carries the versions: a listing reads only
+    // the CVD headers; the digests follow from the first full scan.
+    let root = config.default_site.root.clone();
+    let mut files = PublishedFiles::new();
+    let listed = files.list(&root).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, root = %root.display(), "cannot list the root for the fleet");
+        BTreeMap::new()
+    });
+    let versions = cvd_versions(&listed);
+    let published: Arc<ArcSwap<Published>> = Arc::new(ArcSwap::from_pointee((listed, versions)));
     spawn_scan(
-        config.default_site.root.clone(),
+        root,
+        files,
         Arc::clone(&published),
         settings.fleet.heartbeat,
         shutdown,
@@ -86,11 +96,12 @@ pub fn start(
 /// Rescans the root every `every`, hashing only what changed.
 fn spawn_scan(
     root: std::path::PathBuf,
+    files: PublishedFiles,
     published: Arc<ArcSwap<Published>>,
     every: std::time::Duration,
     shutdown: &CancellationToken,
 ) {
-    let files = Arc::new(Mutex::new(PublishedFiles::new()));
+    let files = Arc::new(Mutex::new(files));
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
