@@ -7,9 +7,13 @@
 //! node (the lease holder) pulls from upstream and the others from it, a
 //! push on any node reaches it, and when it dies another takes over.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use super::cluster::{
+    CONVERGE, SYNCED, fleet_json, lease_holder, members, node, node_with, served_version,
+    syncing_node,
+};
 
 use crate::support::fixture;
 use crate::support::freshclam::{Client, Mode};
@@ -18,60 +22,7 @@ use crate::support::server::{ADMIN_TOKEN, TestServer};
 use crate::support::upstream::show;
 use crate::support::wait::check;
 use crate::support::wait::wait_until;
-use crate::support::world::{CVD_SIZE, DB, World, trust_args};
-
-/// Within this, a change reaches every node's view (heartbeat 100 ms).
-const CONVERGE: Duration = Duration::from_secs(10);
-
-/// Within this, a node has synced a release (a pass or two on loopback).
-const SYNCED: Duration = Duration::from_secs(60);
-
-/// A free port on `ip`.
-fn free_addr(ip: Ipv4Addr) -> SocketAddr {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
-}
-
-/// Node `name` on `ip`, serving `files`, with fast fleet timings and a
-/// 100 Mbit/s link; `redirect_above` is the share of the link above which
-/// it sends whole CVDs elsewhere.
-fn node(
-    redis: &Redis,
-    name: &str,
-    ip: Ipv4Addr,
-    files: &[(&str, &[u8])],
-    redirect_above: f64,
-) -> TestServer {
-    node_with(redis, name, ip, files, redirect_above, "", "")
-}
-
-/// [`node`] with `fleet_more` added to its `[fleet]` table and `more`
-/// appended to its config file.
-fn node_with(
-    redis: &Redis,
-    name: &str,
-    ip: Ipv4Addr,
-    files: &[(&str, &[u8])],
-    redirect_above: f64,
-    fleet_more: &str,
-    more: &str,
-) -> TestServer {
-    let addr = free_addr(ip);
-    let mut builder = TestServer::builder()
-        .no_default_listen()
-        .admin()
-        .args(["--listen".to_owned(), addr.to_string()])
-        .args(["--fleet".to_owned(), redis.url()])
-        .config(&format!(
-            "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n\
-             redirect_above = {redirect_above:?}\n{}\n\
-             [shape]\nlink_rate = \"100Mbit\"\n{more}",
-            timings(fleet_more)
-        ));
-    for (path, bytes) in files {
-        builder = builder.file(path, bytes);
-    }
-    builder.start()
-}
+use crate::support::world::{CVD_SIZE, DB, World};
 
 /// Nodes `a` (always busy) and `b` (idle) serving the same
 /// `bytecode.cvd`, once `a` redirects downloads of it to `b` (until `a`
@@ -93,48 +44,6 @@ fn split_location(location: &str) -> (SocketAddr, String) {
     let rest = location.strip_prefix("http://").unwrap_or(location);
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     (host.parse().unwrap(), path.to_owned())
-}
-
-/// The fast `[fleet]` timings of these tests, with `fleet_more`'s keys in
-/// place of the defaults it names.
-fn timings(fleet_more: &str) -> String {
-    let defaults = [
-        ("heartbeat", "\"100ms\""),
-        ("node_ttl", "\"1s\""),
-        ("lease_ttl", "\"1s\""),
-        ("stale_after", "\"2s\""),
-    ];
-    let mut lines: Vec<String> = defaults
-        .iter()
-        .filter(|(key, _)| !fleet_more.contains(&format!("{key} =")))
-        .map(|(key, value)| format!("{key} = {value}"))
-        .collect();
-    lines.push(fleet_more.trim_end().to_owned());
-    lines.join("\n") + "\n"
-}
-
-/// `/fleet.json` of `server`.
-fn fleet_json(server: &TestServer) -> serde_json::Value {
-    let response = server.admin("GET", "/fleet.json", &[]);
-    assert_eq!(
-        response.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&response.body)
-    );
-    serde_json::from_slice(&response.body).unwrap()
-}
-
-/// The node names in `server`'s view, sorted.
-fn members(server: &TestServer) -> Vec<String> {
-    let mut names: Vec<String> = fleet_json(server)["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|node| node["node"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -241,59 +150,6 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
     let own = a.get("/daily.cvd", &[]);
     assert_eq!(own.status, 200);
     assert!(own.body == other);
-}
-
-/// A node that syncs `bytecode` hourly from `world` (trusting its keys and
-/// PKI) and joins the fleet in `redis`.
-fn syncing_node(redis: &Redis, world: &World, name: &str, ip: Ipv4Addr, keys: &Path) -> TestServer {
-    syncing_node_with(redis, world, name, ip, keys, &[], "")
-}
-
-/// [`syncing_node`] with `extra` flags and `fleet_more` in its `[fleet]`.
-fn syncing_node_with(
-    redis: &Redis,
-    world: &World,
-    name: &str,
-    ip: Ipv4Addr,
-    keys: &Path,
-    extra: &[&str],
-    fleet_more: &str,
-) -> TestServer {
-    let addr = free_addr(ip);
-    let mut args: Vec<String> = ["--listen", &addr.to_string(), "--fleet", &redis.url()]
-        .map(String::from)
-        .to_vec();
-    args.extend(world.serve_args("1h"));
-    args.extend(trust_args(keys));
-    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-    TestServer::builder()
-        .no_default_listen()
-        .admin()
-        .args(args)
-        .config(&format!(
-            "[fleet]\nnode = \"{name}\"\npublic_url = \"http://{addr}\"\n{}",
-            timings(fleet_more)
-        ))
-        .start()
-}
-
-/// The version of the `bytecode.cvd` `server` serves, if any.
-fn served_version(server: &TestServer) -> Option<u32> {
-    let response = server.get(&format!("/{DB}.cvd"), &[("Range", "bytes=0-511")]);
-    (response.status == 206)
-        .then(|| {
-            cvdmirror::cvd::Header::parse(&response.body)
-                .ok()
-                .map(|h| h.version)
-        })
-        .flatten()
-}
-
-/// The lease holder in `server`'s view.
-fn lease_holder(server: &TestServer) -> Option<String> {
-    fleet_json(server)["lease"]["holder"]
-        .as_str()
-        .map(str::to_owned)
 }
 
 #[test]
@@ -547,106 +403,4 @@ fn a_client_quota_holds_across_two_nodes() {
     for server in [&a, &b] {
         assert_eq!(server.get("/bytecode.cvd", &[]).status, 429);
     }
-}
-
-#[test]
-fn the_beacon_announces_only_what_every_healthy_node_publishes() {
-    const NAME: &str = "current.cvd.fleet.test";
-    // Reports that stay fresh through a busy second, and a lag grace
-    // longer than the wait for `a`'s pass.
-    const SLOW: &str =
-        "node_ttl = \"4s\"\nlease_ttl = \"4s\"\nstale_after = \"8s\"\nlag_grace = \"8s\"\n";
-    let redis = Redis::start();
-    let world = World::new();
-    world.release(268, 271, CVD_SIZE);
-    let keys = tempfile::tempdir().unwrap();
-    // `a` syncs and answers DNS; `b` serves 271 from a root nobody updates
-    // (no sync engine: it never pulls, and it lags once `a` moves on).
-    let a = syncing_node_with(
-        &redis,
-        &world,
-        "a",
-        Ipv4Addr::new(127, 0, 0, 1),
-        keys.path(),
-        &["--beacon-listen", "127.0.0.1:0", "--beacon-name", NAME],
-        SLOW,
-    );
-    let cvd_271 = crate::support::world::cvd(271, CVD_SIZE);
-    let b = node_with(
-        &redis,
-        "b",
-        Ipv4Addr::new(127, 0, 0, 2),
-        &[("bytecode.cvd", cvd_271.as_slice())],
-        0.9,
-        SLOW,
-        "",
-    );
-    let beacon: SocketAddr = a
-        .startup
-        .iter()
-        .find_map(|line| line.strip_prefix("beacon on "))
-        .expect("the beacon announces its address")
-        .parse()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let announced = || {
-        rt.block_on(cvdmirror::dns::lookup(
-            NAME,
-            Some(beacon),
-            Duration::from_secs(1),
-        ))
-        .ok()
-        .and_then(|record| record.version_of(DB))
-    };
-    let announces = |version: u32| {
-        wait_until(SYNCED, || {
-            let now = announced();
-            check(now == Some(version), || {
-                format!("the beacon announces {now:?}")
-            })
-        })
-    };
-    announces(271);
-    // `a` knows that `b` publishes 271 (a node's versions are in its very
-    // first report).
-    wait_until(CONVERGE, || {
-        let view = fleet_json(&a);
-        let b_has = view["nodes"]
-            .as_array()
-            .and_then(|nodes| nodes.iter().find(|node| node["node"] == "b"))
-            .map(|node| node["versions"][DB].clone());
-        check(b_has == Some(serde_json::json!(271)), || format!("{view}"))
-    });
-
-    // `a` publishes 272; `b` still has 271: the beacon keeps announcing
-    // 271, so no client reaching `b` is sent for a version it lacks.
-    world.release(271, 272, CVD_SIZE);
-    let token = format!("Bearer {ADMIN_TOKEN}");
-    assert_eq!(
-        a.admin("POST", "/sync", &[("Authorization", token.as_str())])
-            .status,
-        202
-    );
-    wait_until(SYNCED, || {
-        let version = served_version(&a);
-        check(version == Some(272), || format!("a serves {version:?}"))
-    });
-    assert_eq!(announced(), Some(271), "{}", fleet_json(&a));
-    let view = fleet_json(&a);
-    assert_eq!(view["consistent_versions"]["bytecode"], 271, "{view}");
-
-    // Past the lag grace `b` is drained: it no longer holds the fleet back.
-    announces(272);
-    let view = fleet_json(&a);
-    let lagging: Vec<&serde_json::Value> = view["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|node| node["lagging"] == true)
-        .map(|node| &node["node"])
-        .collect();
-    assert_eq!(lagging, [&serde_json::json!("b")], "{view}");
 }

@@ -12,6 +12,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 
@@ -50,6 +51,8 @@ pub struct Client {
     /// ClamAV 1.5: `CVDCertsDirectory`, `CVD_CERTS_DIR` and `--debug`.
     clamav15: bool,
     fips: bool,
+    /// DNS mode: the version record's name and the nameserver to ask.
+    dns: Option<(String, IpAddr)>,
 }
 
 impl Client {
@@ -90,7 +93,24 @@ impl Client {
             env: Vec::new(),
             clamav15: false,
             fips: false,
+            dns: None,
         }
+    }
+
+    /// DNS mode, as an ordinary client of a mirror with a beacon runs
+    /// ([`Mode::DatabaseMirror`] only): `DNSDatabaseInfo name`, looked up
+    /// through the system resolver, which for this client alone asks
+    /// `nameserver` on port 53. freshclam has no option for its resolver:
+    /// each run happens in a private mount namespace (`unshare --mount`,
+    /// root only) where `/etc/resolv.conf` is this client's own file.
+    pub fn dns(mut self, name: &str, nameserver: IpAddr) -> Client {
+        assert_eq!(
+            self.mode,
+            Mode::DatabaseMirror,
+            "DNS mode needs DatabaseMirror"
+        );
+        self.dns = Some((name.to_owned(), nameserver));
+        self
     }
 
     /// `FIPSCryptoHashLimits no` instead of `yes` (ClamAV 1.5).
@@ -186,6 +206,9 @@ impl Client {
                 self.mirror
             )),
         }
+        if let Some((name, _)) = &self.dns {
+            conf.push_str(&format!("DNSDatabaseInfo {name}\n"));
+        }
         if self.clamav15 {
             conf.push_str(&format!(
                 "CVDCertsDirectory {}\nFIPSCryptoHashLimits {}\n",
@@ -205,12 +228,15 @@ impl Client {
         let conf_path = self.dir.path().join("freshclam.conf");
         std::fs::write(&conf_path, &conf).unwrap();
 
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.dns {
+            Some((_, nameserver)) => self.in_own_resolver(*nameserver),
+            None => Command::new(&self.bin),
+        };
         cmd.arg(format!("--config-file={}", conf_path.display()))
             .arg("--update-db=bytecode")
             .env_remove("CVD_CERTS_DIR")
             .current_dir(self.dir.path());
-        if self.mode == Mode::DatabaseMirror {
+        if self.mode == Mode::DatabaseMirror && self.dns.is_none() {
             // `DNSDatabaseInfo no` is NOT "off" outside PrivateMirror mode:
             // freshclam then looks up a host called "no". `--no-dns` is the
             // switch that really skips DNS.
@@ -230,6 +256,26 @@ impl Client {
             stdout: out.stdout,
             stderr: out.stderr,
         }
+    }
+}
+
+impl Client {
+    /// A command that runs freshclam (its arguments follow) with a
+    /// `/etc/resolv.conf` naming only `nameserver`, in a mount namespace of
+    /// its own: nothing outside it sees the change.
+    fn in_own_resolver(&self, nameserver: IpAddr) -> Command {
+        let resolv = self.dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
+        )
+        .unwrap();
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/resolv.conf && exec "$@""#)
+            .arg(&resolv)
+            .arg(&self.bin);
+        cmd
     }
 }
 

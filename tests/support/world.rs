@@ -673,30 +673,24 @@ pub fn info_first_line(cvd: &[u8]) -> String {
     panic!("no {DB}.info in the CVD");
 }
 
-/// Release 340 after the genuine `bytecode-339.cvd`, as Talos would make
-/// it: a cdiff turning the genuine 339 into 340 (it rewrites the first
-/// line of `bytecode.info` to the 340 header line, from which freshclam
-/// builds the new `.cld`) and a whole CVD 340, both signed with the test
-/// keys.
-pub struct Release340 {
-    /// The spec of 340 (whose header line the cdiff writes).
+/// A release after the genuine `bytecode-339.cvd` (340, then each
+/// [`Release::next`]), as Talos would make it: a cdiff from the version
+/// before (it rewrites the first line of `bytecode.info` to the new header
+/// line, from which freshclam builds the new `.cld`) and a whole CVD, both
+/// signed with the test keys.
+pub struct Release {
+    /// The spec of the release (whose header line the cdiff writes).
     pub spec: DbSpec,
-    /// `bytecode-340.cdiff`.
+    /// `bytecode-N.cdiff`.
     pub cdiff: Vec<u8>,
-    /// `bytecode.cvd` at 340.
+    /// `bytecode.cvd` at N.
     pub cvd: Vec<u8>,
 }
 
-/// Builds [`Release340`].
-pub fn release_340() -> Release340 {
+/// Release 340, after the genuine 339.
+pub fn release_340() -> Release {
     let genuine = super::fixture("bytecode-339.cvd");
     let h339 = Header::parse(&genuine).unwrap();
-    // Later than 339, or the header check (If-Modified-Since: the local
-    // stime) would be answered 304 and the client would stay at 339.
-    let spec = DbSpec::new(DB, 340)
-        .stime(h339.stime + 3_600)
-        .signatures(h339.signatures)
-        .flevel(h339.flevel);
     // The 339 `.info` starts with the 339 header line, md5 and dsig `X`.
     let old = info_first_line(&genuine);
     assert_eq!(
@@ -706,6 +700,30 @@ pub fn release_340() -> Release340 {
             h339.built, h339.signatures, h339.flevel, h339.builder, h339.stime
         )
     );
+    // Later than 339, or the header check (If-Modified-Since: the local
+    // stime) would be answered 304 and the client would stay at 339.
+    let spec = DbSpec::new(DB, 340)
+        .stime(h339.stime + 3_600)
+        .signatures(h339.signatures)
+        .flevel(h339.flevel);
+    release_over(&old, spec)
+}
+
+impl Release {
+    /// The release after this one, made the same way: its cdiff rewrites
+    /// this release's header line in `bytecode.info`.
+    pub fn next(&self) -> Release {
+        let spec = DbSpec::new(DB, self.spec.version + 1)
+            .stime(self.spec.stime + 3_600)
+            .signatures(self.spec.signatures)
+            .flevel(self.spec.flevel);
+        release_over(&self.spec.header_line(), spec)
+    }
+}
+
+/// The release of `spec` for a client whose `bytecode.info` starts with
+/// `old`.
+fn release_over(old: &str, spec: DbSpec) -> Release {
     // `XCHG <line> <orig> <new>`: <orig> is one word, matched as a prefix
     // of the line; <new> is the rest of the command line. freshclam then
     // builds `bytecode.cld` with `bytecode.info`'s first line as its header.
@@ -714,7 +732,7 @@ pub fn release_340() -> Release340 {
         "OPEN {DB}.info\nXCHG 1 {orig} {}\nCLOSE\n",
         spec.header_line()
     );
-    let cdiff = build::cdiff_from_script(340, script.as_bytes(), &keys().cdiff).unwrap();
+    let cdiff = build::cdiff_from_script(spec.version, script.as_bytes(), &keys().cdiff).unwrap();
     let cvd = build::cvd(&spec, keys()).unwrap();
-    Release340 { spec, cdiff, cvd }
+    Release { spec, cdiff, cvd }
 }

@@ -191,6 +191,9 @@ mod tests {
         assert_eq!(scanned["bytecode.cvd"].sha256.len(), 64);
         // Once hashed, a listing keeps the digest.
         let listed = files.list(dir.path()).unwrap();
-        assert_eq!(listed["bytecode.cvd"].sha256, scanned["bytecode.cvd"].sha256);
+        assert_eq!(
+            listed["bytecode.cvd"].sha256,
+            scanned["bytecode.cvd"].sha256
+        );
     }
 }

@@ -1,14 +1,25 @@
-//! Sends whole-CVD downloads to a node with headroom when this node's link
-//! is busy: the fleet's answer to a herd. Only a `200` for a whole `.cvd`
-//! is ever redirected; header checks (`206` of the first 512 bytes),
-//! `304`s, cdiffs and `.sign` files are small and always answered here. A
-//! redirected request carries `?via=NODE`, and a request that already came
-//! by way of another node is never redirected again, so freshclam (which
-//! follows up to three redirects) meets at most one and never a loop. The
-//! target is a node whose published file has the same SHA-256 and whose
-//! own link has headroom ([`FleetView::redirect_target`]), the node a
-//! client's prefix is assigned to when it qualifies; when none does,
-//! or the view is stale, the request is served here as it would be alone.
+//! The fleet's redirects, two kinds, both a single `302` that carries
+//! `?via=NODE`; a request that already came by way of another node is never
+//! redirected again, so freshclam (which follows up to three redirects)
+//! meets at most one and never a loop.
+//!
+//! - **Headroom**: when this node's link is busy, a `200` for a whole `.cvd`
+//!   goes to a node whose published file has the same SHA-256 and whose own
+//!   link has headroom ([`FleetView::redirect_target`]), the node a client's
+//!   prefix is assigned to when it qualifies. Header checks (`206` of the
+//!   first 512 bytes), `304`s, cdiffs and `.sign` files are small and
+//!   always answered here.
+//! - **Fill-in**: a file this node lacks (a `404`) that another counting
+//!   node publishes, and, while this node is lagging (drained: the beacon
+//!   no longer waits for it), a whole `.cvd` older than another counting
+//!   node's, go to that node ([`FleetView::fill_in_target`]). A client told
+//!   of the fleet's version by the beacon thus gets it even from a node
+//!   that has not caught up. Header checks stay local: an old header only
+//!   makes a client wait for the next check.
+//!
+//! Only the site whose root the node reports to the fleet takes part; when
+//! the view is stale or no node qualifies, the request is answered here as
+//! it would be alone.
 
 use std::sync::Arc;
 
@@ -34,6 +45,7 @@ pub struct RedirectHook {
     link: LocalLink,
     redirect_above: f64,
     affinity: Vec<(IpNet, String)>,
+    site: Option<String>,
 }
 
 impl RedirectHook {
@@ -46,7 +58,15 @@ impl RedirectHook {
             link,
             redirect_above,
             affinity: Vec::new(),
+            site: None,
         }
+    }
+
+    /// Redirects requests of the site called `site` only (the one whose
+    /// root the node reports); without it, of every site.
+    pub fn for_site(mut self, site: impl Into<String>) -> Self {
+        self.site = Some(site.into());
+        self
     }
 
     /// Sends clients in each prefix to its node whenever that node can take
@@ -72,24 +92,51 @@ impl Hook for RedirectHook {
         exchange: &mut Exchange,
         planned: &mut Response<ResponseBody>,
     ) -> Option<Response<ResponseBody>> {
+        if !matches!(exchange.method, Method::GET | Method::HEAD)
+            || came_via_fleet(exchange)
+            || self
+                .site
+                .as_deref()
+                .is_some_and(|site| site != &*exchange.site)
+        {
+            return None;
+        }
+        let path = exchange.target.path();
+        let name = path.strip_prefix('/').filter(|name| !name.contains('/'))?;
         let whole_cvd = planned.status() == StatusCode::OK
-            && exchange.method == Method::GET
             && exchange
                 .file
                 .as_ref()
                 .is_some_and(|file| file.kind == FileKind::Cvd);
-        if !whole_cvd || came_via_fleet(exchange) || !self.busy() {
+        let missing = planned.status() == StatusCode::NOT_FOUND;
+        if !whole_cvd && !missing {
             return None;
         }
-        let path = exchange.target.path();
-        let name = path.rsplit('/').next().unwrap_or(path);
         let view = self.fleet.view();
         let preferred = self
             .affinity
             .iter()
             .find(|(clients, _)| clients.contains(&exchange.client))
             .map(|(_, node)| node.as_str());
-        let target = target_for(&view, &self.node, name, rand::random(), preferred)?;
+        let target = if missing {
+            view.fill_in_target(name, &self.node, None, rand::random(), preferred)?
+        } else {
+            let own = view.node(&self.node)?;
+            let behind = own
+                .lagging
+                .then(|| own.report.files.get(name).and_then(|file| file.version))
+                .flatten()
+                .and_then(|ours| {
+                    view.fill_in_target(name, &self.node, Some(ours), rand::random(), preferred)
+                });
+            match behind {
+                Some(target) => target,
+                None if self.busy() => {
+                    target_for(&view, &self.node, name, rand::random(), preferred)?
+                }
+                None => return None,
+            }
+        };
         let location = format!("{}?{VIA}={}", target.location(path), self.node);
         let location = HeaderValue::try_from(location).ok()?;
         let mut response = Response::new(ResponseBody::empty());

@@ -234,18 +234,61 @@ impl FleetView {
         {
             return Some(target(node));
         }
-        let total: u128 = candidates.iter().map(|&(_, free)| u128::from(free)).sum();
-        // A point in [0, total), scaled from the whole u64 range so that no
-        // candidate is favoured by a modulo.
-        let mut point = (u128::from(random) * total) >> 64;
-        for (node, free) in candidates {
-            let free = u128::from(free);
-            if point < free {
-                return Some(target(node));
-            }
-            point -= free;
+        weighted(&candidates, random).map(target)
+    }
+
+    /// A node other than `from_node` that publishes `file`, for a request
+    /// this node cannot answer with what the fleet announces: a file it
+    /// lacks (a cdiff of a version it has not synced), or, with
+    /// `newer_than`, a CVD of a version above that. Only counting nodes
+    /// qualify, and a node with headroom is preferred (drawn with a weight
+    /// of its free capacity, `preferred` first); without one, the counting
+    /// node with the most room takes the client anyway: a busy node's
+    /// herd gate is a better answer than a file this node does not have.
+    /// `None` when the view is stale or no other node has it.
+    pub fn fill_in_target(
+        &self,
+        file: &str,
+        from_node: &str,
+        newer_than: Option<u32>,
+        random: u64,
+        preferred: Option<&str>,
+    ) -> Option<NodeTarget> {
+        if self.stale() {
+            return None;
         }
-        None
+        let holders: Vec<&FleetNode> = self
+            .nodes
+            .iter()
+            .filter(|node| node.counts() && node.name() != from_node)
+            .filter(|node| {
+                node.report.files.get(file).is_some_and(|published| {
+                    newer_than.is_none_or(|ours| published.version.is_some_and(|v| v > ours))
+                })
+            })
+            .collect();
+        let target = |node: &FleetNode| NodeTarget {
+            node: node.name().to_owned(),
+            public_url: node.report.public_url.clone(),
+        };
+        let with_room: Vec<(&FleetNode, u64)> = holders
+            .iter()
+            .filter(|node| node.report.link.has_headroom())
+            .map(|node| (*node, node.report.link.free()))
+            .collect();
+        if let Some((node, _)) = with_room
+            .iter()
+            .find(|(node, _)| Some(node.name()) == preferred)
+        {
+            return Some(target(node));
+        }
+        if let Some(node) = weighted(&with_room, random) {
+            return Some(target(node));
+        }
+        holders
+            .iter()
+            .max_by_key(|node| node.report.link.free())
+            .map(|node| target(node))
     }
 
     /// What `/fleet.json` shows.
@@ -279,6 +322,23 @@ impl FleetView {
                 .collect(),
         }
     }
+}
+
+/// One of `candidates`, drawn with the weight beside it; `random` is
+/// uniform over `u64`. `None` when every weight is zero.
+fn weighted<'a>(candidates: &[(&'a FleetNode, u64)], random: u64) -> Option<&'a FleetNode> {
+    let total: u128 = candidates.iter().map(|&(_, free)| u128::from(free)).sum();
+    // A point in [0, total), scaled from the whole u64 range so that no
+    // candidate is favoured by a modulo.
+    let mut point = (u128::from(random) * total) >> 64;
+    for &(node, free) in candidates {
+        let free = u128::from(free);
+        if point < free {
+            return Some(node);
+        }
+        point -= free;
+    }
+    None
 }
 
 fn millis(duration: Duration) -> u64 {
@@ -497,6 +557,54 @@ mod tests {
         assert_eq!(prefer(&fleet, "z").as_deref(), Some("b"));
         // The asking node is never a target, preferred or not.
         assert_eq!(prefer(&fleet, "a").as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_missing_or_newer_file_is_found_on_another_counting_node() {
+        let mut nodes = vec![
+            node("a", 11, Some(1000), 0),   // the asking node, behind
+            node("b", 12, Some(1000), 950), // newer, but no headroom
+            node("c", 12, Some(1000), 0),   // newer, lagging (excluded)
+            node("d", 11, Some(1000), 0),   // same version as a
+        ];
+        nodes[2].lagging = true;
+        for node in &mut nodes[1..3] {
+            node.report.files.insert(
+                "daily-12.cdiff".to_owned(),
+                PublishedFile {
+                    size: 1,
+                    sha256: String::new(),
+                    version: None,
+                },
+            );
+        }
+        let mut fleet = view(nodes);
+        let fill = |fleet: &FleetView, file: &str, newer: Option<u32>| {
+            fleet
+                .fill_in_target(file, "a", newer, 0, None)
+                .map(|target| target.node)
+        };
+        // Only b has the cdiff and counts: taken even without headroom.
+        assert_eq!(fill(&fleet, "daily-12.cdiff", None).as_deref(), Some("b"));
+        // A newer whole CVD: b (d's is no newer).
+        assert_eq!(fill(&fleet, "daily.cvd", Some(11)).as_deref(), Some("b"));
+        assert_eq!(fill(&fleet, "daily.cvd", Some(12)), None);
+        // Nobody publishes it: nowhere.
+        assert_eq!(fill(&fleet, "daily-13.cdiff", None), None);
+        // With room on a holder, the holder with room is taken.
+        fleet.nodes[2].lagging = false;
+        assert_eq!(fill(&fleet, "daily-12.cdiff", None).as_deref(), Some("c"));
+        assert_eq!(
+            fleet
+                .fill_in_target("daily-12.cdiff", "a", None, 0, Some("b"))
+                .map(|t| t.node)
+                .as_deref(),
+            Some("c"),
+            "a preferred node without headroom is passed over"
+        );
+        fleet.stale_after = Duration::ZERO;
+        fleet.stale_since = Instant::now().checked_sub(Duration::from_millis(10));
+        assert_eq!(fill(&fleet, "daily-12.cdiff", None), None);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `serve` as a fleet node: what it reports to the fleet each heartbeat
 //! (the files it publishes with their digests, its CVD versions, its link's
 //! capacity and load, its sync health), the hook that sends whole-CVD
-//! downloads to a node with headroom when this one is busy, and the
-//! versions the beacon may announce (none that another healthy node lacks).
+//! downloads to a node with headroom when this one is busy and files this
+//! node lacks to a node that has them, and the versions the beacon may
+//! announce (none that another healthy node lacks).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -88,7 +89,8 @@ pub fn start(
             link,
             settings.redirect_above,
         )
-        .with_affinity(settings.affinity.clone()),
+        .with_affinity(settings.affinity.clone())
+        .for_site(config.default_site.name.clone()),
     );
     Ok((fleet, hook))
 }
