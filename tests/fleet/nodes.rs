@@ -152,6 +152,90 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
     assert!(own.body == other);
 }
 
+/// Opens a download of `path` from `server` and reads none of it: the
+/// transfer stays running (and holds its herd gate slot) while the stream
+/// lives.
+fn stalled_download(server: &TestServer, path: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: fleet.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+#[test]
+fn a_download_the_herd_gate_would_refuse_goes_to_a_node_that_admits_it() {
+    let redis = Redis::start();
+    // Larger than what loopback's socket buffers absorb: a download
+    // nobody reads keeps running.
+    let big: Vec<u8> = (0..32u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let files: &[(&str, &[u8])] = &[("daily.cvd", &big)];
+    // Two whole downloads at a time (100 Mbit/s, 40 Mbit/s each).
+    let gate = "[limits.herd]\nbulk_min_rate = \"40Mbit\"\n";
+    let a = node_with(
+        &redis,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        files,
+        0.9,
+        "",
+        gate,
+    );
+    let b = node_with(
+        &redis,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        files,
+        0.9,
+        "",
+        gate,
+    );
+    // Both know each other's digest of the file.
+    wait_until(CONVERGE, || {
+        let view = fleet_json(&a);
+        let hashed = view["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.len() == 2 && nodes.iter().all(|node| node["files"] == 1));
+        check(hashed, || format!("{view}"))
+    });
+    // `a`'s two slots taken by clients that stopped reading: its gate is
+    // closed while its link is idle again (nothing to redirect for
+    // headroom's sake).
+    let _held = [
+        stalled_download(&a, "/daily.cvd"),
+        stalled_download(&a, "/daily.cvd"),
+    ];
+    wait_until(CONVERGE, || {
+        let view = fleet_json(&a);
+        let own = view["nodes"]
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|node| node["node"] == "a"))
+            .cloned()
+            .unwrap_or_default();
+        let closed = own["herd"]["open"] == false;
+        let idle = own["link"]["load"]
+            .as_u64()
+            .is_some_and(|load| load < 1_000_000);
+        check(closed && idle, || format!("{own}"))
+    });
+    // The third download would be refused at `a`: it goes to `b`, which
+    // admits it and sends the same bytes.
+    let response = a.get("/daily.cvd", &[]);
+    assert_eq!(response.status, 302, "{:?}", response.header("retry-after"));
+    let location = response.header("location").unwrap().to_owned();
+    assert_eq!(location, format!("http://{}/daily.cvd?via=a", b.addr));
+    let served = b.get("/daily.cvd?via=a", &[]);
+    assert_eq!(served.status, 200);
+    assert!(served.body == big, "the target served other bytes");
+    // A request that came by way of another node is refused as before.
+    assert_eq!(a.get("/daily.cvd?via=b", &[]).status, 429);
+}
+
 #[test]
 fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() {
     let redis = Redis::start();

@@ -8,7 +8,12 @@
 //!   link has headroom ([`FleetView::redirect_target`]), the node a client's
 //!   prefix is assigned to when it qualifies. Header checks (`206` of the
 //!   first 512 bytes), `304`s, cdiffs and `.sign` files are small and
-//!   always answered here.
+//!   always answered here. When no node has headroom and this node's herd
+//!   gate would refuse the download, it goes to a node whose gate is open,
+//!   or whose waiting list is clearly shorter
+//!   ([`FleetView::queue_target`]): the client is admitted there or gets
+//!   the earlier appointment, so one node's queue does not outlast the
+//!   fleet's.
 //! - **Fill-in**: a file this node lacks (a `404`) that another counting
 //!   node publishes, and, while this node is lagging (drained: the beacon
 //!   no longer waits for it), a whole `.cvd` older than another counting
@@ -30,13 +35,16 @@ use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::{Fleet, FleetView, LinkLoad};
+use crate::{Fleet, FleetView, HerdLoad, LinkLoad};
 
 /// The query parameter that marks a redirected request.
 pub const VIA: &str = "via";
 
 /// This node's link right now, as the fleet hook needs it.
 pub type LocalLink = Arc<dyn Fn() -> LinkLoad + Send + Sync>;
+
+/// This node's herd gate right now, `None` without one.
+pub type LocalHerd = Arc<dyn Fn() -> Option<HerdLoad> + Send + Sync>;
 
 /// The pipeline hook that redirects whole-CVD downloads off a busy node.
 pub struct RedirectHook {
@@ -46,6 +54,7 @@ pub struct RedirectHook {
     redirect_above: f64,
     affinity: Vec<(IpNet, String)>,
     site: Option<String>,
+    herd: Option<LocalHerd>,
 }
 
 impl RedirectHook {
@@ -59,7 +68,16 @@ impl RedirectHook {
             redirect_above,
             affinity: Vec::new(),
             site: None,
+            herd: None,
         }
+    }
+
+    /// Sends a whole download this node's herd gate would refuse to a
+    /// node that would admit it, or whose waiting list is clearly shorter
+    /// ([`FleetView::queue_target`]), when no node has link headroom.
+    pub fn with_herd(mut self, herd: LocalHerd) -> Self {
+        self.herd = Some(herd);
+        self
     }
 
     /// Redirects requests of the site called `site` only (the one whose
@@ -129,12 +147,24 @@ impl Hook for RedirectHook {
                 .and_then(|ours| {
                     view.fill_in_target(name, &self.node, Some(ours), rand::random(), preferred)
                 });
-            match behind {
-                Some(target) => target,
-                None if self.busy() => {
-                    target_for(&view, &self.node, name, rand::random(), preferred)?
+            if let Some(target) = behind {
+                target
+            } else {
+                let busy = self.busy();
+                let refusing = self
+                    .herd
+                    .as_ref()
+                    .and_then(|herd| herd())
+                    .filter(|herd| !herd.open);
+                if !busy && refusing.is_none() {
+                    return None;
                 }
-                None => return None,
+                let random = rand::random();
+                target_for(&view, &self.node, name, random, preferred).or_else(|| {
+                    let herd = refusing?;
+                    let sha256 = &own.report.files.get(name)?.sha256;
+                    view.queue_target(name, sha256, &self.node, herd.queue_secs, random)
+                })?
             }
         };
         let location = format!("{}?{VIA}={}", target.location(path), self.node);

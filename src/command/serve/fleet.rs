@@ -1,8 +1,8 @@
 //! `serve` as a fleet node: what it reports to the fleet each heartbeat
 //! (the files it publishes with their digests, its CVD versions, its link's
 //! capacity and load, its sync health), the hook that sends whole-CVD
-//! downloads to a node with headroom when this one is busy and files this
-//! node lacks to a node that has them, and the versions the beacon may
+//! downloads to a node with headroom (or an open herd gate) when this one
+//! is busy and files this node lacks to a node that has them, and the versions the beacon may
 //! announce (none that another healthy node lacks).
 
 use std::collections::BTreeMap;
@@ -13,11 +13,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, FleetSettings};
+use crate::control::Control;
 use crate::dns::VersionRecord;
 use crate::observe::Observer;
 use crate::sync::SyncStatus;
+use cvdmirror_fleet::redirect::LocalHerd;
 use cvdmirror_fleet::{
-    Fleet, LinkLoad, NodeReport, PublishedFile, PublishedFiles, RedirectHook, SyncHealth, SyncState,
+    Fleet, HerdLoad, LinkLoad, NodeReport, PublishedFile, PublishedFiles, RedirectHook, SyncHealth,
+    SyncState,
 };
 
 /// The published files and CVD versions, refreshed every heartbeat.
@@ -29,6 +32,7 @@ pub fn start(
     config: &Config,
     settings: &FleetSettings,
     observer: &Arc<Observer>,
+    control: &Arc<Control>,
     sync: Option<watch::Receiver<SyncStatus>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Fleet, Arc<RedirectHook>)> {
@@ -59,8 +63,13 @@ pub fn start(
             load: observer.rates().total.max(0.0) as u64,
         })
     };
+    let herd: LocalHerd = {
+        let control = Arc::clone(control);
+        Arc::new(move || herd_load(&control))
+    };
     let report = {
         let link = Arc::clone(&link);
+        let herd = Arc::clone(&herd);
         let published = Arc::clone(&published);
         Arc::new(move || {
             let current = published.load();
@@ -68,6 +77,7 @@ pub fn start(
                 files: current.0.clone(),
                 versions: current.1.clone(),
                 link: link(),
+                herd: herd(),
                 sync: sync
                     .as_ref()
                     .map_or_else(SyncState::default, |s| sync_state(&s.borrow())),
@@ -90,7 +100,8 @@ pub fn start(
             settings.redirect_above,
         )
         .with_affinity(settings.affinity.clone())
-        .for_site(config.default_site.name.clone()),
+        .for_site(config.default_site.name.clone())
+        .with_herd(herd),
     );
     Ok((fleet, hook))
 }
@@ -285,6 +296,16 @@ fn cvd_versions(files: &BTreeMap<String, PublishedFile>) -> BTreeMap<String, u32
         .iter()
         .filter_map(|(name, file)| Some((name.strip_suffix(".cvd")?.to_owned(), file.version?)))
         .collect()
+}
+
+/// The herd gate as the fleet sees it. A gate that runs nothing admits the
+/// next download whatever rate it last saw (it sees one only when asked).
+fn herd_load(control: &Control) -> Option<HerdLoad> {
+    let stats = control.limits().herd_stats()?;
+    Some(HerdLoad {
+        open: stats.open || stats.active == 0,
+        queue_secs: stats.queue_secs,
+    })
 }
 
 fn sync_state(status: &SyncStatus) -> SyncState {

@@ -154,6 +154,7 @@ pub async fn start(
                 config,
                 settings,
                 &observer,
+                &control,
                 sync.as_ref().map(|s| s.status.clone()),
                 shutdown,
             )?;
