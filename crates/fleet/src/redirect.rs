@@ -8,12 +8,10 @@
 //!   link has headroom ([`FleetView::redirect_target`]), the node a client's
 //!   prefix is assigned to when it qualifies. Header checks (`206` of the
 //!   first 512 bytes), `304`s, cdiffs and `.sign` files are small and
-//!   always answered here. When no node has headroom and this node's herd
-//!   gate would refuse the download, it goes to a node whose gate is open,
-//!   or whose waiting list is clearly shorter
-//!   ([`FleetView::queue_target`]): the client is admitted there or gets
-//!   the earlier appointment, so one node's queue does not outlast the
-//!   fleet's.
+//!   always answered here. When this node's herd gate would refuse the
+//!   download, it also goes to a node with headroom, or else to one whose
+//!   gate is open ([`FleetView::open_gate_target`]); when every gate is
+//!   closed the herd gate here answers as on a single node.
 //! - **Fill-in**: a file this node lacks (a `404`) that another counting
 //!   node publishes, and, while this node is lagging (drained: the beacon
 //!   no longer waits for it), a whole `.cvd` older than another counting
@@ -73,8 +71,8 @@ impl RedirectHook {
     }
 
     /// Sends a whole download this node's herd gate would refuse to a
-    /// node that would admit it, or whose waiting list is clearly shorter
-    /// ([`FleetView::queue_target`]), when no node has link headroom.
+    /// node with headroom or an open gate
+    /// ([`FleetView::open_gate_target`]).
     pub fn with_herd(mut self, herd: LocalHerd) -> Self {
         self.herd = Some(herd);
         self
@@ -161,9 +159,9 @@ impl Hook for RedirectHook {
                 }
                 let random = rand::random();
                 target_for(&view, &self.node, name, random, preferred).or_else(|| {
-                    let herd = refusing?;
+                    refusing?;
                     let sha256 = &own.report.files.get(name)?.sha256;
-                    view.queue_target(name, sha256, &self.node, herd.queue_secs, random)
+                    view.open_gate_target(name, sha256, &self.node, random)
                 })?
             }
         };

@@ -18,11 +18,6 @@ use tokio::time::Instant;
 
 use crate::report::{HerdLoad, LinkLoad, NodeReport, SyncState};
 
-/// How much shorter another node's waiting list must be, at least, for a
-/// refused client to be sent there (a quarter of this node's, if longer):
-/// a redirect costs the client a round trip.
-const QUEUE_MARGIN_SECS: u64 = 5;
-
 /// A node's picture of its fleet.
 #[derive(Clone, Debug)]
 pub struct FleetView {
@@ -242,56 +237,40 @@ impl FleetView {
         weighted(&candidates, random).map(target)
     }
 
-    /// A node other than `from_node` that can take a client this node's
-    /// herd gate would refuse, when no node has headroom on its link:
-    /// counting, publishing the byte-identical file, and either with an
-    /// open gate (drawn with a weight of its free capacity, plus one) or,
-    /// when every gate is closed, with a waiting list shorter than
-    /// `own_queue_secs` by a clear margin (the shortest). The client is
-    /// then admitted there, or given that node's earlier appointment, so
-    /// one node's queue does not outlast the others'. `None` when the view
-    /// is stale, the digest empty or no node qualifies.
-    pub fn queue_target(
+    /// A node other than `from_node` that would admit a whole download this
+    /// node's herd gate would refuse: counting, publishing the
+    /// byte-identical file, and with an open gate (room for one more
+    /// download at the gate's minimum rate, even with its link above 90 %),
+    /// drawn with a weight of its free capacity plus one. `None` when the
+    /// view is stale, the digest empty or every gate is closed: then the
+    /// herd gate here answers, as on a single node.
+    pub fn open_gate_target(
         &self,
         file: &str,
         sha256: &str,
         from_node: &str,
-        own_queue_secs: u64,
         random: u64,
     ) -> Option<NodeTarget> {
         if self.stale() || sha256.is_empty() {
             return None;
         }
-        let candidates: Vec<(&FleetNode, HerdLoad)> = self
+        let open: Vec<(&FleetNode, u64)> = self
             .nodes
             .iter()
             .filter(|node| node.counts() && node.name() != from_node)
+            .filter(|node| node.report.herd.is_some_and(|herd| herd.open))
             .filter(|node| {
                 node.report
                     .files
                     .get(file)
                     .is_some_and(|published| published.sha256.eq_ignore_ascii_case(sha256))
             })
-            .filter_map(|node| Some((node, node.report.herd?)))
+            .map(|node| (node, node.report.link.free().saturating_add(1)))
             .collect();
-        let target = |node: &FleetNode| NodeTarget {
+        weighted(&open, random).map(|node| NodeTarget {
             node: node.name().to_owned(),
             public_url: node.report.public_url.clone(),
-        };
-        let open: Vec<(&FleetNode, u64)> = candidates
-            .iter()
-            .filter(|(_, herd)| herd.open)
-            .map(|(node, _)| (*node, node.report.link.free().saturating_add(1)))
-            .collect();
-        if let Some(node) = weighted(&open, random) {
-            return Some(target(node));
-        }
-        let margin = (own_queue_secs / 4).max(QUEUE_MARGIN_SECS);
-        candidates
-            .iter()
-            .filter(|(_, herd)| herd.queue_secs.saturating_add(margin) < own_queue_secs)
-            .min_by_key(|(_, herd)| herd.queue_secs)
-            .map(|(node, _)| target(node))
+        })
     }
 
     /// A node other than `from_node` that publishes `file`, for a request
@@ -668,36 +647,39 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_client_goes_to_an_open_gate_or_a_clearly_shorter_queue() {
-        let herd = |open, queue_secs| Some(HerdLoad { open, queue_secs });
+    fn a_refused_client_goes_only_to_an_open_gate() {
+        let herd = |open| {
+            Some(HerdLoad {
+                open,
+                queue_secs: 0,
+            })
+        };
         let mut nodes = vec![
             node("a", 11, Some(1000), 1000), // the asking node: gate closed
             node("b", 11, Some(1000), 950),  // no headroom, gate closed
-            node("c", 11, Some(1000), 960),  // no headroom, gate closed
-            node("d", 11, Some(1000), 0),    // no gate: never a queue target
+            node("c", 11, Some(1000), 960),  // no headroom, gate open
+            node("d", 11, Some(1000), 0),    // no gate: never such a target
         ];
-        nodes[0].report.herd = herd(false, 60);
-        nodes[1].report.herd = herd(false, 50);
-        nodes[2].report.herd = herd(false, 20);
+        nodes[0].report.herd = herd(false);
+        nodes[1].report.herd = herd(false);
+        nodes[2].report.herd = herd(true);
         let mut fleet = view(nodes);
-        let queue = |fleet: &FleetView, mine| {
+        let open = |fleet: &FleetView| {
             fleet
-                .queue_target("daily.cvd", SHA, "a", mine, 0)
+                .open_gate_target("daily.cvd", SHA, "a", 0)
                 .map(|target| target.node)
         };
-        // c's list is 40 s shorter; b's only 10 s (under a quarter of 60).
-        assert_eq!(queue(&fleet, 60).as_deref(), Some("c"));
-        // Within the margin, nobody.
-        assert_eq!(queue(&fleet, 24), None);
-        // An open gate wins over any queue, even without link headroom.
-        fleet.nodes[1].report.herd = herd(true, 0);
-        assert_eq!(queue(&fleet, 60).as_deref(), Some("b"));
-        assert_eq!(queue(&fleet, 0).as_deref(), Some("b"));
+        assert_eq!(open(&fleet).as_deref(), Some("c"));
+        // Every gate closed: nowhere (the herd gate here answers).
+        fleet.nodes[2].report.herd = herd(false);
+        assert_eq!(open(&fleet), None);
         // Other bytes, or a digest not known yet, never.
-        fleet.nodes[1].report.files.clear();
+        fleet.nodes[2].report.herd = herd(true);
         fleet.nodes[2].report.files.clear();
-        assert_eq!(queue(&fleet, 60), None);
-        assert_eq!(fleet.queue_target("daily.cvd", "", "a", 60, 0), None);
+        assert_eq!(open(&fleet), None);
+        fleet.nodes[1].report.herd = herd(true);
+        assert_eq!(open(&fleet).as_deref(), Some("b"));
+        assert_eq!(fleet.open_gate_target("daily.cvd", "", "a", 0), None);
     }
 
     #[test]
