@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use super::cluster::{
     CONVERGE, SYNCED, fleet_json, lease_holder, members, node, node_with, served_version,
-    syncing_node,
+    syncing_node, syncing_node_with,
 };
 
 use crate::support::fixture;
-use crate::support::freshclam::{Client, Mode};
+use crate::support::freshclam::{Client, Mode, fmt_entries};
 use crate::support::redis::Redis;
 use crate::support::server::{ADMIN_TOKEN, TestServer};
 use crate::support::upstream::show;
@@ -320,6 +320,69 @@ fn one_node_pulls_from_upstream_the_other_from_it_and_takes_over_when_it_dies() 
         "the survivor fetched the new release from upstream:\n{}",
         show(&log)
     );
+}
+
+#[test]
+fn a_node_syncing_from_the_puller_passes_the_limits_meant_for_clients() {
+    let redis = Redis::start();
+    let world = World::new();
+    // A whole CVD above the bulk threshold (1 MiB): the herd gate judges it.
+    world.release(268, 271, 2 << 20);
+    let keys = tempfile::tempdir().unwrap();
+    // `a` pulls from upstream and admits no whole download from a client
+    // at all: each would need more than its link.
+    let a = syncing_node_with(
+        &redis,
+        &world,
+        "a",
+        Ipv4Addr::new(127, 0, 0, 1),
+        keys.path(),
+        &["--link-rate", "100Mbit", "--bulk-min-rate", "1Gbit"],
+        "",
+    );
+    wait_until(SYNCED, || {
+        let serves = served_version(&a);
+        check(serves == Some(271), || format!("a serves {serves:?}"))
+    });
+    assert_eq!(lease_holder(&a).as_deref(), Some("a"));
+    assert_eq!(a.get("/bytecode.cvd", &[]).status, 429);
+    assert_eq!(
+        a.get("/bytecode.cvd", &[("Authorization", "Bearer guessed")])
+            .status,
+        429
+    );
+    // `b` starts empty and syncs from `a` with the fleet's peer token: the
+    // whole CVD gets through.
+    let b = syncing_node(
+        &redis,
+        &world,
+        "b",
+        Ipv4Addr::new(127, 0, 0, 2),
+        keys.path(),
+    );
+    wait_until(SYNCED, || {
+        let serves = served_version(&b);
+        check(serves == Some(271), || format!("b serves {serves:?}"))
+    });
+    // `b`'s requests at `a` (its sync's User-Agent; the test's own have
+    // none).
+    let entries = a.access_log_entries();
+    let from_b: Vec<(String, u16)> = entries
+        .iter()
+        .filter(|entry| entry.user_agent.starts_with("cvdmirror"))
+        .map(|entry| (entry.path.clone(), entry.status))
+        .collect();
+    assert!(
+        from_b.contains(&("/bytecode.cvd".to_owned(), 200)),
+        "{from_b:?}\n{}",
+        fmt_entries(&entries)
+    );
+    assert!(
+        from_b.iter().all(|(_, status)| *status != 429),
+        "{from_b:?}"
+    );
+    let metrics = String::from_utf8(a.admin("GET", "/metrics", &[]).body).unwrap();
+    assert!(metrics.contains("decision=\"peer\""), "{metrics}");
 }
 
 #[test]

@@ -35,7 +35,7 @@ use crate::limits::{
     AdmissionGuard, ClientKey, Decision, Limits, LimitsConfig, LimitsConfigError, Planned,
 };
 use crate::shape::{FlowSpec, Rate, ShapeConfig, ShapedBody, Shaper};
-use cvdmirror_exchange::{Exchange, FileKind};
+use cvdmirror_exchange::{Exchange, FileKind, TrustedPeer};
 use metrics::DecisionLabels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -68,6 +68,8 @@ struct Admission {
     slow_to: Option<Rate>,
     /// Judged as a bulk transfer: only those are held to the quotas.
     bulk: bool,
+    /// Another node of the fleet: shaped with the link, never charged.
+    peer: bool,
     guard: Arc<Mutex<Option<AdmissionGuard>>>,
 }
 
@@ -142,6 +144,23 @@ impl Hook for Control {
         };
         let kind = exchange.file.as_ref().map_or(FileKind::Other, |f| f.kind);
         let class = self.shaper.classify(exchange.target.path(), kind, body_len);
+        if exchange.extensions.get::<TrustedPeer>().is_some() {
+            self.decisions
+                .get_or_create(&DecisionLabels {
+                    decision: "peer",
+                    limit: "-",
+                })
+                .inc();
+            exchange.extensions.insert(Admission {
+                client,
+                class,
+                slow_to: None,
+                bulk: false,
+                peer: true,
+                guard: Arc::new(Mutex::new(None)),
+            });
+            return None;
+        }
         let path_and_query = exchange.target.path_and_query().map_or("/", |p| p.as_str());
         let request = Planned {
             site: &exchange.site,
@@ -177,6 +196,7 @@ impl Hook for Control {
                     class,
                     slow_to,
                     bulk: admitted.bulk,
+                    peer: false,
                     guard: Arc::new(Mutex::new(Some(admitted.guard))),
                 });
                 None
@@ -216,6 +236,11 @@ impl Hook for Control {
             Arc::clone(&admission.class),
             shape::ClientKey::new(admission.client),
         );
+        if admission.peer {
+            // The link's and the class's shares hold; no client cap, no
+            // quota.
+            return ResponseBody::boxed(ShapedBody::new(body, self.shaper.register(&spec)));
+        }
         let base = Rate::min_cap(**self.client_rate.load(), admission.slow_to);
         if let Some(rate) = base {
             spec = spec.with_client_rate(rate);

@@ -59,6 +59,10 @@ pub struct Exchange {
     pub referer: Option<Box<[u8]>>,
     /// `User-Agent` header, as received.
     pub user_agent: Option<Box<[u8]>>,
+    /// `Authorization` header, as received (a mirror's clients send none;
+    /// a fleet node syncing from another sends the fleet's peer token).
+    /// Never logged.
+    pub authorization: Option<Box<[u8]>>,
     /// Wall-clock time the request head arrived.
     pub received: SystemTime,
     /// Monotonic time the request head arrived.
@@ -93,6 +97,7 @@ impl Exchange {
             site,
             referer: None,
             user_agent: None,
+            authorization: None,
             received: SystemTime::now(),
             started: Instant::now(),
             file: None,
@@ -116,6 +121,14 @@ impl Exchange {
         )
     }
 }
+
+/// The mark a hook leaves in [`Exchange::extensions`] on a request from
+/// another node of the same fleet (it proved so with the fleet's peer
+/// token): admission limits meant for clients (request rates, quotas, the
+/// herd gate, connection limits) do not apply to it, while its bytes still
+/// go through the link's shaping like any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedPeer;
 
 /// A byte counter shared by the response body and whoever watches it.
 #[derive(Debug, Default)]

@@ -162,6 +162,10 @@ impl FleetConfig {
         format!("{}:nodes", self.key_prefix)
     }
 
+    pub(crate) fn peer_token_key(&self) -> String {
+        format!("{}:peer-token", self.key_prefix)
+    }
+
     pub(crate) fn lease_key(&self) -> String {
         format!("{}:lease", self.key_prefix)
     }

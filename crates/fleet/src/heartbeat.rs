@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,10 @@ pub(crate) struct Heartbeat {
     failures: u32,
     /// Nodes whose report did not parse, warned about once.
     unreadable: HashSet<String>,
+    /// The fleet's peer token, once read from Redis.
+    peer_token: Arc<ArcSwapOption<String>>,
+    /// What this node proposes as the peer token when Redis has none.
+    token_candidate: String,
 }
 
 impl Heartbeat {
@@ -66,7 +70,14 @@ impl Heartbeat {
             highest_token: 0,
             failures: 0,
             unreadable: HashSet::new(),
+            peer_token: Arc::default(),
+            token_candidate: format!("{:032x}", rand::random::<u128>()),
         }
+    }
+
+    /// Where the peer token is published.
+    pub fn peer_tokens(&self) -> Arc<ArcSwapOption<String>> {
+        Arc::clone(&self.peer_token)
     }
 
     /// Where the views are published.
@@ -111,6 +122,7 @@ impl Heartbeat {
                 let seen = self.read_reports(exchanged.reports);
                 self.tracker.read(seen, Instant::now());
                 self.lease(exchanged.lease).await;
+                self.read_peer_token().await;
             }
             Err(error) => {
                 if self.tracker.redis_ok() || self.failures == 0 {
@@ -125,6 +137,24 @@ impl Heartbeat {
         }
         let view = self.tracker.view(own, Instant::now());
         self.view.store(Arc::new(view));
+    }
+
+    /// Reads the peer token (setting this node's candidate when Redis has
+    /// none, as after a restart), keeping the last one on failure.
+    async fn read_peer_token(&mut self) {
+        match self.store.peer_token(&self.token_candidate).await {
+            Ok(token) => {
+                let changed = self
+                    .peer_token
+                    .load()
+                    .as_deref()
+                    .is_none_or(|known| *known != token);
+                if changed {
+                    self.peer_token.store(Some(Arc::new(token)));
+                }
+            }
+            Err(error) => tracing::debug!(%error, "fleet: cannot read the peer token"),
+        }
     }
 
     fn read_reports(&mut self, reports: Vec<(String, String, i64)>) -> Vec<Seen> {

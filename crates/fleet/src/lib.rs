@@ -31,7 +31,7 @@ mod view;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +58,7 @@ pub type ReportFn = Arc<dyn Fn() -> NodeReport + Send + Sync>;
 #[derive(Clone)]
 pub struct Fleet {
     view: Arc<ArcSwap<FleetView>>,
+    peer_token: Arc<ArcSwapOption<String>>,
     store: Arc<Store>,
     task: AbortHandle,
     stopped: CancellationToken,
@@ -78,6 +79,7 @@ impl Fleet {
         let store = Arc::new(Store::new(&config)?);
         let heartbeat = Heartbeat::new(config, Arc::clone(&store), report);
         let view = heartbeat.views();
+        let peer_token = heartbeat.peer_tokens();
         let stopped = CancellationToken::new();
         let done = stopped.clone().drop_guard();
         let task = tokio::spawn(async move {
@@ -87,6 +89,7 @@ impl Fleet {
         .abort_handle();
         Ok(Self {
             view,
+            peer_token,
             store,
             task,
             stopped,
@@ -96,6 +99,29 @@ impl Fleet {
     /// The latest view; never waits and never touches Redis.
     pub fn view(&self) -> Arc<FleetView> {
         self.view.load_full()
+    }
+
+    /// The fleet's peer token, once read from Redis: a random secret the
+    /// first node sets, with which a node syncing from another proves it
+    /// is one of the fleet (`Authorization: Bearer TOKEN`), so that the
+    /// admission limits meant for clients do not hold it back. Only who
+    /// can read the fleet's Redis knows it.
+    pub fn peer_token(&self) -> Option<Arc<String>> {
+        self.peer_token.load_full()
+    }
+
+    /// Whether `authorization` (a request's `Authorization` value) carries
+    /// the fleet's peer token.
+    pub fn is_peer(&self, authorization: &[u8]) -> bool {
+        let Some(token) = self.peer_token.load_full() else {
+            return false;
+        };
+        let Some(presented) = authorization.strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        // Compared as digests: the time taken tells nothing of the token.
+        use sha2::{Digest, Sha256};
+        Sha256::digest(presented) == Sha256::digest(token.as_bytes())
     }
 
     /// Counters shared by every node, on this node's Redis connection.

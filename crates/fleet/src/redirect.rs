@@ -20,6 +20,11 @@
 //!   that has not caught up. Header checks stay local: an old header only
 //!   makes a client wait for the next check.
 //!
+//! A request carrying the fleet's peer token (`Authorization: Bearer
+//! TOKEN`, [`Fleet::is_peer`]) is another node syncing from this one: it is
+//! never redirected, and marked [`TrustedPeer`] so that admission control
+//! lets it through.
+//!
 //! Only the site whose root the node reports to the fleet takes part; when
 //! the view is stale or no node qualifies, the request is answered here as
 //! it would be alone.
@@ -28,7 +33,7 @@ use std::sync::Arc;
 
 use cvdmirror_exchange::body::ResponseBody;
 use cvdmirror_exchange::hooks::Hook;
-use cvdmirror_exchange::{Exchange, FileKind};
+use cvdmirror_exchange::{Exchange, FileKind, TrustedPeer};
 use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Response, StatusCode};
 use ipnet::IpNet;
@@ -108,6 +113,16 @@ impl Hook for RedirectHook {
         exchange: &mut Exchange,
         planned: &mut Response<ResponseBody>,
     ) -> Option<Response<ResponseBody>> {
+        if exchange
+            .authorization
+            .as_deref()
+            .is_some_and(|authorization| self.fleet.is_peer(authorization))
+        {
+            // Another node syncing from this one: served here, past the
+            // limits meant for clients.
+            exchange.extensions.insert(TrustedPeer);
+            return None;
+        }
         if !matches!(exchange.method, Method::GET | Method::HEAD)
             || came_via_fleet(exchange)
             || self

@@ -12,6 +12,9 @@
 //! - `RENEW` and `RELEASE` extend (`PEXPIRE`) or delete the lease only while
 //!   its value is still this node's.
 //! - `CHARGE` adds to a shared counter and sets its period on first use.
+//! - `PEER_TOKEN` sets the fleet's peer token unless one exists and reads
+//!   it: the secret with which nodes syncing from each other pass the
+//!   admission limits meant for clients.
 //!
 //! The exchange script reads keys named by the set's members, which is fine
 //! for a single Redis (with or without replicas) but not Redis Cluster.
@@ -96,6 +99,15 @@ if redis.call('PTTL', KEYS[1]) < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return count
+",
+    )
+});
+
+static PEER_TOKEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 ",
     )
 });
@@ -230,6 +242,20 @@ impl Store {
             })
             .await?;
         Ok(released == 1)
+    }
+
+    /// The fleet's peer token: the one in Redis, or `candidate` when there
+    /// is none yet (the first node to ask sets it).
+    pub async fn peer_token(&self, candidate: &str) -> Result<String, FleetError> {
+        let config = &self.config;
+        self.call(|mut connection| async move {
+            PEER_TOKEN
+                .key(config.peer_token_key())
+                .arg(candidate)
+                .invoke_async(&mut connection)
+                .await
+        })
+        .await
     }
 
     /// Removes this node's report, so that the others drop it at once.

@@ -25,6 +25,8 @@ pub struct Fields<'a> {
     pub referer: Option<&'a HeaderValue>,
     /// First `User-Agent` value.
     pub user_agent: Option<&'a HeaderValue>,
+    /// First `Authorization` value.
+    pub authorization: Option<&'a HeaderValue>,
     /// The precondition fields.
     pub preconditions: Preconditions<'a>,
 }
@@ -61,6 +63,7 @@ impl<'a> Fields<'a> {
             range: None,
             referer: None,
             user_agent: None,
+            authorization: None,
             preconditions: Preconditions {
                 headers,
                 if_match: false,
@@ -87,6 +90,8 @@ impl<'a> Fields<'a> {
                 &mut p.if_unmodified_since
             } else if name == header::IF_RANGE {
                 &mut p.if_range
+            } else if name == header::AUTHORIZATION {
+                &mut fields.authorization
             } else {
                 p.if_match |= name == header::IF_MATCH;
                 p.if_none_match |= name == header::IF_NONE_MATCH;
@@ -103,7 +108,8 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const NAMES: [HeaderName; 11] = [
+    const NAMES: [HeaderName; 12] = [
+        header::AUTHORIZATION,
         header::RANGE,
         header::REFERER,
         header::USER_AGENT,
@@ -132,6 +138,7 @@ mod tests {
             prop_assert_eq!(fields.range, headers.get(header::RANGE));
             prop_assert_eq!(fields.referer, headers.get(header::REFERER));
             prop_assert_eq!(fields.user_agent, headers.get(header::USER_AGENT));
+            prop_assert_eq!(fields.authorization, headers.get(header::AUTHORIZATION));
             let p = fields.preconditions;
             prop_assert_eq!(p.if_match, headers.contains_key(header::IF_MATCH));
             prop_assert_eq!(p.if_none_match, headers.contains_key(header::IF_NONE_MATCH));

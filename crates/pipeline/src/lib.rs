@@ -93,6 +93,7 @@ impl Pipeline {
         exchange.client = self.proxies.load().client_ip(conn.peer, req.headers());
         exchange.referer = fields.referer.map(owned_header);
         exchange.user_agent = fields.user_agent.map(owned_header);
+        exchange.authorization = fields.authorization.map(owned_header);
         let mut response = if conn.over_limit {
             respond::over_connection_limit()
         } else {

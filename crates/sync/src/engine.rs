@@ -40,6 +40,8 @@ pub(super) const SIGN_RETRY: Duration = Duration::from_secs(3600);
 pub struct Engine {
     pub(super) config: SyncConfig,
     upstream: ArcSwap<Upstream>,
+    /// The bearer token `upstream` sends, if any.
+    bearer: ArcSwap<Option<String>>,
     pub(super) state_file: StateFile,
     single_flight: Mutex<()>,
     pub(super) status: watch::Sender<SyncStatus>,
@@ -76,6 +78,7 @@ impl Engine {
         let engine = Self {
             config,
             upstream: ArcSwap::from_pointee(upstream),
+            bearer: ArcSwap::from_pointee(None),
             state_file,
             single_flight: Mutex::new(()),
             status: watch::Sender::new(SyncStatus::default()),
@@ -107,17 +110,31 @@ impl Engine {
     /// the configured timeouts and proxy. A pass under way finishes
     /// against the upstream it started with.
     pub fn set_upstream(&self, url: &str) -> Result<(), SyncError> {
-        if self.upstream.load().base() == url {
+        self.set_upstream_with(url, None)
+    }
+
+    /// [`set_upstream`](Self::set_upstream), sending `Authorization:
+    /// Bearer TOKEN` with every request when `bearer` is given (a fleet
+    /// node syncing from another); a change of token alone makes a new
+    /// client too.
+    pub fn set_upstream_with(&self, url: &str, bearer: Option<&str>) -> Result<(), SyncError> {
+        if self.upstream.load().base() == url && self.bearer.load().as_deref() == bearer {
             return Ok(());
         }
-        let upstream = Upstream::new(
+        let mut upstream = Upstream::new(
             url,
             self.config.connect_timeout,
             self.config.stall_timeout,
             self.config.proxy.as_deref(),
         )
         .map_err(|e| SyncError::Config(e.to_string()))?;
+        if let Some(token) = bearer {
+            upstream = upstream
+                .with_bearer(token)
+                .map_err(|e| SyncError::Config(e.to_string()))?;
+        }
         self.upstream.store(Arc::new(upstream));
+        self.bearer.store(Arc::new(bearer.map(str::to_owned)));
         Ok(())
     }
 

@@ -130,6 +130,22 @@ impl Upstream {
         })
     }
 
+    /// This upstream, sending `Authorization: Bearer TOKEN` with every
+    /// request: how a fleet node syncing from another proves it is one of
+    /// the fleet. Local sources ignore it. reqwest drops the header on a
+    /// redirect to another host.
+    pub fn with_bearer(mut self, token: &str) -> Result<Self, FetchError> {
+        if let Inner::Http(http) = &mut self.inner {
+            let mut value =
+                header::HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+                    FetchError::Transport("the bearer token is not a header value".to_owned())
+                })?;
+            value.set_sensitive(true);
+            http.authorization = Some(value);
+        }
+        Ok(self)
+    }
+
     /// An upstream over a bundle already opened and checked.
     pub fn bundle(bundle: Arc<Bundle>) -> Self {
         Self {
@@ -233,6 +249,8 @@ pub struct Http {
     client: reqwest::Client,
     base: String,
     max_file_bytes: u64,
+    /// Sent with every request (a fleet peer's token), marked sensitive.
+    authorization: Option<header::HeaderValue>,
 }
 
 impl Http {
@@ -267,7 +285,17 @@ impl Http {
             client,
             base: base.trim_end_matches('/').to_owned(),
             max_file_bytes: 1 << 31,
+            authorization: None,
         })
+    }
+
+    /// A GET of `url`, with the authorization this client carries.
+    fn get(&self, url: String) -> reqwest::RequestBuilder {
+        let request = self.client.get(url);
+        match &self.authorization {
+            Some(value) => request.header(header::AUTHORIZATION, value.clone()),
+            None => request,
+        }
     }
 
     /// URL of a file upstream.
@@ -279,7 +307,6 @@ impl Http {
     /// for upstreams that allow them: never the official CDN).
     pub async fn cvd_header(&self, db: &str) -> Result<cvd::Header, FetchError> {
         let response = self
-            .client
             .get(self.url(&format!("{db}.cvd")))
             .header(header::RANGE, "bytes=0-511")
             .send()
@@ -308,7 +335,7 @@ impl Http {
             (Some(_), Ok(meta)) if meta.len() > 0 => meta.len(),
             _ => 0,
         };
-        let mut request = self.client.get(self.url(name));
+        let mut request = self.get(self.url(name));
         if existing > 0
             && let Some(v) = validator
         {

@@ -192,9 +192,13 @@ pub fn spawn_puller(
             let source = holder.map_or(upstream.as_str(), |(_, node)| {
                 node.report.public_url.as_str()
             });
-            if engine.upstream_url() != source {
-                match engine.set_upstream(source) {
-                    Ok(()) => {
+            // From another node, with the fleet's peer token: its limits
+            // are for clients.
+            let bearer = holder.and_then(|_| fleet.peer_token());
+            let moved = engine.upstream_url() != source;
+            match engine.set_upstream_with(source, bearer.as_deref().map(String::as_str)) {
+                Ok(()) if moved => {
+                    {
                         match holder {
                             Some((lease, _)) => {
                                 tracing::info!(from = %source, holder = %lease.node, token = lease.token, "syncing from the fleet's upstream puller")
@@ -208,9 +212,10 @@ pub fn spawn_puller(
                             trigger.wake();
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(from = %source, error = %e, "cannot sync from this source")
-                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(from = %source, error = %e, "cannot sync from this source")
                 }
             }
             if let Some(open) = first_pass.take() {
