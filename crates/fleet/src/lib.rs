@@ -40,7 +40,7 @@ pub use counters::SharedCounters;
 pub use error::FleetError;
 pub use files::PublishedFiles;
 pub use redirect::RedirectHook;
-pub use report::{HerdLoad, LinkLoad, NodeReport, PublishedFile, SyncHealth, SyncState};
+pub use report::{LinkLoad, NodeReport, PublishedFile, SyncHealth, SyncState};
 pub use shared_limits::{SharedLimits, SharedLimitsConfig, SharedLimitsStatus};
 pub use view::{
     FleetNode, FleetSnapshot, FleetView, LeaseHolder, LeaseSnapshot, LeaseView, NodeSnapshot,

@@ -8,10 +8,10 @@
 //!   link has headroom ([`FleetView::redirect_target`]), the node a client's
 //!   prefix is assigned to when it qualifies. Header checks (`206` of the
 //!   first 512 bytes), `304`s, cdiffs and `.sign` files are small and
-//!   always answered here. When this node's herd gate would refuse the
-//!   download, it also goes to a node with headroom, or else to one whose
-//!   gate is open ([`FleetView::open_gate_target`]); when every gate is
-//!   closed the herd gate here answers as on a single node.
+//!   always answered here. A download this node's herd gate would refuse
+//!   goes to a node with headroom as well (slow clients can hold every
+//!   slot while the link has room); with no such node, the herd gate here
+//!   answers as on a single node.
 //! - **Fill-in**: a file this node lacks (a `404`) that another counting
 //!   node publishes, and, while this node is lagging (drained: the beacon
 //!   no longer waits for it), a whole `.cvd` older than another counting
@@ -38,7 +38,7 @@ use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Response, StatusCode};
 use ipnet::IpNet;
 
-use crate::{Fleet, FleetView, HerdLoad, LinkLoad};
+use crate::{Fleet, FleetView, LinkLoad};
 
 /// The query parameter that marks a redirected request.
 pub const VIA: &str = "via";
@@ -46,8 +46,8 @@ pub const VIA: &str = "via";
 /// This node's link right now, as the fleet hook needs it.
 pub type LocalLink = Arc<dyn Fn() -> LinkLoad + Send + Sync>;
 
-/// This node's herd gate right now, `None` without one.
-pub type LocalHerd = Arc<dyn Fn() -> Option<HerdLoad> + Send + Sync>;
+/// Whether this node's herd gate would refuse the next whole download now.
+pub type LocalGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The pipeline hook that redirects whole-CVD downloads off a busy node.
 pub struct RedirectHook {
@@ -57,7 +57,7 @@ pub struct RedirectHook {
     redirect_above: f64,
     affinity: Vec<(IpNet, String)>,
     site: Option<String>,
-    herd: Option<LocalHerd>,
+    gate: Option<LocalGate>,
 }
 
 impl RedirectHook {
@@ -71,15 +71,15 @@ impl RedirectHook {
             redirect_above,
             affinity: Vec::new(),
             site: None,
-            herd: None,
+            gate: None,
         }
     }
 
-    /// Sends a whole download this node's herd gate would refuse to a
-    /// node with headroom or an open gate
-    /// ([`FleetView::open_gate_target`]).
-    pub fn with_herd(mut self, herd: LocalHerd) -> Self {
-        self.herd = Some(herd);
+    /// Also sends a whole download elsewhere when this node's herd gate
+    /// would refuse it (slow clients can hold every slot while the link
+    /// has room): to a node with headroom, as when the link is busy.
+    pub fn with_gate(mut self, gate: LocalGate) -> Self {
+        self.gate = Some(gate);
         self
     }
 
@@ -163,21 +163,11 @@ impl Hook for RedirectHook {
             if let Some(target) = behind {
                 target
             } else {
-                let busy = self.busy();
-                let refusing = self
-                    .herd
-                    .as_ref()
-                    .and_then(|herd| herd())
-                    .filter(|herd| !herd.open);
-                if !busy && refusing.is_none() {
+                let refusing = || self.gate.as_ref().is_some_and(|gate| gate());
+                if !self.busy() && !refusing() {
                     return None;
                 }
-                let random = rand::random();
-                target_for(&view, &self.node, name, random, preferred).or_else(|| {
-                    refusing?;
-                    let sha256 = &own.report.files.get(name)?.sha256;
-                    view.open_gate_target(name, sha256, &self.node, random)
-                })?
+                target_for(&view, &self.node, name, rand::random(), preferred)?
             }
         };
         let location = format!("{}?{VIA}={}", target.location(path), self.node);

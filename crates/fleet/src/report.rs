@@ -24,9 +24,6 @@ pub struct NodeReport {
     pub versions: BTreeMap<String, u32>,
     /// The node's link: capacity and current load.
     pub link: LinkLoad,
-    /// The node's herd gate, when it has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub herd: Option<HerdLoad>,
     /// Whether the node's sync works.
     pub sync: SyncState,
     /// When the report was written, in Unix seconds (filled in by the
@@ -71,17 +68,6 @@ impl LinkLoad {
         self.capacity
             .map_or(0, |capacity| capacity.saturating_sub(self.load))
     }
-}
-
-/// A node's herd gate: whether it admits one more whole download now, and
-/// how far ahead its waiting list reaches.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HerdLoad {
-    /// Whether the next whole download would be admitted.
-    pub open: bool,
-    /// Seconds until the last appointment handed out (0: nobody waits).
-    pub queue_secs: u64,
 }
 
 /// The state of a node's sync.

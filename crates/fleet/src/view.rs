@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::report::{HerdLoad, LinkLoad, NodeReport, SyncState};
+use crate::report::{LinkLoad, NodeReport, SyncState};
 
 /// A node's picture of its fleet.
 #[derive(Clone, Debug)]
@@ -237,42 +237,6 @@ impl FleetView {
         weighted(&candidates, random).map(target)
     }
 
-    /// A node other than `from_node` that would admit a whole download this
-    /// node's herd gate would refuse: counting, publishing the
-    /// byte-identical file, and with an open gate (room for one more
-    /// download at the gate's minimum rate, even with its link above 90 %),
-    /// drawn with a weight of its free capacity plus one. `None` when the
-    /// view is stale, the digest empty or every gate is closed: then the
-    /// herd gate here answers, as on a single node.
-    pub fn open_gate_target(
-        &self,
-        file: &str,
-        sha256: &str,
-        from_node: &str,
-        random: u64,
-    ) -> Option<NodeTarget> {
-        if self.stale() || sha256.is_empty() {
-            return None;
-        }
-        let open: Vec<(&FleetNode, u64)> = self
-            .nodes
-            .iter()
-            .filter(|node| node.counts() && node.name() != from_node)
-            .filter(|node| node.report.herd.is_some_and(|herd| herd.open))
-            .filter(|node| {
-                node.report
-                    .files
-                    .get(file)
-                    .is_some_and(|published| published.sha256.eq_ignore_ascii_case(sha256))
-            })
-            .map(|node| (node, node.report.link.free().saturating_add(1)))
-            .collect();
-        weighted(&open, random).map(|node| NodeTarget {
-            node: node.name().to_owned(),
-            public_url: node.report.public_url.clone(),
-        })
-    }
-
     /// A node other than `from_node` that publishes `file`, for a request
     /// this node cannot answer with what the fleet announces: a file it
     /// lacks (a cdiff of a version it has not synced), or, with
@@ -349,7 +313,6 @@ impl FleetView {
                     public_url: node.report.public_url.clone(),
                     versions: node.report.versions.clone(),
                     link: node.report.link,
-                    herd: node.report.herd,
                     sync: node.report.sync.clone(),
                     files: node.report.files.len(),
                     age_ms: millis(node.age),
@@ -425,8 +388,6 @@ pub struct NodeSnapshot {
     pub versions: BTreeMap<String, u32>,
     /// Its link capacity and load, in bytes per second.
     pub link: LinkLoad,
-    /// Its herd gate, when it has one.
-    pub herd: Option<HerdLoad>,
     /// Its sync's health.
     pub sync: SyncState,
     /// How many files it publishes.
@@ -644,42 +605,6 @@ mod tests {
         fleet.stale_after = Duration::ZERO;
         fleet.stale_since = Instant::now().checked_sub(Duration::from_millis(10));
         assert_eq!(fill(&fleet, "daily-12.cdiff", None), None);
-    }
-
-    #[test]
-    fn a_refused_client_goes_only_to_an_open_gate() {
-        let herd = |open| {
-            Some(HerdLoad {
-                open,
-                queue_secs: 0,
-            })
-        };
-        let mut nodes = vec![
-            node("a", 11, Some(1000), 1000), // the asking node: gate closed
-            node("b", 11, Some(1000), 950),  // no headroom, gate closed
-            node("c", 11, Some(1000), 960),  // no headroom, gate open
-            node("d", 11, Some(1000), 0),    // no gate: never such a target
-        ];
-        nodes[0].report.herd = herd(false);
-        nodes[1].report.herd = herd(false);
-        nodes[2].report.herd = herd(true);
-        let mut fleet = view(nodes);
-        let open = |fleet: &FleetView| {
-            fleet
-                .open_gate_target("daily.cvd", SHA, "a", 0)
-                .map(|target| target.node)
-        };
-        assert_eq!(open(&fleet).as_deref(), Some("c"));
-        // Every gate closed: nowhere (the herd gate here answers).
-        fleet.nodes[2].report.herd = herd(false);
-        assert_eq!(open(&fleet), None);
-        // Other bytes, or a digest not known yet, never.
-        fleet.nodes[2].report.herd = herd(true);
-        fleet.nodes[2].report.files.clear();
-        assert_eq!(open(&fleet), None);
-        fleet.nodes[1].report.herd = herd(true);
-        assert_eq!(open(&fleet).as_deref(), Some("b"));
-        assert_eq!(fleet.open_gate_target("daily.cvd", "", "a", 0), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `serve` as a fleet node: what it reports to the fleet each heartbeat
 //! (the files it publishes with their digests, its CVD versions, its link's
 //! capacity and load, its sync health), the hook that sends whole-CVD
-//! downloads to a node with headroom (or an open herd gate) when this one
-//! is busy and files this node lacks to a node that has them, and the versions the beacon may
+//! downloads to a node with headroom when this one is busy (or its herd
+//! gate full) and files this node lacks to a node that has them, and the versions the beacon may
 //! announce (none that another healthy node lacks).
 
 use std::collections::BTreeMap;
@@ -17,10 +17,9 @@ use crate::control::Control;
 use crate::dns::VersionRecord;
 use crate::observe::Observer;
 use crate::sync::SyncStatus;
-use cvdmirror_fleet::redirect::LocalHerd;
+use cvdmirror_fleet::redirect::LocalGate;
 use cvdmirror_fleet::{
-    Fleet, HerdLoad, LinkLoad, NodeReport, PublishedFile, PublishedFiles, RedirectHook, SyncHealth,
-    SyncState,
+    Fleet, LinkLoad, NodeReport, PublishedFile, PublishedFiles, RedirectHook, SyncHealth, SyncState,
 };
 
 /// The published files and CVD versions, refreshed every heartbeat.
@@ -63,13 +62,12 @@ pub fn start(
             load: observer.rates().total.max(0.0) as u64,
         })
     };
-    let herd: LocalHerd = {
+    let gate: LocalGate = {
         let control = Arc::clone(control);
-        Arc::new(move || herd_load(&control))
+        Arc::new(move || gate_closed(&control))
     };
     let report = {
         let link = Arc::clone(&link);
-        let herd = Arc::clone(&herd);
         let published = Arc::clone(&published);
         Arc::new(move || {
             let current = published.load();
@@ -77,7 +75,6 @@ pub fn start(
                 files: current.0.clone(),
                 versions: current.1.clone(),
                 link: link(),
-                herd: herd(),
                 sync: sync
                     .as_ref()
                     .map_or_else(SyncState::default, |s| sync_state(&s.borrow())),
@@ -101,7 +98,7 @@ pub fn start(
         )
         .with_affinity(settings.affinity.clone())
         .for_site(config.default_site.name.clone())
-        .with_herd(herd),
+        .with_gate(gate),
     );
     Ok((fleet, hook))
 }
@@ -303,14 +300,14 @@ fn cvd_versions(files: &BTreeMap<String, PublishedFile>) -> BTreeMap<String, u32
         .collect()
 }
 
-/// The herd gate as the fleet sees it. A gate that runs nothing admits the
-/// next download whatever rate it last saw (it sees one only when asked).
-fn herd_load(control: &Control) -> Option<HerdLoad> {
-    let stats = control.limits().herd_stats()?;
-    Some(HerdLoad {
-        open: stats.open || stats.active == 0,
-        queue_secs: stats.queue_secs,
-    })
+/// Whether the herd gate would refuse the next whole download. A gate
+/// that runs nothing admits the next one, whatever rate it last saw (it
+/// sees one only when asked).
+fn gate_closed(control: &Control) -> bool {
+    control
+        .limits()
+        .herd_stats()
+        .is_some_and(|stats| !stats.open && stats.active > 0)
 }
 
 fn sync_state(status: &SyncStatus) -> SyncState {

@@ -323,7 +323,6 @@ pub(crate) mod tests {
             public_url: format!("https://{name}.example.org"),
             versions: BTreeMap::from([("daily".to_owned(), daily)]),
             link: LinkLoad::default(),
-            herd: None,
             sync: SyncState::default(),
             files: 3,
             age_ms: 100,
