@@ -64,11 +64,15 @@ fn a_damaged_or_lying_bundle_changes_nothing() {
     });
     refused(&target, &bundle, &["bytecode-270.cdiff", "rejected"]);
 
-    // A forged .sign.
+    // A forged .sign: another base64 digit near the end, in the signature
+    // value (flipping a bit instead can make the text no base64 at all,
+    // which is refused as unusable, with another message).
     let bundle = variant("forged-sign.tar", &|p| {
         let sign = p.get_mut("bytecode-271.cdiff.sign");
         let at = sign.len() - 40;
-        flip(sign, at);
+        let base64 = |c: u8| c.is_ascii_alphanumeric() || c == b'+' || c == b'/';
+        assert!(base64(sign[at]), "not base64 at {at}");
+        sign[at] = if sign[at] == b'A' { b'B' } else { b'A' };
         p.rehash("bytecode-271.cdiff.sign");
     });
     refused(&target, &bundle, &["bytecode-271.cdiff", "rejected"]);
