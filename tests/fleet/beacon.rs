@@ -23,17 +23,7 @@ const NAME: &str = "current.cvd.fleet.test";
 
 /// The version of `bytecode` the beacon at `beacon` announces now.
 fn announced(beacon: SocketAddr) -> Option<u32> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(cvdmirror::dns::lookup(
-        NAME,
-        Some(beacon),
-        Duration::from_secs(1),
-    ))
-    .ok()
-    .and_then(|record| record.version_of(DB))
+    crate::support::beacon::announced(beacon, NAME)
 }
 
 /// Waits until the beacon at `beacon` announces `version`.
@@ -44,17 +34,6 @@ fn announces(beacon: SocketAddr, version: u32, within: Duration) {
             format!("the beacon announces {now:?}, not {version}")
         })
     });
-}
-
-/// The address `server`'s beacon reported at startup.
-fn beacon_of(server: &TestServer) -> SocketAddr {
-    server
-        .startup
-        .iter()
-        .find_map(|line| line.strip_prefix("beacon on "))
-        .expect("the beacon announces its address")
-        .parse()
-        .unwrap()
 }
 
 /// Waits until `server`'s view has node `name` publishing `version`.
@@ -124,7 +103,7 @@ fn the_beacon_announces_only_what_every_healthy_node_publishes() {
         SLOW,
         "",
     );
-    let beacon = beacon_of(&a);
+    let beacon = crate::support::beacon::address(&a);
     announces(beacon, 271, SYNCED);
     // `a` knows that `b` publishes 271 (a node's versions are in its very
     // first report).
@@ -202,7 +181,7 @@ fn freshclam_in_dns_mode_is_never_sent_for_a_version_its_node_lacks() {
         FLEET,
         "",
     );
-    let beacon = beacon_of(&a);
+    let beacon = crate::support::beacon::address(&a);
     assert_eq!(beacon, format!("{NAMESERVER}:53").parse().unwrap());
     wait_until(SYNCED, || {
         let serves = served_version(&a);

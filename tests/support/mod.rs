@@ -8,6 +8,7 @@
 //! - [`server`]: `cvdmirror serve` on a free port with a temporary root.
 //! - [`http`]: raw HTTP/1.1 requests and responses as the client sees them.
 //! - [`access_log`]: the access log, read with the library's own parser.
+//! - [`beacon`]: the DNS beacon of a running server, as a client asks it.
 //! - [`wait`]: the deadline and the one polling helper.
 //! - [`fixtures`]: the genuine ClamAV files the tests check against.
 //! - [`clamav`] and [`freshclam`]: ClamAV's own tools (freshclam 1.4 and
@@ -27,6 +28,7 @@
 )]
 
 pub mod access_log;
+pub mod beacon;
 pub mod clamav;
 pub mod fixtures;
 pub mod freshclam;

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use cvdmirror::cvd::sign::cvd_sign_name;
-use cvdmirror::dns;
 
 use crate::support::process::{cvdmirror, run};
 use crate::support::wait::{DEADLINE, wait_until_every};
@@ -23,7 +22,6 @@ const BEACON_NAME: &str = "current.cvd.mirror.test";
 struct Syncing {
     server: TestServer,
     beacon: SocketAddr,
-    rt: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
     world: World,
 }
@@ -45,21 +43,10 @@ impl Syncing {
         );
         args.extend(trust_args(dir.path()));
         let server = TestServer::builder().args(args).start();
-        let beacon: SocketAddr = server
-            .startup
-            .iter()
-            .find_map(|line| line.strip_prefix("beacon on "))
-            .expect("serve announces the beacon address")
-            .parse()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let beacon = support::beacon::address(&server);
         let syncing = Syncing {
             server,
             beacon,
-            rt,
             _dir: dir,
             world,
         };
@@ -70,14 +57,7 @@ impl Syncing {
 
     /// The version of `db` the beacon announces, once it answers.
     fn announced(&self) -> Option<u32> {
-        self.rt
-            .block_on(dns::lookup(
-                BEACON_NAME,
-                Some(self.beacon),
-                Duration::from_secs(1),
-            ))
-            .ok()
-            .and_then(|record| record.version_of(DB))
+        support::beacon::announced(self.beacon, BEACON_NAME)
     }
 
     fn wait_for_announced(&self, version: u32) {
