@@ -62,7 +62,6 @@ BENCH_NAME=fleet
 source "$REPO/bench/lib.sh"
 
 QUICK=${FLEET_QUICK:-0}
-q() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
 CLIENTS=${FLEET_CLIENTS:-$(q 300 150)}
 ARRIVE=${FLEET_ARRIVE_SECS:-$(q 60 8)}
 DAILY_MIB=${FLEET_DAILY_MIB:-$(q 5 2)}
@@ -321,37 +320,9 @@ preflight() { # NAME NAMESPACE_FOR_CLIENT ADDR
 # ---------------------------------------------------------------- measuring
 HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
-kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }'; }
 
-# probe_stats FILE LO_MS HI_MS -> "n p50 p99 failures" (as incident.sh: a
-# failure ranks as slower than any answer; a p99 of "fail" means >= 1% failed)
-probe_stats() {
-  awk -F'\t' -v lo="$2" -v hi="$3" '$1 >= lo && $1 <= hi { if ($3 == 1) print $2; else print 1e9 }' "$1" | sort -g |
-    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
-      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
-      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
-}
 
-# probe_stats_calm PROBE_FILE STEAL_FILE LO_MS HI_MS: as probe_stats, over
-# the requests during which the hypervisor stole no CPU time (incident.sh's).
-probe_stats_calm() {
-  awk -F'\t' -v lo="$3" -v hi="$4" '
-    FNR == NR { if (FNR == 1) base = $1; if ($2 > 0) stolen[int(($1 - base) / 10)] = 1; next }
-    $1 >= lo && $1 <= hi {
-      for (b = int(($1 - base - 20) / 10); b <= int(($1 - base + $2 + 20) / 10); b++) if (b in stolen) next
-      if ($3 == 1) print $2; else print 1e9
-    }' "$2" "$1" | sort -g |
-    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
-      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
-      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
-}
 
-# steal_share STEAL_FILE LO_MS HI_MS -> % of the machine's CPU time stolen
-steal_share() {
-  awk -F'\t' -v lo="$2" -v hi="$3" -v hz="$HZ" -v n="$NCPU" '$1 > lo && $1 <= hi { t += $2 }
-    END { d = (hi - lo) / 1000; if (d > 0) printf "%.0f\n", t / (hz * n * d) * 100; else print 0 }' "$1"
-}
-cpu_total_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # run_herd SCENARIO NODE_LIST ADDRS SPLIT CLIENTS: idle probes, then probes
 # and the herd; writes $TMP/SCENARIO.* and appends to $TMP/herds.tsv and

@@ -44,8 +44,11 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_NAME=incident
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
+
 QUICK=${INCIDENT_QUICK:-0}
-q() { if [[ $QUICK == 1 ]]; then echo "$2"; else echo "$1"; fi; }
 SETUPS_STR=${INCIDENT_SETUPS:-nginx nginx-limits cvdmirror cvdmirror-nogate}
 CLIENTS=${INCIDENT_CLIENTS:-$(q 300 150)}
 ARRIVE=${INCIDENT_ARRIVE_SECS:-$(q 60 8)}
@@ -64,8 +67,6 @@ DAILY_BYTES=$((DAILY_MIB * 1024 * 1024))
 WWW_HOST=www.bench.test
 NS=cvdinc-$$
 
-log() { printf '[incident %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 read -r -a SETUPS <<<"$SETUPS_STR"
 for s in "${SETUPS[@]}"; do
@@ -79,13 +80,6 @@ done
 ((CAP <= LINK && RA_MIN <= RA_MAX && MIN <= CAP)) || die "need CAP <= LINK, RA_MIN <= RA_MAX, MIN <= CAP"
 [[ $(id -u) == 0 ]] || die "needs root (network namespace, tc)"
 
-need() { # need COMMAND PACKAGE
-  command -v "$1" >/dev/null 2>&1 && return 0
-  log "installing $2"
-  if [[ -z ${APT_UPDATED:-} ]]; then apt-get update -qq >/dev/null; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  command -v "$1" >/dev/null 2>&1 || die "could not install $2"
-}
 need ip iproute2
 need tc iproute2
 need nginx nginx
@@ -356,7 +350,6 @@ preflight() { # NAME
 # ---------------------------------------------------------------- measuring
 HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
-cpu_total_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 cpu_total_all() { awk '/^cpu / { s = 0; for (i = 2; i <= NF; i++) s += $i; print s; exit }' /proc/stat; }
 cpu_of_tree() { # PID -> utime+stime ticks of it and its children
   local p t=0 f
@@ -367,39 +360,9 @@ cpu_of_tree() { # PID -> utime+stime ticks of it and its children
   echo "$t"
 }
 
-# probe_stats FILE LO_MS HI_MS -> "n p50 p99 failures" (a failure ranks as
-# slower than any answer, so a p99 of "fail" means >= 1% failed)
-probe_stats() {
-  awk -F'\t' -v lo="$2" -v hi="$3" '$1 >= lo && $1 <= hi { if ($3 == 1) print $2; else print 1e9 }' "$1" | sort -g |
-    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
-      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
-      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
-}
 
-# probe_stats_calm PROBE_FILE STEAL_FILE LO_MS HI_MS -> "n p50 p99 failures"
-# over the probe requests during which the hypervisor stole no CPU time
-# (no steal tick within 20 ms of the request; the counter moves in 10 ms
-# ticks, so "none" means less than about 10 ms stolen across all CPUs).
-probe_stats_calm() {
-  awk -F'\t' -v lo="$3" -v hi="$4" '
-    FNR == NR { if (FNR == 1) base = $1; if ($2 > 0) stolen[int(($1 - base) / 10)] = 1; next }
-    $1 >= lo && $1 <= hi {
-      # Keys relative to the first sample: mawk prints large numbers as %.6g.
-      for (b = int(($1 - base - 20) / 10); b <= int(($1 - base + $2 + 20) / 10); b++) if (b in stolen) next
-      if ($3 == 1) print $2; else print 1e9
-    }' "$2" "$1" | sort -g |
-    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
-      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
-      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
-}
 
-# steal_share STEAL_FILE LO_MS HI_MS -> % of the machine's CPU time stolen
-steal_share() {
-  awk -F'\t' -v lo="$2" -v hi="$3" -v hz="$HZ" -v n="$NCPU" '$1 > lo && $1 <= hi { t += $2 }
-    END { d = (hi - lo) / 1000; if (d > 0) printf "%.0f\n", t / (hz * n * d) * 100; else print 0 }' "$1"
-}
 
-kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }'; }
 
 declare -A SOLO
 RESULTS=$TMP/results.tsv

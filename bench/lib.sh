@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by the benchmarks (bench/serve.sh, sync.sh, instructions.sh):
+# Shared by the benchmarks (bench/serve.sh, sync.sh, instructions.sh,
+# incident.sh, fleet.sh):
 # logging, installing what a bench needs, and cleaning up every process it
 # started and its temp directory on exit, failure or Ctrl-C. Source it after
 # setting BENCH_NAME.
@@ -142,3 +143,45 @@ http {
 EOF
   nginx -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" || die "nginx config $dir/nginx.conf is invalid"
 }
+
+# ------------------------------------------------ herd benchmarks' helpers
+# (bench/incident.sh, bench/fleet.sh)
+
+# q FULL QUICK: the value for a full run, or with QUICK=1 for a quick one.
+q() { if [[ ${QUICK:-0} == 1 ]]; then echo "$2"; else echo "$1"; fi; }
+
+kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2; found = 1 } END { if (!found) print 0 }'; }
+
+# probe_stats FILE LO_MS HI_MS -> "n p50 p99 failures" (a failure ranks as
+# slower than any answer, so a p99 of "fail" means >= 1% failed)
+probe_stats() {
+  awk -F'\t' -v lo="$2" -v hi="$3" '$1 >= lo && $1 <= hi { if ($3 == 1) print $2; else print 1e9 }' "$1" | sort -g |
+    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
+      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
+      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
+}
+
+# probe_stats_calm PROBE_FILE STEAL_FILE LO_MS HI_MS -> "n p50 p99 failures"
+# over the probe requests during which the hypervisor stole no CPU time
+# (no steal tick within 20 ms of the request; the counter moves in 10 ms
+# ticks, so "none" means less than about 10 ms stolen across all CPUs).
+probe_stats_calm() {
+  awk -F'\t' -v lo="$3" -v hi="$4" '
+    FNR == NR { if (FNR == 1) base = $1; if ($2 > 0) stolen[int(($1 - base) / 10)] = 1; next }
+    $1 >= lo && $1 <= hi {
+      # Keys relative to the first sample: mawk prints large numbers as %.6g.
+      for (b = int(($1 - base - 20) / 10); b <= int(($1 - base + $2 + 20) / 10); b++) if (b in stolen) next
+      if ($3 == 1) print $2; else print 1e9
+    }' "$2" "$1" | sort -g |
+    awk '{ v[NR] = $1; if ($1 >= 1e9) f++ }
+      function pct(p,  i) { i = int(p * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] >= 1e9 ? "fail" : sprintf("%.1f", v[i]) }
+      END { if (NR == 0) print 0, "-", "-", 0; else print NR, pct(0.5), pct(0.99), f + 0 }'
+}
+
+# steal_share STEAL_FILE LO_MS HI_MS -> % of the machine's CPU time stolen
+steal_share() {
+  awk -F'\t' -v lo="$2" -v hi="$3" -v hz="$HZ" -v n="$NCPU" '$1 > lo && $1 <= hi { t += $2 }
+    END { d = (hi - lo) / 1000; if (d > 0) printf "%.0f\n", t / (hz * n * d) * 100; else print 0 }' "$1"
+}
+
+cpu_total_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
