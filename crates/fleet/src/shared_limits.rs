@@ -45,13 +45,13 @@ use std::time::Duration;
 
 use cvdmirror_formats::mutex::lock;
 use cvdmirror_limits::{FleetShare, FleetTotals, FleetUsage, Limits};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use serde::Serialize;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::store::Store;
 use crate::{FleetConfig, FleetError};
 
 /// After this many failed syncs in a row the connection starts over (as
@@ -246,7 +246,8 @@ pub fn spawn(
             "shared limits: interval and max_keys must be above 0".to_owned(),
         ));
     }
-    let link = Link::new(fleet)?;
+    // A connection of its own, apart from the heartbeat's.
+    let link = Store::new(fleet)?;
     let status = Arc::new(Mutex::new(SharedLimitsStatus::default()));
     let rounds = Arc::new(AtomicU64::new(0));
     let mut sync = Syncer {
@@ -303,48 +304,10 @@ impl Keys {
     }
 }
 
-/// The sync's own connection to Redis.
-struct Link {
-    client: redis::Client,
-    settings: ConnectionManagerConfig,
-    manager: ConnectionManager,
-    op_timeout: Duration,
-}
-
-impl Link {
-    fn new(config: &FleetConfig) -> Result<Self, FleetError> {
-        // As in the store: `rediss://` needs the process's crypto provider.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = config.redis_client()?;
-        let settings = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.op_timeout))
-            .set_response_timeout(Some(config.op_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(config.heartbeat / 4)
-            .set_max_delay(config.heartbeat);
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), settings.clone())?;
-        Ok(Self {
-            client,
-            settings,
-            manager,
-            op_timeout: config.op_timeout,
-        })
-    }
-
-    fn reconnect(&mut self) {
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.settings.clone()) {
-            Ok(manager) => self.manager = manager,
-            Err(error) => {
-                tracing::warn!(%error, "shared limits: cannot renew the redis connection")
-            }
-        }
-    }
-}
-
 struct Syncer {
     keys: Keys,
     settings: SharedLimitsConfig,
-    link: Link,
+    link: Store,
     limits: LimitsSource,
     /// The epoch last seen in Redis.
     epoch: Option<String>,
@@ -457,16 +420,10 @@ impl Syncer {
         for requests in &share.requests {
             invocation.arg(requests.admitted).arg(micros(requests.debt));
         }
-        let mut connection = self.link.manager.clone();
-        let reply: Value = match tokio::time::timeout(
-            self.link.op_timeout,
-            invocation.invoke_async(&mut connection),
-        )
-        .await
-        {
-            Ok(reply) => reply?,
-            Err(_) => return Err(FleetError::Timeout(self.link.op_timeout)),
-        };
+        let reply: Value = self
+            .link
+            .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
         parse_reply(reply, share.usage.len(), share.requests.len())
     }
 }

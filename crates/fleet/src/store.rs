@@ -165,7 +165,10 @@ impl Store {
     }
 
     /// Runs `call` on the connection, bounded by the operation timeout.
-    async fn call<T, F>(&self, call: impl FnOnce(ConnectionManager) -> F) -> Result<T, FleetError>
+    pub(crate) async fn call<T, F>(
+        &self,
+        call: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, FleetError>
     where
         F: Future<Output = RedisResult<T>>,
     {
