@@ -130,6 +130,13 @@ impl Exchange {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrustedPeer;
 
+/// The mark a hook leaves in [`Exchange::extensions`] when it answered a
+/// request for a file this server lacks with a redirect to a server that
+/// has it (a fleet's fill-in): for the rest of the pipeline the file was
+/// still missing here (the sync's heal hook treats it as a `404`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissingHere;
+
 /// A byte counter shared by the response body and whoever watches it.
 #[derive(Debug, Default)]
 pub struct SentBytes(AtomicU64);

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use cvdmirror_exchange::body::ResponseBody;
 use cvdmirror_exchange::hooks::Hook;
-use cvdmirror_exchange::{Exchange, FileKind, TrustedPeer};
+use cvdmirror_exchange::{Exchange, FileKind, MissingHere, TrustedPeer};
 use http::header::{CACHE_CONTROL, HeaderValue, LOCATION};
 use http::{Method, Response, StatusCode};
 use ipnet::IpNet;
@@ -150,7 +150,9 @@ impl Hook for RedirectHook {
             .find(|(clients, _)| clients.contains(&exchange.client))
             .map(|(_, node)| node.as_str());
         let target = if missing {
-            view.fill_in_target(name, &self.node, None, rand::random(), preferred)?
+            let target = view.fill_in_target(name, &self.node, None, rand::random(), preferred)?;
+            exchange.extensions.insert(MissingHere);
+            target
         } else {
             let own = view.node(&self.node)?;
             let behind = own

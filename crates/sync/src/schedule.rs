@@ -28,7 +28,7 @@ use super::backoff::{Backoff, jittered};
 use super::demand::Demand;
 use super::{Engine, Quiet, SyncError};
 use crate::hooks::{Completion, Hook};
-use cvdmirror_exchange::{Exchange, FileKind};
+use cvdmirror_exchange::{Exchange, FileKind, MissingHere};
 
 /// Minimum time between passes triggered by clients.
 pub const HEAL_COOL_DOWN: Duration = Duration::from_secs(5 * 60);
@@ -181,7 +181,9 @@ impl HealHook {
 
 impl Hook for HealHook {
     fn complete(&self, exchange: &Exchange, completion: &Completion) {
-        if completion.status != StatusCode::NOT_FOUND {
+        let missing = completion.status == StatusCode::NOT_FOUND
+            || exchange.extensions.get::<MissingHere>().is_some();
+        if !missing {
             return;
         }
         let is_cdiff = exchange
@@ -272,5 +274,17 @@ mod tests {
         };
         hook.complete(&exchange("/daily-12.cdiff"), &ok);
         assert_eq!(trigger.heal_requests(), 1);
+        // Sent to a fleet node that has it: still missing here.
+        let found = Completion {
+            status: StatusCode::FOUND,
+            ..not_found
+        };
+        hook.complete(&exchange("/daily-12.cdiff"), &found);
+        assert_eq!(trigger.heal_requests(), 1);
+        let mut filled_in = exchange("/daily-12.cdiff");
+        filled_in.extensions.insert(MissingHere);
+        hook.complete(&filled_in, &found);
+        assert_eq!(trigger.heal_requests(), 2);
+        assert!(demand.asked_since("daily-12.cdiff", 0));
     }
 }
