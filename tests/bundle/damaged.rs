@@ -77,6 +77,17 @@ fn a_damaged_or_lying_bundle_changes_nothing() {
     });
     refused(&target, &bundle, &["bytecode-271.cdiff", "rejected"]);
 
+    // A .sign that is not a signature at all: refused, saying why.
+    let bundle = variant("garbage-sign.tar", &|p| {
+        *p.get_mut("bytecode-271.cdiff.sign") = b"#clamsign-1.0:garbage\n".to_vec();
+        p.rehash("bytecode-271.cdiff.sign");
+    });
+    refused(
+        &target,
+        &bundle,
+        &["bytecode-271.cdiff.sign: rejected", "unusable"],
+    );
+
     // A cdiff the manifest lists is missing.
     let bundle = variant("missing.tar", &|p| {
         p.entries.retain(|(n, _)| n != "bytecode-270.cdiff");

@@ -517,6 +517,11 @@ mod tests {
                     reason: "invalid signature: line 1: certificate has expired".into(),
                 });
             }
+            s.unusable_signs.push(Rejection {
+                at: 1_764_288_120,
+                file: "daily-27782.cdiff.sign".into(),
+                reason: "signature file unusable: line 1: not base64".into(),
+            });
         });
         let sync = observer.sync().unwrap();
         sync.note(&tx.borrow());
@@ -551,6 +556,12 @@ mod tests {
             "invalid signature: line 1: certificate has expired"
         );
         assert_eq!(j["sync"]["rejections_total"], 2);
+        let unusable = &j["sync"]["unusable_signs"][0];
+        assert_eq!(unusable["file"], "daily-27782.cdiff.sign");
+        assert_eq!(
+            unusable["reason"],
+            "signature file unusable: line 1: not base64"
+        );
 
         let m = observer.metrics_text();
         for line in [

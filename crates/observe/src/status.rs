@@ -184,6 +184,7 @@ pub fn build(observer: &Observer, public: bool) -> Value {
             "heal_requests": s.trigger.heal_requests(),
             "signatures": signatures_json(&status.signatures),
             "rejections": rejections_json(&status.rejections),
+            "unusable_signs": rejections_json(&status.unusable_signs),
             "rejections_total": tally.rejections.values().sum::<u64>(),
         })
     });

@@ -237,6 +237,16 @@ impl Engine {
         self.status.send_modify(|s| s.rejections.push(rejection));
     }
 
+    /// Records a `.sign` left unpublished because it could not be used.
+    pub(super) fn set_aside(&self, file: &str, reason: &str) {
+        let entry = Rejection {
+            at: unix_now(),
+            file: file.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.status.send_modify(|s| s.unusable_signs.push(entry));
+    }
+
     async fn run(
         &self,
         state: &mut SyncState,

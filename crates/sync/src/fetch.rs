@@ -304,6 +304,8 @@ impl Engine {
                 tracing::warn!(file = sign_name, reason = %e, "signature file not published");
                 if e.is_invalid() {
                     self.reject(sign_name, &e.to_string());
+                } else {
+                    self.set_aside(sign_name, &e.to_string());
                 }
                 let _ = std::fs::remove_file(&dest);
                 Ok((verdict, None))

@@ -50,6 +50,10 @@ pub struct SyncStatus {
     pub signatures: BTreeMap<String, DbSignatures>,
     /// The most recent files refused, with the reasons.
     pub rejections: Rejections,
+    /// The most recent `.sign` files left unpublished because they could
+    /// not be used (not fetched, not parsed), with the reasons: clients
+    /// ignore such a file, so the file it signs is not refused for it.
+    pub unusable_signs: Rejections,
 }
 
 impl SyncStatus {

@@ -149,12 +149,21 @@ impl Importer {
         let engine = Engine::with_upstream(config, Upstream::bundle(Arc::clone(&self.bundle)))?;
         let span = tracing::info_span!("import_verify", scratch = %self.verified().display());
         let result = engine.pass(progress).instrument(span).await;
-        let rejections = engine.status().borrow().rejections.clone();
+        let (rejections, unusable) = {
+            let status = engine.status();
+            let status = status.borrow();
+            (status.rejections.clone(), status.unusable_signs.clone())
+        };
         let mut failed: Vec<(&str, String, bool)> = Vec::new();
         for db in &self.databases {
             for file in self.manifest().files_of(db) {
                 let path = self.verified().join(&file.name);
-                let rejected = rejections.iter().filter(|r| r.file == file.name).last();
+                // Refused for itself: a failed check, or (a `.sign`) unusable.
+                let rejected = rejections
+                    .iter()
+                    .chain(unusable.iter())
+                    .filter(|r| r.file == file.name)
+                    .last();
                 let problem = match sha256(&path) {
                     Ok(hash) if hash == file.sha256 => continue,
                     Ok(_) => "differs from the bundle after verification".to_owned(),
