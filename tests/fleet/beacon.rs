@@ -10,7 +10,9 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use super::cluster::{CONVERGE, SYNCED, fleet_json, node_with, served_version, syncing_node_with};
+use super::cluster::{
+    CONVERGE, SYNCED, fleet_json, node_with, served_version, syncing_node_with, wait_serving,
+};
 use crate::support::freshclam::{Client, Mode, Run, fmt_entries};
 use crate::support::redis::Redis;
 use crate::support::server::{ADMIN_TOKEN, TestServer};
@@ -55,10 +57,7 @@ fn push_and_wait(server: &TestServer, version: u32) {
     let token = format!("Bearer {ADMIN_TOKEN}");
     let pushed = server.admin("POST", "/sync", &[("Authorization", token.as_str())]);
     assert_eq!(pushed.status, 202);
-    wait_until(SYNCED, || {
-        let serves = served_version(server);
-        check(serves == Some(version), || format!("serves {serves:?}"))
-    });
+    wait_serving(server, version);
 }
 
 /// The nodes in `server`'s view marked lagging.
@@ -183,10 +182,7 @@ fn freshclam_in_dns_mode_is_never_sent_for_a_version_its_node_lacks() {
     );
     let beacon = crate::support::beacon::address(&a);
     assert_eq!(beacon, format!("{NAMESERVER}:53").parse().unwrap());
-    wait_until(SYNCED, || {
-        let serves = served_version(&a);
-        check(serves == Some(340), || format!("a serves {serves:?}"))
-    });
+    wait_serving(&a, 340);
     knows(&a, "b", 340);
 
     // Upstream releases 341; `a` has it, `b` does not.

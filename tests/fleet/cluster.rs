@@ -7,8 +7,10 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::http::Response;
 use crate::support::redis::Redis;
 use crate::support::server::TestServer;
+use crate::support::wait::{check, wait_until};
 use crate::support::world::{DB, World, trust_args};
 
 /// Within this, a change reaches every node's view (heartbeat 100 ms).
@@ -163,4 +165,24 @@ pub(super) fn lease_holder(server: &TestServer) -> Option<String> {
     fleet_json(server)["lease"]["holder"]
         .as_str()
         .map(str::to_owned)
+}
+
+/// Waits (up to [`SYNCED`]) until `server` serves `bytecode` `version`.
+pub(super) fn wait_serving(server: &TestServer, version: u32) {
+    wait_until(SYNCED, || {
+        let serves = served_version(server);
+        check(serves == Some(version), || format!("serves {serves:?}"))
+    });
+}
+
+/// Waits (up to [`CONVERGE`]) until `server` answers `GET path` with a
+/// `302`, and returns that answer.
+pub(super) fn wait_redirected(server: &TestServer, path: &str) -> Response {
+    wait_until(CONVERGE, || {
+        let response = server.get(path, &[]);
+        check(response.status == 302, || {
+            format!("status {}", response.status)
+        })
+        .map(|()| response)
+    })
 }

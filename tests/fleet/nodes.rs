@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::cluster::{
     CONVERGE, SYNCED, fleet_json, lease_holder, members, node, node_with, served_version,
-    syncing_node, syncing_node_with,
+    syncing_node, syncing_node_with, wait_redirected, wait_serving,
 };
 
 use crate::support::fixture;
@@ -32,10 +32,7 @@ fn busy_and_idle(redis: &Redis) -> (TestServer, TestServer, Vec<u8>) {
     let files: &[(&str, &[u8])] = &[("bytecode.cvd", &cvd)];
     let a = node(redis, "a", Ipv4Addr::new(127, 0, 0, 1), files, 0.0);
     let b = node(redis, "b", Ipv4Addr::new(127, 0, 0, 2), files, 0.9);
-    wait_until(CONVERGE, || {
-        let status = a.get("/bytecode.cvd", &[]).status;
-        check(status == 302, || format!("status {status}"))
-    });
+    wait_redirected(&a, "/bytecode.cvd");
     (a, b, cvd)
 }
 
@@ -123,13 +120,7 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
         &[("bytecode.cvd", &cvd), ("daily.cvd", &cvd)],
         0.9,
     );
-    let redirected = wait_until(CONVERGE, || {
-        let response = a.get("/bytecode.cvd", &[]);
-        check(response.status == 302, || {
-            format!("status {}", response.status)
-        })
-        .map(|()| response)
-    });
+    let redirected = wait_redirected(&a, "/bytecode.cvd");
     let location = redirected.header("location").unwrap().to_owned();
     assert_eq!(location, format!("http://{}/bytecode.cvd?via=a", b.addr));
     assert_eq!(redirected.header("cache-control"), Some("no-store"));
@@ -223,13 +214,7 @@ fn a_download_the_herd_gate_would_refuse_goes_to_a_node_that_admits_it() {
     // The third download would be refused at `a`: it goes to `b`, which
     // admits it and sends the same bytes (once each node has hashed its
     // copy and reported the digest: until then it is refused).
-    let response = wait_until(CONVERGE, || {
-        let response = a.get("/daily.cvd", &[]);
-        check(response.status == 302, || {
-            format!("status {}", response.status)
-        })
-        .map(|()| response)
-    });
+    let response = wait_redirected(&a, "/daily.cvd");
     let location = response.header("location").unwrap().to_owned();
     assert_eq!(location, format!("http://{}/daily.cvd?via=a", b.addr));
     let served = b.get("/daily.cvd?via=a", &[]);
@@ -343,10 +328,7 @@ fn a_node_syncing_from_the_puller_passes_the_limits_meant_for_clients() {
         &["--link-rate", "100Mbit", "--bulk-min-rate", "1Gbit"],
         "",
     );
-    wait_until(SYNCED, || {
-        let serves = served_version(&a);
-        check(serves == Some(271), || format!("a serves {serves:?}"))
-    });
+    wait_serving(&a, 271);
     assert_eq!(lease_holder(&a).as_deref(), Some("a"));
     assert_eq!(a.get("/bytecode.cvd", &[]).status, 429);
     assert_eq!(
@@ -363,10 +345,7 @@ fn a_node_syncing_from_the_puller_passes_the_limits_meant_for_clients() {
         Ipv4Addr::new(127, 0, 0, 2),
         keys.path(),
     );
-    wait_until(SYNCED, || {
-        let serves = served_version(&b);
-        check(serves == Some(271), || format!("b serves {serves:?}"))
-    });
+    wait_serving(&b, 271);
     // `b`'s requests at `a` (its sync's User-Agent; the test's own have
     // none).
     let entries = a.access_log_entries();
