@@ -14,7 +14,7 @@ use cvdmirror::fleet::{
 use cvdmirror::observe::{ObserveConfig, Observer};
 use tokio::time::Instant;
 
-use crate::observe::page::{browse, console_errors, serve_page, signed_sync_status, text_of_table};
+use crate::observe::page::{browse, rendered_dom, serve_page, signed_sync_status, text_of_table};
 
 /// A node of the stub fleet: `daily` at `daily`, `main` 62, three files,
 /// and a long public URL.
@@ -106,13 +106,7 @@ fn the_status_page_shows_the_fleet() {
         cvdmirror::observe::page::HTML.to_owned(),
         status.to_string(),
     );
-    let out = browse(&url, &["--dump-dom"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        console_errors(&stderr).is_empty(),
-        "console errors: {stderr}"
-    );
-    let dom = String::from_utf8(out.stdout).unwrap();
+    let dom = rendered_dom(&url);
     assert!(
         dom.contains("id=\"fleet-card\">") || dom.contains("id=\"fleet-card\" class"),
         "the card is shown: {dom}"

@@ -63,6 +63,18 @@ pub(super) fn browse_at(url: &str, (width, height): (u32, u32), extra: &[&str]) 
     out
 }
 
+/// The DOM of `url` after its scripts ran (in a 1400 × 1300 window),
+/// asserting that the page logged no console error.
+pub(super) fn rendered_dom(url: &str) -> String {
+    let out = browse(url, &["--dump-dom"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        console_errors(&stderr).is_empty(),
+        "console errors: {stderr}"
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Console errors and uncaught exceptions in Chromium's log.
 pub(super) fn console_errors(stderr: &str) -> Vec<&str> {
     stderr
@@ -108,13 +120,7 @@ fn the_status_page_renders_live_numbers_without_errors() {
     server.status_when("nine requests", |s| s["totals"]["requests"] == 9);
     let url = format!("http://{}/", server.admin_addr());
 
-    let first = browse(&url, &["--dump-dom"]);
-    let stderr = String::from_utf8_lossy(&first.stderr);
-    assert!(
-        console_errors(&stderr).is_empty(),
-        "console errors: {stderr}"
-    );
-    let dom = String::from_utf8(first.stdout).unwrap();
+    let dom = rendered_dom(&url);
     assert_eq!(text_of(&dom, "k-req"), "9", "{dom}");
     assert_ne!(text_of(&dom, "headline"), "Waiting for the first status…");
     let renders: u32 = dom
@@ -276,13 +282,7 @@ fn the_status_page_shows_signatures_and_refused_files() {
     );
 
     let url = page_server(json);
-    let out = browse(&url, &["--dump-dom"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        console_errors(&stderr).is_empty(),
-        "console errors: {stderr}"
-    );
-    let dom = String::from_utf8(out.stdout).unwrap();
+    let dom = rendered_dom(&url);
     let sync = text_of_table(&dom, "t-sync");
     assert!(
         sync.contains("legacy + .sign")
