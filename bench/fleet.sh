@@ -193,32 +193,7 @@ nsc redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || die "redis-server did not sta
 log "redis-server $(redis-server --version | awk '{print $3}' | sed 's/v=//') on $(peer_ip 1), $(peer_ip 2), $(peer_ip 3), 127.0.0.1 in $NSC (no persistence)"
 
 # ---------------------------------------------------------------- data
-MIRROR=$TMP/mirror
-WWW=$TMP/www
-mkdir -p "$MIRROR" "$WWW"
-chmod 755 "$MIRROR" "$WWW"
-DAILY_STIME=$(($(date +%s) - 3600))
-OLD_STIME=$((DAILY_STIME - 2 * 86400))
-IMS_OLD=$(TZ=GMT LC_ALL=C date -d "@$OLD_STIME" '+%a, %d %b %Y %H:%M:%S GMT')
-head -c $((DAILY_BYTES - 512)) /dev/urandom >"$TMP/body"
-BODY_MD5=$(md5sum "$TMP/body" | cut -d' ' -f1)
-{
-  printf '%-512s' "ClamAV-VDB:$(LC_ALL=C date -u -d "@$DAILY_STIME" '+%d %b %Y %H-%M +0000'):27830:2071234:90:$BODY_MD5:unsigned-benchmark-file:cvdfleet:$DAILY_STIME"
-  cat "$TMP/body"
-} >"$MIRROR/daily.cvd"
-rm -f "$TMP/body"
-touch -d "@$DAILY_STIME" "$MIRROR/daily.cvd"
-# As incident.sh: 27828 and 27830 exist, 27829 is missing, so every client
-# falls back to the whole daily.cvd.
-for v in 27828 27830; do
-  { printf 'ClamAV-Diff:%s:1024:' "$v"; head -c 30000 /dev/urandom; } >"$MIRROR/daily-$v.cdiff"
-done
-{
-  echo '<!doctype html><html><head><title>bench</title></head><body>'
-  for _ in $(seq 200); do echo '<p>The voice server and this page share the link with the mirror.</p>'; done
-} >"$WWW/index.html"
-truncate -s 8192 "$WWW/index.html"
-chmod 644 "$MIRROR"/* "$WWW"/*
+write_herd_data cvdfleet
 
 # ---------------------------------------------------------------- nodes
 write_conf() { # FILE LISTEN SHAPED(1|0)

@@ -185,3 +185,38 @@ steal_share() {
 }
 
 cpu_total_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+
+# write_herd_data BUILDER: the herd's files in $TMP (DAILY_BYTES big):
+# MIRROR with a daily.cvd (its header names BUILDER) and the cdiffs 27828
+# and 27830 (27829 is missing, the failed update, so clients two versions
+# behind fall back to the whole daily.cvd), and WWW with an 8 KiB page.
+# Sets MIRROR, WWW, DAILY_STIME, OLD_STIME and IMS_OLD (an If-Modified-Since
+# older than daily.cvd).
+write_herd_data() {
+  MIRROR=$TMP/mirror
+  WWW=$TMP/www
+  mkdir -p "$MIRROR" "$WWW"
+  chmod 755 "$TMP" "$MIRROR" "$WWW"
+  DAILY_STIME=$(($(date +%s) - 3600))
+  OLD_STIME=$((DAILY_STIME - 2 * 86400))
+  IMS_OLD=$(TZ=GMT LC_ALL=C date -d "@$OLD_STIME" '+%a, %d %b %Y %H:%M:%S GMT')
+  head -c $((DAILY_BYTES - 512)) /dev/urandom >"$TMP/body"
+  local md5
+  md5=$(md5sum "$TMP/body" | cut -d' ' -f1)
+  {
+    printf '%-512s' "ClamAV-VDB:$(LC_ALL=C date -u -d "@$DAILY_STIME" '+%d %b %Y %H-%M +0000'):27830:2071234:90:$md5:unsigned-benchmark-file:$1:$DAILY_STIME"
+    cat "$TMP/body"
+  } >"$MIRROR/daily.cvd"
+  rm -f "$TMP/body"
+  touch -d "@$DAILY_STIME" "$MIRROR/daily.cvd"
+  local v
+  for v in 27828 27830; do
+    { printf 'ClamAV-Diff:%s:1024:' "$v"; head -c 30000 /dev/urandom; } >"$MIRROR/daily-$v.cdiff"
+  done
+  {
+    echo '<!doctype html><html><head><title>bench</title></head><body>'
+    for _ in $(seq 200); do echo '<p>The voice server and this page share the link with the mirror.</p>'; done
+  } >"$WWW/index.html"
+  truncate -s 8192 "$WWW/index.html"
+  chmod 644 "$MIRROR"/* "$WWW"/*
+}
