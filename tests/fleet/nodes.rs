@@ -137,6 +137,7 @@ fn a_busy_node_sends_whole_cvds_once_to_a_node_with_the_same_bytes() {
     // Small requests are answered where they arrive.
     let check_header = a.get("/bytecode.cvd", &[("Range", "bytes=0-511")]);
     assert_eq!(check_header.status, 206);
+    assert_eq!(a.request("HEAD", "/bytecode.cvd", &[]).status, 200);
     // A file no other node has byte for byte stays here.
     let own = a.get("/daily.cvd", &[]);
     assert_eq!(own.status, 200);

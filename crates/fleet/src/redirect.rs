@@ -134,7 +134,9 @@ impl Hook for RedirectHook {
         }
         let path = exchange.target.path();
         let name = path.strip_prefix('/').filter(|name| !name.contains('/'))?;
+        // A `HEAD` is as small as a header check: answered here.
         let whole_cvd = planned.status() == StatusCode::OK
+            && exchange.method == Method::GET
             && exchange
                 .file
                 .as_ref()
