@@ -40,8 +40,6 @@ pub(super) const SIGN_RETRY: Duration = Duration::from_secs(3600);
 pub struct Engine {
     pub(super) config: SyncConfig,
     upstream: ArcSwap<Upstream>,
-    /// The bearer token `upstream` sends, if any.
-    bearer: ArcSwap<Option<String>>,
     pub(super) state_file: StateFile,
     single_flight: Mutex<()>,
     pub(super) status: watch::Sender<SyncStatus>,
@@ -78,7 +76,6 @@ impl Engine {
         let engine = Self {
             config,
             upstream: ArcSwap::from_pointee(upstream),
-            bearer: ArcSwap::from_pointee(None),
             state_file,
             single_flight: Mutex::new(()),
             status: watch::Sender::new(SyncStatus::default()),
@@ -118,7 +115,8 @@ impl Engine {
     /// node syncing from another); a change of token alone makes a new
     /// client too.
     pub fn set_upstream_with(&self, url: &str, bearer: Option<&str>) -> Result<(), SyncError> {
-        if self.upstream.load().base() == url && self.bearer.load().as_deref() == bearer {
+        let current = self.upstream.load();
+        if current.base() == url && current.bearer() == bearer {
             return Ok(());
         }
         let mut upstream = Upstream::new(
@@ -134,7 +132,6 @@ impl Engine {
                 .map_err(|e| SyncError::Config(e.to_string()))?;
         }
         self.upstream.store(Arc::new(upstream));
-        self.bearer.store(Arc::new(bearer.map(str::to_owned)));
         Ok(())
     }
 

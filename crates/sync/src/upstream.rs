@@ -146,6 +146,18 @@ impl Upstream {
         Ok(self)
     }
 
+    /// The bearer token this upstream sends, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Http(http) => http
+                .authorization
+                .as_ref()
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer ")),
+            Inner::Local(_) => None,
+        }
+    }
+
     /// An upstream over a bundle already opened and checked.
     pub fn bundle(bundle: Arc<Bundle>) -> Self {
         Self {
@@ -463,6 +475,16 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstream_remembers_the_bearer_it_sends() {
+        let timeout = Duration::from_secs(1);
+        let plain = Upstream::new("http://127.0.0.1:9", timeout, timeout, None).unwrap();
+        assert_eq!(plain.bearer(), None);
+        let peer = plain.with_bearer("0123abcd").unwrap();
+        assert_eq!(peer.bearer(), Some("0123abcd"));
+        assert!(format!("{peer:?}").contains("Sensitive"), "{peer:?}");
+    }
 
     #[test]
     fn retry_after_in_both_forms() {
